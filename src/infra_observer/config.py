@@ -1,0 +1,352 @@
+"""Configuration from environment variables: one settings class per component.
+
+Every variable is named `INFRA_OBSERVER_<COMPONENT>_<FIELD>`, except the Prefect variables
+users already have (`PREFECT_API_URL`, `PREFECT_API_KEY`, `PREFECT_API_AUTH_STRING`).
+Lists are comma-separated. `load_settings` turns every mistake into one line per variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from infra_observer.errors import ConfigError
+
+ENV_PREFIX = "INFRA_OBSERVER_"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_default=True)
+
+
+class PrefectSettings(_Section):
+    """Where events go: the variables the Prefect client itself reads."""
+
+    model_config = SettingsConfigDict(env_prefix="PREFECT_")
+
+    api_url: pydantic.HttpUrl | None = Field(
+        default=None,
+        description="Events API base, e.g. http://127.0.0.1:4200/api or a Cloud workspace URL. "
+        "Unset: events are written to stdout as JSON lines.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Prefect Cloud API key, sent as a bearer token."
+    )
+    api_auth_string: SecretStr | None = Field(
+        default=None,
+        description="`user:password` for a self-hosted server with basic auth.",
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> PrefectSettings:
+        if self.api_key is not None and self.api_auth_string is not None:
+            raise ValueError("set PREFECT_API_KEY (Cloud) or PREFECT_API_AUTH_STRING, not both")
+        return self
+
+
+class EmitterSettings(_Section):
+    """Queueing, batching and delivery."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}EMITTER_")
+
+    sink: Literal["auto", "events-api", "stdout"] = Field(
+        default="auto",
+        description="`auto`: the events API when PREFECT_API_URL is set, else stdout.",
+    )
+    queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Events held in memory before sources wait (backpressure, nothing dropped).",
+    )
+    batch_max_events: int = Field(default=200, ge=1, le=10_000, description="Events per POST.")
+    batch_max_bytes: int = Field(
+        default=4_000_000, ge=1_500_000, description="Serialized bytes per POST."
+    )
+    flush_interval_seconds: float = Field(
+        default=0.2, gt=0, description="Longest wait for a batch to fill before it is sent."
+    )
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one POST to the events API."
+    )
+    retry_initial_seconds: float = Field(
+        default=0.5, gt=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest delay between delivery attempts."
+    )
+    drain_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description="On shutdown, how long queued events may take to be delivered.",
+    )
+    follows_max_resources: int = Field(
+        default=100_000,
+        ge=1,
+        description="Resources whose latest event is remembered for `follows` (LRU).",
+    )
+    sent_ids_max: int = Field(
+        default=200_000,
+        ge=1,
+        description="Delivered event ids remembered so one id is sent once per process (LRU).",
+    )
+    ca_bundle: Path | None = Field(
+        default=None, description="PEM file of CA certificates to verify the events API with."
+    )
+
+
+class HealthSettings(_Section):
+    """The HTTP server for probes and metrics."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}HEALTH_")
+
+    enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 in a pod).")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on (0: any).")
+
+
+class LogSettings(_Section):
+    """Logging."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}LOG_")
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="`auto`: console on a terminal, JSON lines otherwise."
+    )
+
+
+class KubernetesSettings(_Section):
+    """The Kubernetes pod watcher."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}KUBERNETES_")
+
+    enabled: bool = Field(default=False, description="Watch pods labelled prefect.io/flow-run-id.")
+    namespaces: CommaList = Field(
+        default_factory=list, description="Namespaces to watch; empty: the whole cluster."
+    )
+    label_selector: str = Field(
+        default="",
+        description="Extra label selector, ANDed with `prefect.io/flow-run-id` on the server.",
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig file; unset: in-cluster config, else $KUBECONFIG."
+    )
+    context: str | None = Field(default=None, description="Kubeconfig context to use.")
+    watch_timeout_seconds: int = Field(
+        default=300, ge=1, description="Server-side timeout of one watch request."
+    )
+    inactivity_timeout_seconds: float = Field(
+        default=330.0,
+        gt=0,
+        description="A watch silent this long (no event, no bookmark) is replaced.",
+    )
+    backoff_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest delay between reconnection attempts."
+    )
+
+    _split = field_validator("namespaces", mode="before")(_split_commas)
+
+
+class DockerSettings(_Section):
+    """The Docker container watcher."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}DOCKER_")
+
+    enabled: bool = Field(default=False, description="Watch containers of Prefect flow runs.")
+    host: str | None = Field(
+        default=None,
+        description="Docker endpoint; unset: $DOCKER_HOST, else unix:///var/run/docker.sock.",
+    )
+    tls_verify: bool | None = Field(
+        default=None, description="Use TLS with client certificates; unset: $DOCKER_TLS_VERIFY."
+    )
+    cert_path: Path | None = Field(
+        default=None,
+        description="Directory with ca.pem, cert.pem, key.pem; unset: $DOCKER_CERT_PATH.",
+    )
+    label_filters: CommaList = Field(
+        default_factory=list,
+        description="Extra label filters (`key` or `key=value`), all of which must match.",
+    )
+    worker_name: str | None = Field(
+        default=None,
+        description="Worker named on events of containers without a worker label; "
+        "unset: the Docker host's name.",
+    )
+    backoff_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest delay between reconnection attempts."
+    )
+
+    _split = field_validator("label_filters", mode="before")(_split_commas)
+
+
+class EcsSettings(_Section):
+    """The ECS task watcher (EventBridge to SQS)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}ECS_")
+
+    enabled: bool = Field(default=False, description="Consume ECS Task State Change events.")
+    queue_url: str | None = Field(
+        default=None, description="URL of the SQS queue EventBridge delivers to."
+    )
+    region: str | None = Field(
+        default=None, description="AWS region; unset: the standard AWS configuration chain."
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="Endpoint override for SQS and ECS (compatible services)."
+    )
+    max_messages: int = Field(default=10, ge=1, le=10, description="Messages per receive call.")
+    wait_time_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll wait.")
+    concurrency: int = Field(default=10, ge=1, description="Messages handled at once.")
+    visibility_timeout_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=43_200,
+        description="Visibility kept (and extended) while a message is handled.",
+    )
+    delete_invalid_messages: bool = Field(
+        default=False,
+        description="Delete messages that are not ECS task state changes, instead of leaving "
+        "them to the queue's dead-letter policy.",
+    )
+    tag_filters: CommaList = Field(
+        default_factory=list,
+        description="Extra task tag filters (`key` or `key=value`), all of which must match.",
+    )
+    tags_cache_size: int = Field(default=10_000, ge=1, description="Task tag sets cached (LRU).")
+    backoff_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest delay between retries after SQS errors."
+    )
+
+    _split = field_validator("tag_filters", mode="before")(_split_commas)
+
+    @model_validator(mode="after")
+    def _queue_when_enabled(self) -> EcsSettings:
+        if self.enabled and not self.queue_url:
+            raise ValueError("INFRA_OBSERVER_ECS_QUEUE_URL is required when the ECS source is on")
+        return self
+
+
+SECTIONS: tuple[type[_Section], ...] = (
+    PrefectSettings,
+    EmitterSettings,
+    HealthSettings,
+    LogSettings,
+    KubernetesSettings,
+    DockerSettings,
+    EcsSettings,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    prefect: PrefectSettings
+    emitter: EmitterSettings
+    health: HealthSettings
+    log: LogSettings
+    kubernetes: KubernetesSettings
+    docker: DockerSettings
+    ecs: EcsSettings
+
+
+def env_name(section: type[_Section], field: str) -> str:
+    return f"{section.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def load_settings() -> Settings:
+    """Read every section from the environment; raise one ConfigError listing every mistake."""
+    loaded: dict[str, _Section] = {}
+    problems: list[str] = []
+    for field, section in zip(dataclasses.fields(Settings), SECTIONS, strict=True):
+        try:
+            loaded[field.name] = section()
+        except pydantic.ValidationError as exc:
+            problems.extend(_describe(section, exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Settings(**loaded)  # type: ignore[arg-type]
+
+
+def _describe(section: type[_Section], exc: pydantic.ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        location = error["loc"]
+        if location:
+            name = env_name(section, str(location[0]))
+            shown = _redacted(section, str(location[0]), error.get("input"))
+            lines.append(f"{name}={shown}: {error['msg']}")
+        else:
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+    return lines
+
+
+def _redacted(section: type[_Section], field: str, value: object) -> str:
+    annotation = section.model_fields[field].annotation if field in section.model_fields else None
+    if _mentions_secret(annotation):
+        return "'********'"
+    return repr(value)
+
+
+def _mentions_secret(annotation: object) -> bool:
+    if annotation is SecretStr:
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_mentions_secret(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def reference_markdown() -> str:
+    """The configuration reference page, generated from the settings classes."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `src/infra_observer/config.py` "
+        "(`python -m infra_observer.config > docs/configuration.md`); a test keeps it in step.",
+        "Lists are comma-separated. Secrets are never logged or printed.",
+    ]
+    for section in SECTIONS:
+        title = (section.__doc__ or section.__name__).rstrip(".")
+        lines += ["", f"## {title}", "", "| variable | type | default | meaning |"]
+        lines.append("|---|---|---|---|")
+        for field, info in section.model_fields.items():
+            default = (
+                "" if info.is_required() else repr(info.get_default(call_default_factory=True))
+            )
+            kind = _type_name(info.annotation)
+            description = (info.description or "").replace("|", "\\|")
+            lines.append(f"| `{env_name(section, field)}` | {kind} | `{default}` | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+def _type_name(annotation: object) -> str:
+    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
+    for noise in (
+        "typing.",
+        "pydantic.networks.",
+        "pydantic.types.",
+        "pathlib._local.",
+        "pathlib.",
+    ):
+        text = text.replace(noise, "")
+    return text.replace("|", "or").replace("NoneType", "None")
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")  # noqa: T201

@@ -1,0 +1,404 @@
+"""Builders for every event of the infrastructure events reference page.
+
+Each builder takes typed inputs and returns an `Event` whose resource labels, related
+resources and payload match the page's tables; sources and the CLI build events only here.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from infra_observer.events.model import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event, utc
+
+PodPhase = Literal["pending", "running", "succeeded", "failed", "unknown", "evicted"]
+ContainerStatus = Literal[
+    "created", "running", "paused", "restarting", "removing", "exited", "dead"
+]
+EcsTaskStatus = Literal[
+    "provisioning",
+    "pending",
+    "activating",
+    "running",
+    "deactivating",
+    "stopping",
+    "deprovisioning",
+    "stopped",
+    "deleted",
+]
+WorkerType = Literal["kubernetes", "docker", "ecs"]
+
+POD_PHASES: tuple[PodPhase, ...] = get_args(PodPhase)
+CONTAINER_STATUSES: tuple[ContainerStatus, ...] = get_args(ContainerStatus)
+ECS_TASK_STATUSES: tuple[EcsTaskStatus, ...] = get_args(EcsTaskStatus)
+
+_SLUG_INVALID = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(text: str) -> str:
+    """Lower-case words joined by dashes, as Prefect writes slugs."""
+    return _SLUG_INVALID.sub("-", text.lower()).strip("-")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunRefs:
+    """The Prefect objects a piece of infrastructure was started for; ids are UUID strings."""
+
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    deployment_id: str | None = None
+    deployment_name: str | None = None
+    flow_id: str | None = None
+    flow_name: str | None = None
+    work_pool_id: str | None = None
+    work_pool_name: str | None = None
+    worker_name: str | None = None
+
+
+_REF_KEYS = {
+    "flow_run_id": "flow-run-id",
+    "flow_run_name": "flow-run-name",
+    "deployment_id": "deployment-id",
+    "deployment_name": "deployment-name",
+    "flow_id": "flow-id",
+    "flow_name": "flow-name",
+    "work_pool_id": "work-pool-id",
+    "work_pool_name": "work-pool-name",
+    "worker_name": "worker-name",
+}
+_ID_FIELDS = ("flow_run_id", "deployment_id", "flow_id", "work_pool_id")
+
+
+def refs_from_labels(labels: Mapping[str, str]) -> tuple[FlowRunRefs, list[str]]:
+    """Read Prefect's labels or tags (`prefect.io/x`, or Docker's reverse-DNS `io.prefect.x`).
+
+    Returns the references and a list of problems: an id that is not a UUID is left out
+    (and reported), so the event is still emitted without that related resource.
+    """
+    values: dict[str, str | None] = {}
+    problems: list[str] = []
+    for field, key in _REF_KEYS.items():
+        value = labels.get(f"prefect.io/{key}") or labels.get(f"io.prefect.{key}")
+        if value and field in _ID_FIELDS and not _is_uuid(value):
+            problems.append(f"label prefect.io/{key}={value!r} is not a UUID")
+            value = None
+        values[field] = value or None
+    return FlowRunRefs(**values), problems
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _resource(resource_id: str, *, name: str | None = None, **extra: str) -> dict[str, str]:
+    labels = {RESOURCE_ID: resource_id}
+    if name:
+        labels[RESOURCE_NAME] = name
+    labels.update(extra)
+    return labels
+
+
+def _related(resource_id: str, role: str, name: str | None = None) -> dict[str, str]:
+    labels = {RESOURCE_ID: resource_id, RESOURCE_ROLE: role}
+    if name:
+        labels[RESOURCE_NAME] = name
+    return labels
+
+
+def worker_resource(*, worker_type: WorkerType, worker_name: str) -> dict[str, str]:
+    labels = _related(f"prefect.worker.{worker_type}.{slugify(worker_name)}", "worker", worker_name)
+    labels["prefect.worker-type"] = worker_type
+    return labels
+
+
+def _flow_run_related(refs: FlowRunRefs) -> dict[str, str] | None:
+    if refs.flow_run_id is None:
+        return None
+    return _related(f"prefect.flow-run.{refs.flow_run_id}", "flow-run", refs.flow_run_name)
+
+
+def _deployment_related(refs: FlowRunRefs) -> dict[str, str] | None:
+    if refs.deployment_id is None:
+        return None
+    return _related(f"prefect.deployment.{refs.deployment_id}", "deployment", refs.deployment_name)
+
+
+def _flow_related(refs: FlowRunRefs) -> dict[str, str] | None:
+    if refs.flow_id is None:
+        return None
+    return _related(f"prefect.flow.{refs.flow_id}", "flow", refs.flow_name)
+
+
+def _work_pool_related(refs: FlowRunRefs) -> dict[str, str] | None:
+    if refs.work_pool_id is None:
+        return None
+    return _related(f"prefect.work-pool.{refs.work_pool_id}", "work-pool", refs.work_pool_name)
+
+
+def _present(*related: dict[str, str] | None) -> tuple[dict[str, str], ...]:
+    return tuple(labels for labels in related if labels is not None)
+
+
+def _worker_if_named(refs: FlowRunRefs, worker_type: WorkerType) -> dict[str, str] | None:
+    if refs.worker_name is None:
+        return None
+    return worker_resource(worker_type=worker_type, worker_name=refs.worker_name)
+
+
+# --- Kubernetes ---------------------------------------------------------------------------
+
+
+def kubernetes_pod_event(
+    *,
+    phase: PodPhase,
+    pod_uid: str,
+    pod_name: str,
+    namespace: str,
+    refs: FlowRunRefs,
+    occurred: datetime,
+    event_id: uuid.UUID,
+    eviction_reason: str | None = None,
+) -> Event:
+    """`prefect.kubernetes.pod.{phase}`; `eviction_reason` goes with evicted, and only with it."""
+    if (phase == "evicted") != bool(eviction_reason):
+        raise ValueError("eviction_reason is required for evicted pods and only for them")
+    extra = {"kubernetes.namespace": namespace}
+    if eviction_reason:
+        extra["kubernetes.reason"] = eviction_reason
+    return Event(
+        occurred=utc(occurred),
+        event=f"prefect.kubernetes.pod.{phase}",
+        resource=_resource(f"prefect.kubernetes.pod.{pod_uid}", name=pod_name, **extra),
+        related=_present(
+            _flow_run_related(refs),
+            _deployment_related(refs),
+            _flow_related(refs),
+            _work_pool_related(refs),
+            _worker_if_named(refs, "kubernetes"),
+        ),
+        id=event_id,
+    )
+
+
+# --- Docker -------------------------------------------------------------------------------
+
+
+def _docker_event(
+    *,
+    name: str,
+    container_id: str,
+    container_name: str | None,
+    refs: FlowRunRefs,
+    worker_name: str,
+    occurred: datetime,
+    event_id: uuid.UUID,
+) -> Event:
+    # The page makes the worker always present: the container's own worker label wins,
+    # else the configured name of the watching worker.
+    worker = worker_resource(worker_type="docker", worker_name=refs.worker_name or worker_name)
+    return Event(
+        occurred=utc(occurred),
+        event=name,
+        resource=_resource(f"prefect.docker.container.{container_id}", name=container_name),
+        related=(
+            *_present(
+                _flow_run_related(refs),
+                _flow_related(refs),
+                _deployment_related(refs),
+                _work_pool_related(refs),
+            ),
+            worker,
+        ),
+        id=event_id,
+    )
+
+
+def docker_container_event(
+    *,
+    status: ContainerStatus,
+    container_id: str,
+    container_name: str | None,
+    refs: FlowRunRefs,
+    worker_name: str,
+    occurred: datetime,
+    event_id: uuid.UUID,
+) -> Event:
+    """`prefect.docker.container.{status}`."""
+    return _docker_event(
+        name=f"prefect.docker.container.{status}",
+        container_id=container_id,
+        container_name=container_name,
+        refs=refs,
+        worker_name=worker_name,
+        occurred=occurred,
+        event_id=event_id,
+    )
+
+
+def docker_container_creation_failed(
+    *,
+    container_id: str,
+    container_name: str | None,
+    refs: FlowRunRefs,
+    worker_name: str,
+    occurred: datetime,
+    event_id: uuid.UUID,
+) -> Event:
+    """`prefect.docker.container.creation-failed`: no daemon reports it, so a worker emits it.
+
+    `container_id` is whatever identifies the attempt, for instance the intended name.
+    """
+    return _docker_event(
+        name="prefect.docker.container.creation-failed",
+        container_id=container_id,
+        container_name=container_name,
+        refs=refs,
+        worker_name=worker_name,
+        occurred=occurred,
+        event_id=event_id,
+    )
+
+
+# --- ECS ----------------------------------------------------------------------------------
+
+
+def ecs_task_id(task_arn: str) -> str:
+    """The task id is the ARN's last path segment (`.../cluster/<id>` or `.../<id>`)."""
+    return task_arn.rsplit("/", 1)[-1]
+
+
+def ecs_task_event(
+    *,
+    status: EcsTaskStatus,
+    task_arn: str,
+    cluster_arn: str | None,
+    task_definition_arn: str | None,
+    refs: FlowRunRefs,
+    occurred: datetime,
+    event_id: uuid.UUID,
+) -> Event:
+    """`prefect.ecs.task.{status}`."""
+    extra = {"ecs.taskArn": task_arn}
+    if cluster_arn:
+        extra["ecs.clusterArn"] = cluster_arn
+    if task_definition_arn:
+        extra["ecs.taskDefinitionArn"] = task_definition_arn
+    return Event(
+        occurred=utc(occurred),
+        event=f"prefect.ecs.task.{status}",
+        resource=_resource(f"prefect.ecs.task.{ecs_task_id(task_arn)}", **extra),
+        related=_present(
+            _flow_run_related(refs),
+            _deployment_related(refs),
+            _flow_related(refs),
+            _work_pool_related(refs),
+            _worker_if_named(refs, "ecs"),
+        ),
+        id=event_id,
+    )
+
+
+# --- Events no watcher can observe --------------------------------------------------------
+
+
+def block_loaded(
+    *,
+    block_type_slug: str,
+    block_document_id: uuid.UUID,
+    block_document_name: str | None,
+    occurred: datetime,
+    event_id: uuid.UUID,
+) -> Event:
+    """`prefect.block.{type}.loaded`."""
+    return Event(
+        occurred=utc(occurred),
+        event=f"prefect.block.{block_type_slug}.loaded",
+        resource=_resource(f"prefect.block-document.{block_document_id}", name=block_document_name),
+        related=(_related(f"prefect.block-type.{block_type_slug}", "block-type"),),
+        id=event_id,
+    )
+
+
+PullStepOutcome = Literal["executed", "failed"]
+
+
+def pull_step(
+    *,
+    outcome: PullStepOutcome,
+    flow_run_id: uuid.UUID,
+    deployment_id: uuid.UUID | None,
+    step: Mapping[str, Any],
+    occurred: datetime,
+    event_id: uuid.UUID,
+) -> Event:
+    """`prefect.flow-run.pull-step.{executed,failed}`.
+
+    `step` is the step as written in prefect.yaml: its fully qualified name mapped to its inputs.
+    """
+    if len(step) != 1:
+        raise ValueError("a pull step is one fully qualified name mapped to its inputs")
+    related = (
+        ()
+        if deployment_id is None
+        else (_related(f"prefect.deployment.{deployment_id}", "deployment"),)
+    )
+    return Event(
+        occurred=utc(occurred),
+        event=f"prefect.flow-run.pull-step.{outcome}",
+        resource=_resource(f"prefect.flow-run.{flow_run_id}"),
+        related=related,
+        payload=dict(step),
+        id=event_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCounts:
+    succeeded: int
+    failed: int
+    skipped: int
+
+
+def workspace_transfer(
+    *,
+    transfer_id: uuid.UUID,
+    description: str,
+    source_profile: str,
+    target_profile: str,
+    source_url: str,
+    target_url: str,
+    total_resources: int,
+    completed: TransferCounts | None,
+    occurred: datetime,
+    event_id: uuid.UUID,
+) -> Event:
+    """`prefect.workspace.transfer.started`, or `.completed` when `completed` is given."""
+    payload: dict[str, Any] = {
+        "source_profile": source_profile,
+        "target_profile": target_profile,
+        "source_url": source_url,
+        "target_url": target_url,
+        "total_resources": total_resources,
+    }
+    if completed is not None:
+        payload |= {
+            "succeeded": completed.succeeded,
+            "failed": completed.failed,
+            "skipped": completed.skipped,
+        }
+    stage = "started" if completed is None else "completed"
+    return Event(
+        occurred=utc(occurred),
+        event=f"prefect.workspace.transfer.{stage}",
+        resource=_resource(f"prefect.workspace.transfer.{transfer_id}", name=description),
+        payload=payload,
+        id=event_id,
+    )

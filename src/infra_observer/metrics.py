@@ -1,0 +1,88 @@
+"""Prometheus metrics, registered on a registry the application creates and injects."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_PREFIX = "infra_observer"
+
+
+class Metrics:
+    """Every metric of the daemon; one instance per process, built in `app`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_observed = Counter(
+            f"{_PREFIX}_events_observed",
+            "Events produced by a source, before validation and deduplication.",
+            ["source", "event"],
+            registry=registry,
+        )
+        self.events_emitted = Counter(
+            f"{_PREFIX}_events_emitted",
+            "Events accepted by the sink.",
+            ["source", "event"],
+            registry=registry,
+        )
+        self.events_rejected = Counter(
+            f"{_PREFIX}_events_rejected",
+            "Events refused locally (invalid) or by the server (422), never delivered.",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.events_duplicate = Counter(
+            f"{_PREFIX}_events_duplicate",
+            "Events not sent again because their id was already delivered by this process.",
+            ["source"],
+            registry=registry,
+        )
+        self.events_undelivered = Counter(
+            f"{_PREFIX}_events_undelivered",
+            "Events still queued when the shutdown deadline ran out.",
+            ["source"],
+            registry=registry,
+        )
+        self.delivery_retries = Counter(
+            f"{_PREFIX}_delivery_retries",
+            "Failed delivery attempts that will be retried, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.input_errors = Counter(
+            f"{_PREFIX}_input_errors",
+            "Malformed objects seen by a source (logged with what was wrong).",
+            ["source", "kind"],
+            registry=registry,
+        )
+        self.source_reconnects = Counter(
+            f"{_PREFIX}_source_reconnects",
+            "Times a source re-established its stream, by reason.",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.source_ready = Gauge(
+            f"{_PREFIX}_source_ready",
+            "1 once a source has synced its initial state and is following changes.",
+            ["source"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            f"{_PREFIX}_queue_depth", "Events waiting to be delivered.", registry=registry
+        )
+        self.batch_seconds = Histogram(
+            f"{_PREFIX}_batch_seconds",
+            "Time to deliver one batch, retries included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.last_delivery = Gauge(
+            f"{_PREFIX}_last_delivery_timestamp_seconds",
+            "Unix time of the last successful delivery.",
+            registry=registry,
+        )
+        self.bound_hits = Counter(
+            f"{_PREFIX}_bound_hits",
+            "Times a documented bound was reached (queue full, cache eviction).",
+            ["bound"],
+            registry=registry,
+        )

@@ -1,0 +1,1 @@
+"""Sources: watchers that turn infrastructure status changes into events."""
