@@ -72,8 +72,11 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def limit_problems(event: Event) -> list[str]:
-    """What in this event the events API would refuse or silently drop; empty when none."""
+def limit_problems(event: Event, *, exact_size: bool = True) -> list[str]:
+    """What in this event the events API would refuse or silently drop; empty when none.
+
+    `exact_size=False` skips serializing the event, for callers that know it is small.
+    """
     problems: list[str] = []
     if not event.event:
         problems.append("event name is empty")
@@ -88,7 +91,7 @@ def limit_problems(event: Event) -> list[str]:
         problems.append("event follows itself")
     if event.occurred.tzinfo is None:
         problems.append("occurred has no time zone")
-    if not problems:
+    if exact_size and not problems:
         size = len(event.to_json())
         if size >= MAX_EVENT_BYTES:
             problems.append(f"serialized event is {size} bytes, must stay under {MAX_EVENT_BYTES}")

@@ -1,0 +1,331 @@
+"""The emitter: a bounded queue, batching, `follows`, once-per-process ids, and retries.
+
+Sources hand events over with `submit`; one delivery loop (`run`) sends them in batches,
+in the order they were submitted, so events of one resource arrive in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import structlog
+import tenacity
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+from infra_observer.config import EmitterSettings
+from infra_observer.emitter.sinks import Sink
+from infra_observer.errors import (
+    DeliveryError,
+    MisconfiguredSinkError,
+    RejectedBatchError,
+    RetryableDeliveryError,
+)
+from infra_observer.events.follows import FollowsTracker
+from infra_observer.events.handoff import Outcome
+from infra_observer.events.model import MAX_EVENT_BYTES, Event, limit_problems
+from infra_observer.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+# Each event adds its JSON punctuation and field names to the label and payload text.
+_EVENT_OVERHEAD_BYTES = 256
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: Event
+    source: str
+    size: int
+    future: asyncio.Future[Outcome] = field(repr=False)
+
+
+class _IdMemory:
+    """Ids delivered by this process, least recently used first out."""
+
+    def __init__(self, limit: int) -> None:
+        self._ids: OrderedDict[UUID, None] = OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, event_id: UUID) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: UUID) -> bool:
+        """Remember the id; True when an older one had to be forgotten."""
+        self._ids[event_id] = None
+        if len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+            return True
+        return False
+
+
+class _WaitHonouringRetryAfter(wait_base):
+    """Exponential backoff with jitter, but never shorter than the server's Retry-After, and
+    the longest delay for errors only an operator can fix (so they cause no retry storm)."""
+
+    def __init__(self, *, initial: float, maximum: float) -> None:
+        self._backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._maximum = maximum
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        delay = float(self._backoff(retry_state))
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, MisconfiguredSinkError):
+            return self._maximum
+        if isinstance(error, DeliveryError) and error.retry_after is not None:
+            return max(delay, error.retry_after)
+        return delay
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+class Emitter:
+    """Implements `EventHandoff` for the sources and delivers to one `Sink`."""
+
+    def __init__(self, *, sink: Sink, settings: EmitterSettings, metrics: Metrics) -> None:
+        self._sink = sink
+        self._settings = settings
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=settings.queue_size)
+        self._follows = FollowsTracker(
+            max_resources=settings.follows_max_resources,
+            on_evict=metrics.bound_hits.labels("follows_resources").inc,
+        )
+        self._delivered = _IdMemory(settings.sent_ids_max)
+        self._queued: set[UUID] = set()
+        self._stopping = asyncio.Event()
+        self._stop_at = float("inf")
+        self._sink_healthy: bool | None = None
+        self._carry: _Pending | None = None
+
+    @property
+    def sink_healthy(self) -> bool:
+        """False after a failed attempt, until one succeeds; None-safe for the probe."""
+        return bool(self._sink_healthy)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
+        self._metrics.events_observed.labels(source, event.event).inc()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if event.id in self._delivered or event.id in self._queued:
+            self._metrics.events_duplicate.labels(source).inc()
+            future.set_result(Outcome.DUPLICATE)
+            return future
+        follows = self._follows.link(event.resource_id, event.id, event.occurred)
+        if follows is not None:
+            event = event.with_follows(follows)
+        size = _estimated_size(event)
+        problems = limit_problems(event, exact_size=size * 2 >= MAX_EVENT_BYTES)
+        if problems:
+            self._reject(event, source=source, reason="invalid", detail="; ".join(problems))
+            future.set_result(Outcome.REJECTED)
+            return future
+        if self._queue.full():
+            self._metrics.bound_hits.labels("queue").inc()
+            log.warning("emitter_queue_full", source=source, size=self._settings.queue_size)
+        self._queued.add(event.id)
+        await self._queue.put(_Pending(event=event, source=source, size=size, future=future))
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return future
+
+    def stop(self, deadline_seconds: float) -> None:
+        """Deliver what is queued within the deadline, then make `run` return."""
+        self._stop_at = min(self._stop_at, time.monotonic() + deadline_seconds)
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._check_sink()
+        batch: list[_Pending] = []
+        try:
+            while batch := await self._next_batch():
+                await self._deliver_batch(batch)
+        except _DeadlinePassed:
+            pass
+        undelivered = self._abandon(batch)
+        if undelivered:
+            log.error("emitter_stopped_with_undelivered_events", count=undelivered)
+        else:
+            log.info("emitter_drained")
+
+    async def _check_sink(self) -> None:
+        try:
+            detail = await self._sink.check()
+        except DeliveryError as exc:
+            self._sink_healthy = False
+            log.warning("sink_unreachable", sink=self._sink.name, error=str(exc))
+        else:
+            self._sink_healthy = True
+            log.info("sink_reachable", sink=self._sink.name, detail=detail)
+
+    async def _next_batch(self) -> list[_Pending]:
+        first = await self._first_or_stop()
+        if first is None:
+            return []
+        batch, size = [first], first.size
+        flush_at = time.monotonic() + self._settings.flush_interval_seconds
+        while len(batch) < self._settings.batch_max_events:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = flush_at - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if size + item.size > self._settings.batch_max_bytes:
+                # Keep order: the item opens the next batch.
+                self._carry = item
+                break
+            batch.append(item)
+            size += item.size
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return batch
+
+    async def _first_or_stop(self) -> _Pending | None:
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if self._stopping.is_set():
+            return None
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        return None
+
+    async def _deliver_batch(self, batch: list[_Pending]) -> None:
+        started = time.monotonic()
+        try:
+            await self._send_with_retries(batch)
+        except RejectedBatchError as exc:
+            await self._isolate_rejected(batch, exc)
+            return
+        self._metrics.batch_seconds.observe(time.monotonic() - started)
+        self._settle_delivered(batch)
+
+    async def _isolate_rejected(self, batch: list[_Pending], exc: RejectedBatchError) -> None:
+        # One invalid event fails the whole batch: halve until the culprits are alone.
+        if len(batch) == 1:
+            item = batch[0]
+            self._queued.discard(item.event.id)
+            detail = f"{exc.status}: {exc.detail}"
+            self._reject(item.event, source=item.source, reason="server_rejected", detail=detail)
+            item.future.set_result(Outcome.REJECTED)
+            return
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            await self._deliver_batch(half)
+
+    async def _send_with_retries(self, batch: list[_Pending]) -> None:
+        events = [item.event for item in batch]
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(RetryableDeliveryError),
+            wait=_WaitHonouringRetryAfter(
+                initial=self._settings.retry_initial_seconds,
+                maximum=self._settings.retry_max_seconds,
+            ),
+            sleep=self._sleep_until_deadline,
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._sink.send(events)
+        except RetryableDeliveryError:
+            raise _DeadlinePassed from None
+        self._sink_healthy = True
+
+    def _before_retry(self, retry_state: tenacity.RetryCallState) -> None:
+        self._sink_healthy = False
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        reason = type(error).__name__ if error is not None else "unknown"
+        self._metrics.delivery_retries.labels(reason).inc()
+        delay = retry_state.upcoming_sleep
+        emit_log = log.error if isinstance(error, MisconfiguredSinkError) else log.warning
+        emit_log(
+            "delivery_failed",
+            error=str(error),
+            attempt=retry_state.attempt_number,
+            retry_in=round(delay, 2),
+        )
+
+    async def _sleep_until_deadline(self, delay: float) -> None:
+        wake_at = time.monotonic() + delay
+        while (now := time.monotonic()) < min(wake_at, self._stop_at):
+            try:
+                await asyncio.wait_for(self._stopping.wait(), min(wake_at, self._stop_at) - now)
+            except TimeoutError:
+                break
+            # Asked to stop while sleeping: the deadline now bounds the sleep.
+            if self._stop_at <= time.monotonic():
+                break
+            await asyncio.sleep(min(wake_at, self._stop_at) - time.monotonic())
+        if time.monotonic() >= self._stop_at:
+            raise RetryableDeliveryError("shutdown deadline passed before delivery")
+
+    def _settle_delivered(self, batch: Sequence[_Pending]) -> None:
+        for item in batch:
+            event = item.event
+            self._queued.discard(event.id)
+            if self._delivered.add(event.id):
+                self._metrics.bound_hits.labels("sent_ids").inc()
+            self._metrics.events_emitted.labels(item.source, event.event).inc()
+            if not item.future.done():
+                item.future.set_result(Outcome.DELIVERED)
+        self._metrics.last_delivery.set(time.time())
+
+    def _reject(self, event: Event, *, source: str, reason: str, detail: str) -> None:
+        self._metrics.events_rejected.labels(source, reason).inc()
+        log.error(
+            "event_rejected",
+            source=source,
+            reason=reason,
+            detail=detail,
+            event=event.event,
+            event_id=str(event.id),
+            resource_id=event.resource.get("prefect.resource.id"),
+        )
+
+    def _abandon(self, in_flight: list[_Pending]) -> int:
+        """Settle everything not delivered by the deadline as UNDELIVERED; return the count."""
+        abandoned = [item for item in in_flight if not item.future.done()]
+        if self._carry is not None:
+            abandoned.append(self._carry)
+            self._carry = None
+        while not self._queue.empty():
+            abandoned.append(self._queue.get_nowait())
+        for item in abandoned:
+            self._metrics.events_undelivered.labels(item.source).inc()
+            self._queued.discard(item.event.id)
+            item.future.set_result(Outcome.UNDELIVERED)
+        self._metrics.queue_depth.set(0)
+        return len(abandoned)
+
+
+def _estimated_size(event: Event) -> int:
+    """Bytes of the event's JSON, estimated from its text without serializing it."""
+    size = _EVENT_OVERHEAD_BYTES + len(event.event)
+    for labels in (event.resource, *event.related):
+        size += sum(len(key) + len(value) + 6 for key, value in labels.items())
+    if event.payload:
+        size += len(repr(event.payload))
+    return size
