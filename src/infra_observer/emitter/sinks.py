@@ -84,7 +84,10 @@ class EventsApiSink:
             raise RetryableDeliveryError(f"POST {self._url} timed out") from exc
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
-            raise RetryableDeliveryError(f"POST {self._url} failed: {reason}") from exc
+            raise RetryableDeliveryError(
+                f"POST {self._url} failed: {reason}; is the Prefect server up, "
+                "and PREFECT_API_URL right?"
+            ) from exc
         _raise_for_status(response, url=self._url)
 
 

@@ -1,0 +1,182 @@
+"""The one place where objects are built and wired, and where the daemon's tasks run.
+
+Shutdown is ordered: sources stop first, then the emitter drains within its deadline,
+and the health server stops last, so probes answer until the very end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from infra_observer.config import Settings
+from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, events_api_client
+from infra_observer.errors import ConfigError, SourceError
+from infra_observer.events.handoff import EventHandoff
+from infra_observer.health import HealthServer
+from infra_observer.metrics import Metrics
+from infra_observer.sources.base import Source
+
+log = structlog.get_logger(__name__)
+
+NO_SOURCES = (
+    "no source is enabled; enable at least one: "
+    "INFRA_OBSERVER_KUBERNETES_ENABLED=true (pods labelled prefect.io/flow-run-id), "
+    "INFRA_OBSERVER_DOCKER_ENABLED=true (containers of Prefect's Docker worker), "
+    "INFRA_OBSERVER_ECS_ENABLED=true with INFRA_OBSERVER_ECS_QUEUE_URL (ECS tasks via SQS)"
+)
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def build_sink(settings: Settings) -> Sink:
+    choice = settings.emitter.sink
+    api_url = settings.prefect.api_url
+    if choice == "events-api" and api_url is None:
+        raise ConfigError(
+            "INFRA_OBSERVER_EMITTER_SINK='events-api' needs PREFECT_API_URL, e.g. "
+            "http://127.0.0.1:4200/api"
+        )
+    if choice == "stdout" or (choice == "auto" and api_url is None):
+        return StdoutSink(sys.stdout.buffer)
+    client = events_api_client(settings.prefect, settings.emitter)
+    return EventsApiSink(client=client, api_url=str(api_url))
+
+
+def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics) -> list[Source]:
+    # Imported only when enabled, so an unused source costs neither import time nor memory.
+    sources: list[Source] = []
+    if settings.kubernetes.enabled:
+        from infra_observer.sources.kubernetes.watch import KubernetesSource
+
+        sources.append(
+            KubernetesSource(settings=settings.kubernetes, handoff=handoff, metrics=metrics)
+        )
+    if settings.docker.enabled:
+        from infra_observer.sources.docker.stream import DockerSource
+
+        sources.append(DockerSource(settings=settings.docker, handoff=handoff, metrics=metrics))
+    if settings.ecs.enabled:
+        from infra_observer.sources.ecs.queue import EcsSource
+
+        sources.append(EcsSource(settings=settings.ecs, handoff=handoff, metrics=metrics))
+    return sources
+
+
+async def run(settings: Settings) -> None:
+    """Run the daemon until SIGTERM or SIGINT; raise when a source fails for good."""
+    metrics = Metrics(CollectorRegistry())
+    sink = build_sink(settings)
+    emitter = Emitter(sink=sink, settings=settings.emitter, metrics=metrics)
+    sources = build_sources(settings, handoff=emitter, metrics=metrics)
+    if not sources:
+        await sink.aclose()
+        raise ConfigError(NO_SOURCES)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    health = HealthServer(
+        settings=settings.health,
+        registry=metrics.registry,
+        liveness=lambda: [f"task {task.get_name()} ended" for task in tasks if task.done()],
+        readiness=lambda: _readiness_problems(sources, emitter),
+    )
+    log.info("starting", sources=[source.name for source in sources], sink=sink.name)
+    try:
+        with _signals_set(stop):
+            async with asyncio.TaskGroup() as outer:
+                if settings.health.enabled:
+                    health_task = outer.create_task(health.run(), name="health")
+                emitter_task = outer.create_task(emitter.run(), name="emitter")
+                tasks.append(emitter_task)
+                try:
+                    await _run_sources(sources, stop=stop, tasks=tasks)
+                finally:
+                    log.info("stopping", queued=emitter.queued)
+                    emitter.stop(settings.emitter.drain_seconds)
+                    await emitter_task
+                    if settings.health.enabled:
+                        health_task.cancel()
+    finally:
+        await sink.aclose()
+    log.info("stopped")
+
+
+async def _run_sources(
+    sources: list[Source], *, stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+) -> None:
+    try:
+        async with asyncio.TaskGroup() as group:
+            for source in sources:
+                tasks.append(group.create_task(_supervised(source), name=f"source:{source.name}"))
+            group.create_task(_raise_when_set(stop), name="stop-signal")
+    except* _StopRequested:
+        pass
+
+
+async def _supervised(source: Source) -> None:
+    await source.run()
+    # A source loops until cancelled; returning means it gave up.
+    raise SourceError(f"source {source.name} stopped on its own")
+
+
+async def _raise_when_set(stop: asyncio.Event) -> None:
+    await stop.wait()
+    raise _StopRequested
+
+
+def _readiness_problems(sources: list[Source], emitter: Emitter) -> list[str]:
+    problems = [
+        f"source {source.name} has not synced yet" for source in sources if not source.ready
+    ]
+    if not emitter.sink_healthy:
+        problems.append("the sink is not reachable (see the delivery_failed logs)")
+    return problems
+
+
+@contextmanager
+def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    handled = (signal.SIGTERM, signal.SIGINT)
+
+    def request_stop(signum: signal.Signals) -> None:
+        log.info("signal_received", signal=signum.name)
+        stop.set()
+
+    for signum in handled:
+        loop.add_signal_handler(signum, request_stop, signum)
+    try:
+        yield
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def check(settings: Settings) -> list[tuple[str, bool, str]]:
+    """Reach every configured peer once: (peer, passed, detail) per peer."""
+    results: list[tuple[str, bool, str]] = []
+    metrics = Metrics(CollectorRegistry())
+    sink = build_sink(settings)
+    try:
+        results.append(await _check_one(f"sink {sink.name}", sink.check()))
+        emitter = Emitter(sink=sink, settings=settings.emitter, metrics=metrics)
+        for source in build_sources(settings, handoff=emitter, metrics=metrics):
+            results.append(await _check_one(f"source {source.name}", source.check()))
+    finally:
+        await sink.aclose()
+    return results
+
+
+async def _check_one(peer: str, attempt: Awaitable[str]) -> tuple[str, bool, str]:
+    try:
+        detail = await attempt
+    except Exception as exc:  # every failure is reported, none stops the other checks
+        return peer, False, str(exc) or type(exc).__name__
+    return peer, True, str(detail)

@@ -1,0 +1,60 @@
+"""structlog setup: JSON lines (or console rendering on a terminal) on stderr, with the
+standard-library logs of dependencies sent through the same processors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import orjson
+import structlog
+
+from infra_observer.config import LogSettings
+
+_QUIET_LIBRARIES = {"aiobotocore": logging.WARNING, "botocore": logging.WARNING}
+
+
+def _orjson_dumps(value: object, **_: object) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) -> None:
+    stream = stream if stream is not None else sys.stderr
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    use_console = settings.format == "console" or (settings.format == "auto" and stream.isatty())
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: structlog.typing.Processor
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer()
+    else:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for name, floor in _QUIET_LIBRARIES.items():
+        logging.getLogger(name).setLevel(max(level, floor))
