@@ -1,0 +1,265 @@
+"""Pure translation: a pod as the API sent it, plus what was known of it, into events.
+
+No I/O and no clock: the caller passes the observation time. A pod is the raw JSON object
+(a dict), never the generated model classes, which cost far more to build than to read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from infra_observer.errors import InputError
+from infra_observer.events.catalog import PodPhase, kubernetes_pod_event, refs_from_labels
+from infra_observer.events.ids import pod_event_id
+from infra_observer.events.model import Event, utc
+
+FLOW_RUN_LABEL = "prefect.io/flow-run-id"
+
+# Raw Kubernetes phase -> event phase. The raw string goes into the id (contract formula).
+_PHASES: dict[str, PodPhase] = {
+    "Pending": "pending",
+    "Running": "running",
+    "Succeeded": "succeeded",
+    "Failed": "failed",
+    "Unknown": "unknown",
+}
+
+# DisruptionTarget reasons that mean the cluster evicted the pod, as opposed to the pod
+# failing on its own. `DeletionByPodGC` (the node is gone) is garbage collection, not an
+# eviction, and stays `failed`. `PreemptionByKubeScheduler` is the pre-1.27 spelling.
+EVICTION_REASONS = frozenset(
+    {
+        "EvictionByEvictionAPI",
+        "TerminationByKubelet",
+        "PreemptionByScheduler",
+        "PreemptionByKubeScheduler",
+        "DeletionByTaintManager",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PodState:
+    """What is remembered of one pod: its last (phase, restart count) and the states sent.
+
+    `sent` holds only the states with the current restart count: the count never goes
+    down, so older ones cannot come back, and the tuple stays at most five entries long.
+    """
+
+    phase: str
+    restart_count: int
+    sent: tuple[str, ...] = ()
+
+    def key(self) -> tuple[str, int]:
+        return (self.phase, self.restart_count)
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """The outcome for one pod object."""
+
+    uid: str
+    state: PodState
+    events: list[Event] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """What was wrong but did not prevent the event (bad labels, bad timestamps)."""
+    repeated: bool = False
+    """The state changed to one already sent for this pod (same id): nothing emitted."""
+
+
+def translate(pod: object, previous: PodState | None, *, observed: datetime) -> Translation:
+    """The events for `pod`, given what was known of it before (None: never seen).
+
+    One event per change of (phase, restart count); the same state again gives nothing.
+    Raises `InputError` naming what is wrong when the object is not a usable pod.
+    """
+    fields = _read(pod)
+    state_key = (fields.phase, fields.restart_count)
+    if previous is not None and previous.key() == state_key:
+        return Translation(uid=fields.uid, state=previous)
+    sent = _sent_before(previous, fields.restart_count)
+    if fields.phase in sent:
+        # Back to a state already sent (Running, Unknown, Running): its id is the same.
+        state = PodState(fields.phase, fields.restart_count, sent)
+        return Translation(uid=fields.uid, state=state, repeated=True)
+    state = PodState(fields.phase, fields.restart_count, (*sent, fields.phase))
+    problems: list[str] = []
+    event = _event(fields, observed=observed, problems=problems)
+    return Translation(uid=fields.uid, state=state, events=[event], problems=problems)
+
+
+def _sent_before(previous: PodState | None, restart_count: int) -> tuple[str, ...]:
+    if previous is None or previous.restart_count != restart_count:
+        return ()
+    return previous.sent
+
+
+@dataclass(frozen=True, slots=True)
+class _PodFields:
+    uid: str
+    name: str
+    namespace: str
+    phase: str
+    restart_count: int
+    labels: Mapping[str, str]
+    metadata: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+
+def _read(pod: object) -> _PodFields:
+    if not isinstance(pod, Mapping):
+        raise InputError(f"pod is a {type(pod).__name__}, not an object")
+    metadata = _mapping(pod, "metadata", "pod")
+    status = _mapping(pod, "status", "pod")
+    uid = _text(metadata, "uid", "metadata")
+    name = _text(metadata, "name", "metadata")
+    namespace = _text(metadata, "namespace", "metadata")
+    phase = _text(status, "phase", "status")
+    if phase not in _PHASES:
+        raise InputError(f"pod {namespace}/{name}: status.phase {phase!r} is not a known phase")
+    labels = _labels(metadata, where=f"pod {namespace}/{name}")
+    restarts = _restart_count(status, where=f"pod {namespace}/{name}")
+    return _PodFields(uid, name, namespace, phase, restarts, labels, metadata, status)
+
+
+def _mapping(parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"{where}.{key} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _text(parent: Mapping[str, Any], key: str, where: str) -> str:
+    value = parent.get(key)
+    if not isinstance(value, str) or not value:
+        raise InputError(f"pod {where}.{key} is missing or not a non-empty string: {value!r}")
+    return value
+
+
+def _labels(metadata: Mapping[str, Any], *, where: str) -> Mapping[str, str]:
+    labels = _mapping(metadata, "labels", "metadata")
+    if not all(isinstance(value, str) for value in labels.values()):
+        raise InputError(f"{where}: metadata.labels has values that are not strings")
+    return labels
+
+
+def _restart_count(status: Mapping[str, Any], *, where: str) -> int:
+    """Sum of restartCount over containerStatuses; init containers excluded (contract)."""
+    total = 0
+    for container in _list(status, "containerStatuses", where=where):
+        count = container.get("restartCount", 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise InputError(f"{where}: a restartCount is {count!r}, not a count")
+        total += count
+    return total
+
+
+def _list(status: Mapping[str, Any], key: str, *, where: str) -> list[Mapping[str, Any]]:
+    value = status.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise InputError(f"{where}: status.{key} is not a list of objects")
+    return value
+
+
+def _event(fields: _PodFields, *, observed: datetime, problems: list[str]) -> Event:
+    eviction = eviction_reason(fields.status) if fields.phase == "Failed" else None
+    phase: PodPhase = "evicted" if eviction else _PHASES[fields.phase]
+    refs, label_problems = refs_from_labels(fields.labels)
+    problems.extend(label_problems)
+    if not fields.labels.get(FLOW_RUN_LABEL):
+        problems.append(f"label {FLOW_RUN_LABEL} is missing or empty")
+    when = occurred_at(fields, problems=problems) or utc(observed)
+    return kubernetes_pod_event(
+        phase=phase,
+        pod_uid=fields.uid,
+        pod_name=fields.name,
+        namespace=fields.namespace,
+        refs=refs,
+        occurred=when,
+        event_id=_event_id(fields),
+        eviction_reason=eviction,
+    )
+
+
+def _event_id(fields: _PodFields) -> uuid.UUID:
+    return pod_event_id(uid=fields.uid, phase=fields.phase, restart_count=fields.restart_count)
+
+
+def eviction_reason(status: Mapping[str, Any]) -> str | None:
+    """Why a Failed pod was evicted, or None when it failed on its own.
+
+    A container that exited with an error (reason `Error`, `OOMKilled`, ...) is a failure:
+    the reference implementation's defect of calling those evictions is not repeated.
+    """
+    if status.get("reason") == "Evicted":
+        return "Evicted"
+    conditions = status.get("conditions")
+    if not isinstance(conditions, list):
+        return None
+    for condition in conditions:
+        if (
+            isinstance(condition, Mapping)
+            and condition.get("type") == "DisruptionTarget"
+            and condition.get("status") == "True"
+            and condition.get("reason") in EVICTION_REASONS
+        ):
+            return str(condition["reason"])
+    return None
+
+
+def occurred_at(fields: _PodFields, *, problems: list[str]) -> datetime | None:
+    """The pod's own time of its current phase; None when it has none (use observation time).
+
+    Pending: creation. Running: the latest container start, else status.startTime.
+    Terminal: the latest container or init-container finish. Unknown: none.
+    """
+    if fields.phase == "Pending":
+        return _time(fields.metadata.get("creationTimestamp"), problems)
+    if fields.phase == "Running":
+        starts = _container_times(fields.status, ("containerStatuses",), "running", "startedAt")
+        return _latest(starts, problems) or _time(fields.status.get("startTime"), problems)
+    if fields.phase in ("Succeeded", "Failed"):
+        keys = ("containerStatuses", "initContainerStatuses")
+        return _latest(_container_times(fields.status, keys, "terminated", "finishedAt"), problems)
+    return None
+
+
+def _container_times(
+    status: Mapping[str, Any], keys: tuple[str, ...], state: str, stamp: str
+) -> list[object]:
+    times: list[object] = []
+    for key in keys:
+        containers = status.get(key)
+        if not isinstance(containers, list):
+            continue
+        for container in containers:
+            current = container.get("state") if isinstance(container, Mapping) else None
+            detail = current.get(state) if isinstance(current, Mapping) else None
+            if isinstance(detail, Mapping) and detail.get(stamp) is not None:
+                times.append(detail[stamp])
+    return times
+
+
+def _latest(values: list[object], problems: list[str]) -> datetime | None:
+    parsed = [moment for value in values if (moment := _time(value, problems)) is not None]
+    return max(parsed, default=None)
+
+
+def _time(value: object, problems: list[str]) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return utc(datetime.fromisoformat(value))
+        except ValueError:
+            pass
+    problems.append(f"timestamp {value!r} is not RFC 3339")
+    return None
