@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from infra_observer.emitter.sinks import retry_after_seconds
+
+
+def response_with(value: str | None) -> httpx.Response:
+    headers = {} if value is None else {"Retry-After": value}
+    return httpx.Response(429, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, None), ("7", 7.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None)],
+)
+def test_seconds_form(header: str | None, expected: float | None) -> None:
+    assert retry_after_seconds(response_with(header)) == expected
+
+
+def test_http_date_form() -> None:
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    seconds = retry_after_seconds(response_with(email.utils.format_datetime(later, usegmt=True)))
+    assert seconds is not None
+    assert 25 <= seconds <= 30
