@@ -1,0 +1,296 @@
+"""The pure ECS step: EventBridge envelopes in, decisions and events out."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from infra_observer.errors import InputError
+from infra_observer.events.catalog import ECS_TASK_STATUSES
+from infra_observer.sources.ecs.translate import (
+    TagFilter,
+    TaskStateChange,
+    Verdict,
+    parse_message,
+    parse_tag_filters,
+    tags_of,
+    translate,
+)
+
+EVENT_ID = "3317b2af-7005-947d-b652-f55e762e571a"
+TASK_ID = "b99d40b3-5176-4f71-9a52-9dbd6f1cebef"
+TASK_ARN = f"arn:aws:ecs:us-west-2:111122223333:task/prefect/{TASK_ID}"
+CLUSTER_ARN = "arn:aws:ecs:us-west-2:111122223333:cluster/prefect"
+TASK_DEF_ARN = "arn:aws:ecs:us-west-2:111122223333:task-definition/flow:3"
+FLOW_RUN = "7d3d4f3e-0f5c-4d4b-9b8f-0d3f2b9f6a11"
+DEPLOYMENT = "1c6e6b1a-3b0a-4a57-a1a4-8e0c2f1d2e33"
+FLOW = "9b1f5c44-51b1-4d3e-8d0a-0e6b9c1f7a55"
+POOL = "e0d4b3a2-6c1f-4f4e-9a3b-2f5c8d7e6b77"
+
+
+def envelope(**overrides: Any) -> dict[str, Any]:
+    detail_overrides = overrides.pop("detail", {})
+    detail: object = (
+        _DROP
+        if detail_overrides is _DROP
+        else {
+            "taskArn": TASK_ARN,
+            "clusterArn": CLUSTER_ARN,
+            "taskDefinitionArn": TASK_DEF_ARN,
+            "lastStatus": "RUNNING",
+            "desiredStatus": "RUNNING",
+            "version": 3,
+            "containers": [],
+            **(detail_overrides if detail_overrides is not _DROP else {}),
+        }
+    )
+    body = {
+        "version": "0",
+        "id": EVENT_ID,
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": "111122223333",
+        "time": "2026-11-25T06:01:02Z",
+        "region": "us-west-2",
+        "resources": [TASK_ARN],
+        "detail": detail,
+        **overrides,
+    }
+    return {k: v for k, v in body.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def drop_detail(key: str) -> dict[str, Any]:
+    body = envelope()
+    del body["detail"][key]
+    return body
+
+
+TAGS = {
+    "prefect.io/flow-run-id": FLOW_RUN,
+    "prefect.io/flow-run-name": "crimson-fox",
+    "prefect.io/deployment-id": DEPLOYMENT,
+    "prefect.io/deployment-name": "nightly",
+    "prefect.io/flow-id": FLOW,
+    "prefect.io/flow-name": "etl",
+    "prefect.io/work-pool-id": POOL,
+    "prefect.io/work-pool-name": "ecs-pool",
+    "prefect.io/worker-name": "ECS Worker 1",
+}
+
+
+def change(*, version: int | None = 3, status: str = "running") -> TaskStateChange:
+    return parse_message(
+        json.dumps(envelope(detail={"lastStatus": status.upper(), "version": version}))
+    )
+
+
+@pytest.mark.parametrize("status", ECS_TASK_STATUSES)
+def test_every_status_becomes_its_event(status: str) -> None:
+    body = json.dumps(envelope(detail={"lastStatus": status.upper()}))
+
+    decision = translate(parse_message(body), tags=TAGS, last_version=None)
+
+    assert decision.verdict is Verdict.EMIT
+    event = decision.event
+    assert event is not None
+    assert event.event == f"prefect.ecs.task.{status}"
+    assert event.id == uuid.UUID(EVENT_ID)
+    assert event.occurred == datetime(2026, 11, 25, 6, 1, 2, tzinfo=UTC)
+    assert event.follows is None
+    assert dict(event.resource) == {
+        "prefect.resource.id": f"prefect.ecs.task.{TASK_ID}",
+        "ecs.taskArn": TASK_ARN,
+        "ecs.clusterArn": CLUSTER_ARN,
+        "ecs.taskDefinitionArn": TASK_DEF_ARN,
+    }
+    assert dict(event.payload) == {}
+
+
+def test_related_resources_come_from_the_tags() -> None:
+    decision = translate(change(), tags=TAGS, last_version=None)
+
+    assert decision.event is not None
+    assert [dict(r) for r in decision.event.related] == [
+        {
+            "prefect.resource.id": f"prefect.flow-run.{FLOW_RUN}",
+            "prefect.resource.role": "flow-run",
+            "prefect.resource.name": "crimson-fox",
+        },
+        {
+            "prefect.resource.id": f"prefect.deployment.{DEPLOYMENT}",
+            "prefect.resource.role": "deployment",
+            "prefect.resource.name": "nightly",
+        },
+        {
+            "prefect.resource.id": f"prefect.flow.{FLOW}",
+            "prefect.resource.role": "flow",
+            "prefect.resource.name": "etl",
+        },
+        {
+            "prefect.resource.id": f"prefect.work-pool.{POOL}",
+            "prefect.resource.role": "work-pool",
+            "prefect.resource.name": "ecs-pool",
+        },
+        {
+            "prefect.resource.id": "prefect.worker.ecs.ecs-worker-1",
+            "prefect.resource.role": "worker",
+            "prefect.resource.name": "ECS Worker 1",
+            "prefect.worker-type": "ecs",
+        },
+    ]
+
+
+def test_only_the_flow_run_tag_gives_only_the_flow_run() -> None:
+    decision = translate(change(), tags={"prefect.io/flow-run-id": FLOW_RUN}, last_version=None)
+
+    assert decision.event is not None
+    assert [r["prefect.resource.role"] for r in decision.event.related] == ["flow-run"]
+
+
+def test_an_id_tag_that_is_not_a_uuid_is_left_out_and_reported() -> None:
+    tags = {"prefect.io/flow-run-id": FLOW_RUN, "prefect.io/deployment-id": "nope"}
+
+    decision = translate(change(), tags=tags, last_version=None)
+
+    assert decision.verdict is Verdict.EMIT
+    assert decision.event is not None
+    assert [r["prefect.resource.role"] for r in decision.event.related] == ["flow-run"]
+    assert decision.tag_problems == ("label prefect.io/deployment-id='nope' is not a UUID",)
+
+
+def test_missing_cluster_and_task_definition_are_left_out() -> None:
+    body = envelope(detail={"clusterArn": None, "taskDefinitionArn": ""})
+
+    decision = translate(parse_message(json.dumps(body)), tags=TAGS, last_version=None)
+
+    assert decision.event is not None
+    assert set(decision.event.resource) == {"prefect.resource.id", "ecs.taskArn"}
+
+
+@pytest.mark.parametrize(
+    ("tags", "filters", "verdict"),
+    [
+        ({}, (), Verdict.NOT_SELECTED),
+        ({"team": "data"}, (), Verdict.NOT_SELECTED),
+        ({**TAGS, "team": "data"}, (TagFilter("team"),), Verdict.EMIT),
+        ({**TAGS, "team": "data"}, (TagFilter("team", "data"),), Verdict.EMIT),
+        ({**TAGS, "team": "ops"}, (TagFilter("team", "data"),), Verdict.NOT_SELECTED),
+        (TAGS, (TagFilter("team"),), Verdict.NOT_SELECTED),
+        ({**TAGS, "a": "1"}, (TagFilter("a"), TagFilter("b")), Verdict.NOT_SELECTED),
+    ],
+)
+def test_selection_by_flow_run_tag_and_filters(
+    tags: dict[str, str], filters: tuple[TagFilter, ...], verdict: Verdict
+) -> None:
+    decision = translate(change(), tags=tags, last_version=None, tag_filters=filters)
+
+    assert decision.verdict is verdict
+    assert (decision.event is not None) == (verdict is Verdict.EMIT)
+
+
+@pytest.mark.parametrize(
+    ("version", "last_version", "verdict"),
+    [
+        (3, None, Verdict.EMIT),
+        (4, 3, Verdict.EMIT),
+        (3, 3, Verdict.DUPLICATE),
+        (2, 3, Verdict.STALE),
+        (None, 3, Verdict.EMIT),
+        (0, None, Verdict.EMIT),
+    ],
+)
+def test_versions_recognise_stale_and_duplicate_deliveries(
+    version: int | None, last_version: int | None, verdict: Verdict
+) -> None:
+    decision = translate(change(version=version), tags=TAGS, last_version=last_version)
+
+    assert decision.verdict is verdict
+
+
+def test_untagged_task_is_not_selected_whatever_its_version() -> None:
+    decision = translate(change(version=1), tags={}, last_version=5)
+
+    assert decision.verdict is Verdict.NOT_SELECTED
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "JSON list, not an object"),
+        ('"text"', "JSON str, not an object"),
+        (json.dumps(envelope(source="aws.ec2")), "not an ECS task state change"),
+        (
+            json.dumps(envelope(**{"detail-type": "ECS Container Instance State Change"})),
+            "not an ECS task state change",
+        ),
+        (json.dumps(envelope(**{"detail-type": _DROP})), "not an ECS task state change"),
+        (json.dumps(envelope(detail=_DROP)), "no `detail` object"),
+        (json.dumps({**envelope(), "detail": "x"}), "no `detail` object"),
+        (json.dumps(envelope(id=_DROP)), "envelope `id` is None"),
+        (json.dumps(envelope(id="abc")), "envelope `id` 'abc' is not a UUID"),
+        (json.dumps(envelope(time=_DROP)), "envelope `time` is None"),
+        (json.dumps(envelope(time="yesterday")), "not an RFC 3339 timestamp"),
+        (json.dumps(envelope(time="2026-11-25T06:01:02")), "has no time zone"),
+        (json.dumps(drop_detail("taskArn")), "detail.taskArn is None"),
+        (json.dumps(envelope(detail={"taskArn": ""})), "detail.taskArn is ''"),
+        (json.dumps(drop_detail("lastStatus")), "detail.lastStatus is None"),
+        (json.dumps(envelope(detail={"lastStatus": "EXPLODED"})), "not one of PROVISIONING"),
+        (json.dumps(envelope(detail={"version": "7"})), "detail.version is '7'"),
+        (json.dumps(envelope(detail={"version": -1})), "not a non-negative integer"),
+        (json.dumps(envelope(detail={"version": True})), "not a non-negative integer"),
+        (json.dumps(envelope(detail={"clusterArn": 5})), "detail.clusterArn is 5"),
+    ],
+)
+def test_bad_messages_raise_input_error_with_the_reason(body: str, reason: str) -> None:
+    with pytest.raises(InputError, match=reason.replace("(", r"\(")):
+        parse_message(body)
+
+
+def test_detail_type_drop_helper_really_drops() -> None:
+    assert "detail-type" not in envelope(**{"detail-type": _DROP})
+
+
+def test_a_missing_version_is_accepted() -> None:
+    assert parse_message(json.dumps(drop_detail("version"))).version is None
+
+
+def test_time_with_offset_is_turned_into_utc() -> None:
+    parsed = parse_message(json.dumps(envelope(time="2026-11-25T07:01:02+01:00")))
+
+    assert parsed.occurred == datetime(2026, 11, 25, 6, 1, 2, tzinfo=UTC)
+
+
+def test_bytes_bodies_are_read() -> None:
+    assert parse_message(json.dumps(envelope()).encode()).task_arn == TASK_ARN
+
+
+def test_tags_of_describe_tasks_output() -> None:
+    task = {"tags": [{"key": "a", "value": "1"}, {"key": "b"}, {"value": "orphan"}]}
+
+    assert tags_of(task) == {"a": "1", "b": ""}
+    assert tags_of({}) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        (["team"], (TagFilter("team"),)),
+        (["team=data", " env = prod "], (TagFilter("team", "data"), TagFilter("env", "prod"))),
+        (["empty="], (TagFilter("empty", ""),)),
+    ],
+)
+def test_tag_filters_are_parsed(text: list[str], parsed: tuple[TagFilter, ...]) -> None:
+    assert parse_tag_filters(text) == parsed
+
+
+def test_a_tag_filter_without_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="has no key"):
+        parse_tag_filters(["=x"])
