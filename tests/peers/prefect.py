@@ -1,0 +1,245 @@
+"""A real Prefect server (from its own cached venv) as the events API peer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import os
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._util import ManagedProcess, free_port, provisioned, remove_tree, short_tempdir, wait_until
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 50  # the server refuses larger pages
+
+
+class PrefectPeer:
+    """``prefect server start`` on a free loopback port with a throwaway PREFECT_HOME.
+
+    Attributes: ``api_url`` (``http://127.0.0.1:<port>/api``), ``auth_string``
+    (``user:pass`` when started with basic auth, else None), ``headers`` (auth header
+    for clients), ``env()`` (PREFECT_API_URL [+ PREFECT_API_AUTH_STRING]).
+    """
+
+    def __init__(
+        self, *, auth_string: str | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        self.prefect_binary = provisioned("prefect")
+        self.auth_string = auth_string
+        self.extra_env = dict(extra_env or {})
+        self.state_dir = short_tempdir("io-prefect-")
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self._proc: ManagedProcess | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if not self.auth_string:
+            return {}
+        encoded = base64.b64encode(self.auth_string.encode()).decode()
+        return {"Authorization": f"Basic {encoded}"}
+
+    def env(self) -> dict[str, str]:
+        """Client-side environment for a process that should send events here."""
+        env = {"PREFECT_API_URL": self.api_url}
+        if self.auth_string:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
+        return env
+
+    def start(self, timeout: float = 120) -> PrefectPeer:
+        home = self.state_dir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            # The server's own venv only: the project's venv must not leak into it.
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTHON"))
+            },
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            # Stored events become readable within about half a second.
+            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            **self.extra_env,
+        }
+        if self.auth_string:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
+        env["PATH"] = str(Path(self.prefect_binary).parent) + os.pathsep + env.get("PATH", "")
+        self._proc = ManagedProcess(
+            "prefect-server",
+            [
+                self.prefect_binary,
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            log_path=self.state_dir / "prefect.log",
+            env=env,
+            cwd=self.state_dir,
+        )
+        self._proc.start()
+        proc = self._proc
+
+        def healthy() -> bool | None:
+            request = urllib.request.Request(self.api_url + "/health", headers=self.headers)
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                return True if resp.status == 200 else None
+
+        try:
+            wait_until(
+                healthy,
+                timeout=timeout,
+                interval=0.5,
+                what="prefect server",
+                alive=proc.running,
+                diagnostics=proc.diagnostics,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop(timeout=20)
+            self._proc = None
+        remove_tree(self.state_dir)
+
+    def __enter__(self) -> PrefectPeer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ events API
+
+    def _client(self) -> httpx.AsyncClient:
+        # A new client per call: the peer outlives any one test's event loop.
+        return httpx.AsyncClient(base_url=self.api_url, headers=self.headers, timeout=30)
+
+    async def post_events(self, events: Iterable[Mapping[str, Any]]) -> httpx.Response:
+        """POST a list of events to /events (204 means queued, not yet stored)."""
+        async with self._client() as client:
+            return await client.post("/events", json=[dict(e) for e in events])
+
+    async def read_events(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        resource_ids: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        since: dt.datetime | str | None = None,
+        until: dt.datetime | str | None = None,
+    ) -> list[dict[str, Any]]:
+        """All stored events matching the filters, following ``next_page``.
+
+        The server's default ``occurred`` window is the last day only; ``since``
+        widens or narrows it.
+        """
+        event_filter: dict[str, Any] = {}
+        if ids is not None:
+            event_filter["id"] = {"id": [str(i) for i in ids]}
+        if resource_ids is not None:
+            event_filter["resource"] = {"id": list(resource_ids)}
+        if names is not None:
+            event_filter["event"] = {"name": list(names)}
+        occurred: dict[str, str] = {}
+        if since is not None:
+            occurred["since"] = _timestamp(since)
+        if until is not None:
+            occurred["until"] = _timestamp(until)
+        if occurred:
+            event_filter["occurred"] = occurred
+        events: list[dict[str, Any]] = []
+        async with self._client() as client:
+            response = await client.post(
+                "/events/filter", json={"filter": event_filter, "limit": PAGE_LIMIT}
+            )
+            while True:
+                response.raise_for_status()
+                page = response.json()
+                events.extend(page.get("events", []))
+                next_page = page.get("next_page")
+                if not next_page:
+                    break
+                response = await client.get(str(next_page))
+        return events
+
+    async def wait_for_events(
+        self,
+        *,
+        expected_count: int,
+        timeout: float = 15,  # noqa: ASYNC109 - a bounded poll, the bound is the point
+        settle: float = 1.5,
+        interval: float = 0.25,
+        **filters: Any,
+    ) -> list[dict[str, Any]]:
+        """Poll ``read_events(**filters)`` until at least ``expected_count`` are stored.
+
+        After reaching the count it keeps polling for ``settle`` seconds, so duplicates or
+        extra events show up in the result. Raises AssertionError on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        events: list[dict[str, Any]] = []
+        while True:
+            events = await self.read_events(**filters)
+            if len(events) >= expected_count:
+                break
+            if time.monotonic() > deadline:
+                names = [e.get("event") for e in events]
+                raise AssertionError(
+                    f"expected {expected_count} events, {len(events)} after {timeout}s: {names}"
+                )
+            await asyncio.sleep(interval)
+        settle_until = time.monotonic() + settle
+        while time.monotonic() < settle_until:
+            await asyncio.sleep(interval)
+            events = await self.read_events(**filters)
+        return events
+
+
+def _timestamp(value: dt.datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()
+
+
+def make_event(
+    name: str,
+    resource_id: str,
+    *,
+    event_id: str | None = None,
+    occurred: dt.datetime | None = None,
+    payload: Mapping[str, Any] | None = None,
+    resource: Mapping[str, str] | None = None,
+    related: Iterable[Mapping[str, str]] = (),
+    follows: str | None = None,
+) -> dict[str, Any]:
+    """A minimal valid event for the Prefect events API."""
+    import uuid
+
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "occurred": (occurred or dt.datetime.now(dt.UTC)).isoformat(),
+        "event": name,
+        "resource": {"prefect.resource.id": resource_id, **(resource or {})},
+        "related": [dict(r) for r in related],
+        "payload": dict(payload or {}),
+        "follows": follows,
+    }
