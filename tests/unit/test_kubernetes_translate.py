@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 
 from infra_observer.errors import InputError
 from infra_observer.events.model import limit_problems
-from infra_observer.sources.kubernetes.translate import PodState, Translation, translate
+from infra_observer.sources.kubernetes.translate import (
+    PodState,
+    Problem,
+    Translation,
+    translate,
+)
 
 UID = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 FLOW_RUN = "0b5f1a6e-8c8f-4a64-9d0e-3f1f3a0d2b11"
@@ -194,7 +199,8 @@ def test_labels_missing_or_invalid_still_emit(
     if problem is None:
         assert result.problems == []
     else:
-        assert any(problem in p for p in result.problems), result.problems
+        assert any(problem in p.detail for p in result.problems), result.problems
+        assert {p.kind for p in result.problems} == {"label"}
 
 
 # --- eviction -----------------------------------------------------------------------------
@@ -424,7 +430,7 @@ def test_bad_timestamp_falls_back_to_observation_and_is_reported() -> None:
     obj["metadata"]["creationTimestamp"] = "yesterday"
     result = first(obj)
     assert result.events[0].occurred == OBSERVED
-    assert result.problems == ["timestamp 'yesterday' is not RFC 3339"]
+    assert result.problems == [Problem("timestamp", "timestamp 'yesterday' is not RFC 3339")]
 
 
 def test_naive_observation_time_is_taken_as_utc() -> None:

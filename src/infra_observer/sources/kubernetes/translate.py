@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from infra_observer.errors import InputError
 from infra_observer.events.catalog import PodPhase, kubernetes_pod_event, refs_from_labels
@@ -58,6 +58,13 @@ class PodState:
         return (self.phase, self.restart_count)
 
 
+class Problem(NamedTuple):
+    """Something wrong in a pod that did not prevent its event; `kind` labels the metric."""
+
+    kind: str
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class Translation:
     """The outcome for one pod object."""
@@ -65,7 +72,7 @@ class Translation:
     uid: str
     state: PodState
     events: list[Event] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     """What was wrong but did not prevent the event (bad labels, bad timestamps)."""
     repeated: bool = False
     """The state changed to one already sent for this pod (same id): nothing emitted."""
@@ -87,7 +94,7 @@ def translate(pod: object, previous: PodState | None, *, observed: datetime) -> 
         state = PodState(fields.phase, fields.restart_count, sent)
         return Translation(uid=fields.uid, state=state, repeated=True)
     state = PodState(fields.phase, fields.restart_count, (*sent, fields.phase))
-    problems: list[str] = []
+    problems: list[Problem] = []
     event = _event(fields, observed=observed, problems=problems)
     return Translation(uid=fields.uid, state=state, events=[event], problems=problems)
 
@@ -169,13 +176,13 @@ def _list(status: Mapping[str, Any], key: str, *, where: str) -> list[Mapping[st
     return value
 
 
-def _event(fields: _PodFields, *, observed: datetime, problems: list[str]) -> Event:
+def _event(fields: _PodFields, *, observed: datetime, problems: list[Problem]) -> Event:
     eviction = eviction_reason(fields.status) if fields.phase == "Failed" else None
     phase: PodPhase = "evicted" if eviction else _PHASES[fields.phase]
     refs, label_problems = refs_from_labels(fields.labels)
-    problems.extend(label_problems)
+    problems.extend(Problem("label", detail) for detail in label_problems)
     if not fields.labels.get(FLOW_RUN_LABEL):
-        problems.append(f"label {FLOW_RUN_LABEL} is missing or empty")
+        problems.append(Problem("label", f"label {FLOW_RUN_LABEL} is missing or empty"))
     when = occurred_at(fields, problems=problems) or utc(observed)
     return kubernetes_pod_event(
         phase=phase,
@@ -215,7 +222,7 @@ def eviction_reason(status: Mapping[str, Any]) -> str | None:
     return None
 
 
-def occurred_at(fields: _PodFields, *, problems: list[str]) -> datetime | None:
+def occurred_at(fields: _PodFields, *, problems: list[Problem]) -> datetime | None:
     """The pod's own time of its current phase; None when it has none (use observation time).
 
     Pending: creation. Running: the latest container start, else status.startTime.
@@ -248,12 +255,12 @@ def _container_times(
     return times
 
 
-def _latest(values: list[object], problems: list[str]) -> datetime | None:
+def _latest(values: list[object], problems: list[Problem]) -> datetime | None:
     parsed = [moment for value in values if (moment := _time(value, problems)) is not None]
     return max(parsed, default=None)
 
 
-def _time(value: object, problems: list[str]) -> datetime | None:
+def _time(value: object, problems: list[Problem]) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -261,5 +268,5 @@ def _time(value: object, problems: list[str]) -> datetime | None:
             return utc(datetime.fromisoformat(value))
         except ValueError:
             pass
-    problems.append(f"timestamp {value!r} is not RFC 3339")
+    problems.append(Problem("timestamp", f"timestamp {value!r} is not RFC 3339"))
     return None

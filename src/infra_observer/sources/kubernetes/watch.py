@@ -1,0 +1,529 @@
+"""The list-then-watch loop over pods labelled `prefect.io/flow-run-id`.
+
+One loop per scope: the whole cluster, or each configured namespace. Each loop lists the
+matching pods (paginated), reconciles its per-pod state with the list, then watches from
+the list's resourceVersion with bookmarks and a server-side timeout, resuming from the last
+resourceVersion seen. A 410 Gone means the history is compacted: list again. A stream
+silent for longer than the inactivity timeout is presumed dead and replaced. Every other
+failure reconnects after a capped, jittered backoff.
+
+Objects are read as raw JSON (orjson) straight off the response: the generated model
+classes cost far more than the few fields `translate` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import aiohttp
+import orjson
+import structlog
+from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
+from kubernetes_asyncio.config import load_incluster_config, load_kube_config
+
+from infra_observer.config import KubernetesSettings
+from infra_observer.errors import ConfigError, InputError, SourceError
+from infra_observer.events.handoff import EventHandoff
+from infra_observer.metrics import Metrics
+from infra_observer.retry import Backoff
+from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState, translate
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "kubernetes"
+LIST_PAGE_SIZE = 500
+CONNECT_TIMEOUT_SECONDS = 30.0
+# A list page must arrive within this; pages are small (LIST_PAGE_SIZE pods).
+LIST_TIMEOUT_SECONDS = 120.0
+
+
+class _GoneError(Exception):
+    """410: the resourceVersion (or continue token) is older than the server keeps."""
+
+
+class _StalledError(Exception):
+    """Nothing arrived within the inactivity timeout."""
+
+
+class ApiStatusError(Exception):
+    """The apiserver answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+# What a reconnect may follow: transport errors, error statuses, and timeouts.
+_RETRYABLE = (aiohttp.ClientError, ApiStatusError, OSError, TimeoutError, ValueError)
+
+
+def label_selector(settings: KubernetesSettings) -> str:
+    """Applied by the server, so pods without the label never reach this process."""
+    extra = settings.label_selector.strip()
+    return f"{FLOW_RUN_LABEL},{extra}" if extra else FLOW_RUN_LABEL
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where one loop lists and watches: a namespace, or None for the whole cluster."""
+
+    namespace: str | None
+
+    @property
+    def label(self) -> str:
+        return self.namespace if self.namespace is not None else "*"
+
+    @property
+    def where(self) -> str:
+        return f"in namespace {self.namespace}" if self.namespace else "cluster-wide"
+
+
+def scopes_of(settings: KubernetesSettings) -> list[Scope]:
+    namespaces = list(dict.fromkeys(ns for ns in settings.namespaces if ns))
+    return [Scope(ns) for ns in namespaces] if namespaces else [Scope(None)]
+
+
+async def load_api_client(settings: KubernetesSettings) -> ApiClient:
+    """A client of its own (never the library's global default).
+
+    Order: the configured kubeconfig (and context); else in-cluster config; else
+    $KUBECONFIG (or ~/.kube/config), read now rather than when the library was imported.
+    """
+    configuration = Configuration()
+    try:
+        if settings.kubeconfig is not None:
+            await _load_kubeconfig(str(settings.kubeconfig), settings.context, configuration)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST") and settings.context is None:
+            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            await _load_kubeconfig(_default_kubeconfig(), settings.context, configuration)
+    except Exception as exc:  # the loaders raise anything from yaml errors to KeyError
+        raise ConfigError(
+            f"cannot load Kubernetes credentials ({type(exc).__name__}: {exc}); set "
+            "INFRA_OBSERVER_KUBERNETES_KUBECONFIG (and _CONTEXT), run in a pod with a "
+            "ServiceAccount, or set KUBECONFIG"
+        ) from exc
+    return ApiClient(configuration=configuration)
+
+
+def _default_kubeconfig() -> str:
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+async def _load_kubeconfig(path: str, context: str | None, configuration: Configuration) -> None:
+    await load_kube_config(
+        config_file=path,
+        context=context,
+        client_configuration=configuration,
+        persist_config=False,  # never write to the user's kubeconfig
+    )
+
+
+class KubernetesSource:
+    """Watches pods of Prefect flow runs and hands their phase changes to the emitter."""
+
+    name = SOURCE
+
+    def __init__(
+        self, *, settings: KubernetesSettings, handoff: EventHandoff, metrics: Metrics
+    ) -> None:
+        self._settings = settings
+        self._handoff = handoff
+        self._metrics = metrics
+        self._scopes = scopes_of(settings)
+        self._watches: list[ScopeWatch] = []
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._watches) and all(watch.synced for watch in self._watches)
+
+    @property
+    def tracked_pods(self) -> int:
+        return sum(len(watch.pods) for watch in self._watches)
+
+    async def run(self) -> None:
+        self._metrics.source_ready.labels(source=SOURCE).set(0)
+        client = await load_api_client(self._settings)
+        api = CoreV1Api(client)
+        self._watches = [
+            ScopeWatch(
+                scope=scope,
+                api=api,
+                settings=self._settings,
+                handoff=self._handoff,
+                metrics=self._metrics,
+                on_synced=self._on_synced,
+            )
+            for scope in self._scopes
+        ]
+        log.info(
+            "kubernetes_watch_starting",
+            host=client.configuration.host,
+            scopes=[scope.label for scope in self._scopes],
+            label_selector=label_selector(self._settings),
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                for watch in self._watches:
+                    group.create_task(watch.run(), name=f"kubernetes-watch:{watch.scope.label}")
+        finally:
+            self._metrics.source_ready.labels(source=SOURCE).set(0)
+            await client.close()
+
+    def _on_synced(self) -> None:
+        if self.ready:
+            self._metrics.source_ready.labels(source=SOURCE).set(1)
+            log.info("kubernetes_ready", pods=self.tracked_pods)
+
+    async def check(self) -> str:
+        """List pods once per scope (limit 1): proves credentials, reachability and RBAC."""
+        client = await load_api_client(self._settings)
+        host = str(client.configuration.host)
+        selector = label_selector(self._settings)
+        try:
+            api = CoreV1Api(client)
+            for scope in self._scopes:
+                try:
+                    await list_page(api, scope=scope, selector=selector, limit=1)
+                except ApiStatusError as exc:
+                    raise SourceError(_status_advice(exc, host=host, scope=scope)) from exc
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    raise SourceError(
+                        f"cannot reach the Kubernetes API at {host} "
+                        f"({type(exc).__name__}: {exc}); check the server address in the "
+                        "kubeconfig, the network path to it and its CA certificate"
+                    ) from exc
+        finally:
+            await client.close()
+        where = ", ".join(scope.where for scope in self._scopes)
+        return f"Kubernetes API at {host}: pods labelled {selector} listable {where}"
+
+
+def _status_advice(exc: ApiStatusError, *, host: str, scope: Scope) -> str:
+    if exc.status == 401:
+        return (
+            f"the Kubernetes API at {host} refused the credentials (401 {exc.message}); "
+            "the token or client certificate is invalid or expired: refresh the kubeconfig "
+            "or the ServiceAccount token"
+        )
+    if exc.status == 403:
+        grant = (
+            f"a Role in namespace {scope.namespace} bound to this identity"
+            if scope.namespace
+            else "a ClusterRole and ClusterRoleBinding (or list the namespaces to watch in "
+            "INFRA_OBSERVER_KUBERNETES_NAMESPACES and grant a Role in each)"
+        )
+        return (
+            f"the Kubernetes API at {host} forbids listing pods {scope.where} (403: "
+            f"{exc.message}); grant get, list and watch on pods with {grant}"
+        )
+    if exc.status == 404 and scope.namespace:
+        return f"namespace {scope.namespace} not found at {host} (404 {exc.message})"
+    return f"the Kubernetes API at {host} answered {exc} when listing pods {scope.where}"
+
+
+def _timeout(total: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total, sock_connect=CONNECT_TIMEOUT_SECONDS)
+
+
+async def _call(
+    api: CoreV1Api, *, scope: Scope, client_timeout: aiohttp.ClientTimeout, **query: Any
+) -> aiohttp.ClientResponse:
+    """One pods request, returning the raw response (`_preload_content=False`)."""
+    if scope.namespace is None:
+        request = api.list_pod_for_all_namespaces(
+            _preload_content=False, _request_timeout=client_timeout, **query
+        )
+    else:
+        request = api.list_namespaced_pod(
+            scope.namespace, _preload_content=False, _request_timeout=client_timeout, **query
+        )
+    response = cast(aiohttp.ClientResponse, await request)
+    if response.status != 200:
+        try:
+            body = await response.read()
+        finally:
+            response.close()
+        raise _status_error(response.status, response.reason or "", body)
+    return response
+
+
+def _status_error(status: int, reason: str, body: bytes) -> Exception:
+    message = ""
+    try:
+        decoded = orjson.loads(body)
+        if isinstance(decoded, dict):
+            message = str(decoded.get("message") or "")
+            reason = str(decoded.get("reason") or reason)
+    except orjson.JSONDecodeError:
+        message = body[:200].decode(errors="replace")
+    if status == 410:
+        return _GoneError(f"{reason}: {message}")
+    return ApiStatusError(status, reason, message)
+
+
+async def list_page(
+    api: CoreV1Api,
+    *,
+    scope: Scope,
+    selector: str,
+    limit: int,
+    continue_token: str | None = None,
+) -> dict[str, Any]:
+    query: dict[str, Any] = {"label_selector": selector, "limit": limit}
+    if continue_token:
+        query["_continue"] = continue_token
+    async with asyncio.timeout(LIST_TIMEOUT_SECONDS):
+        response = await _call(
+            api, scope=scope, client_timeout=_timeout(LIST_TIMEOUT_SECONDS), **query
+        )
+        try:
+            body = await response.read()
+        finally:
+            response.close()
+    page = orjson.loads(body)
+    if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
+        raise ValueError("a pod list answer is not a PodList")
+    return page
+
+
+class ScopeWatch:
+    """List-then-watch of one scope, with the state of the pods it has seen."""
+
+    def __init__(
+        self,
+        *,
+        scope: Scope,
+        api: CoreV1Api,
+        settings: KubernetesSettings,
+        handoff: EventHandoff,
+        metrics: Metrics,
+        on_synced: Callable[[], None] | None = None,
+    ) -> None:
+        self.scope = scope
+        self.pods: dict[str, PodState] = {}
+        """uid -> state; one small entry per live labelled pod, released on deletion."""
+        self.resource_version: str | None = None
+        self.synced = False
+        self._api = api
+        self._settings = settings
+        self._handoff = handoff
+        self._metrics = metrics
+        self._on_synced = on_synced
+        self._selector = label_selector(settings)
+        self._backoff = Backoff(maximum=settings.backoff_max_seconds)
+        self._received = False
+
+    async def run(self) -> None:
+        """Forever: list when there is no usable resourceVersion, then watch from it."""
+        while True:
+            try:
+                if self.resource_version is None:
+                    await self._relist()
+                await self._watch()
+                self._reconnected("expired", level="debug")
+            except _GoneError as exc:
+                self.resource_version = None
+                self._reconnected("gone", detail=str(exc))
+                if not self._received:
+                    # Gone again before anything arrived: do not spin on list + watch.
+                    await self._sleep_backoff()
+            except _StalledError:
+                self._reconnected("inactivity", timeout=self._settings.inactivity_timeout_seconds)
+            except _RETRYABLE as exc:
+                self._reconnected("error", error=_describe(exc))
+                await self._sleep_backoff()
+
+    async def _sleep_backoff(self) -> None:
+        delay = self._backoff.next_delay()
+        log.info("watch_backoff", scope=self.scope.label, delay=round(delay, 2))
+        await asyncio.sleep(delay)
+
+    def _reconnected(self, reason: str, *, level: str = "warning", **fields: Any) -> None:
+        self._metrics.source_reconnects.labels(source=SOURCE, reason=reason).inc()
+        getattr(log, level)(
+            "watch_restarted",
+            scope=self.scope.label,
+            reason=reason,
+            resource_version=self.resource_version,
+            **fields,
+        )
+
+    # --- list ------------------------------------------------------------------------
+
+    async def _relist(self) -> None:
+        """List every matching pod and reconcile: new states are sent, vanished pods freed."""
+        seen: set[str] = set()
+        continue_token: str | None = None
+        resource_version = ""
+        while True:
+            page = await list_page(
+                self._api,
+                scope=self.scope,
+                selector=self._selector,
+                limit=LIST_PAGE_SIZE,
+                continue_token=continue_token,
+            )
+            for pod in page.get("items") or []:
+                uid = await self._apply("LISTED", pod)
+                if uid is not None:
+                    seen.add(uid)
+            metadata = page.get("metadata") or {}
+            resource_version = str(metadata.get("resourceVersion") or "")
+            continue_token = metadata.get("continue") or None
+            if not continue_token:
+                break
+        if not resource_version:
+            raise ValueError("the pod list answer has no resourceVersion")
+        vanished = [uid for uid in self.pods if uid not in seen]
+        for uid in vanished:
+            # Deleted while no watch was open: its final state is unknown, which is fine.
+            del self.pods[uid]
+        self.resource_version = resource_version
+        self._backoff.reset()
+        log.info(
+            "pods_listed",
+            scope=self.scope.label,
+            pods=len(seen),
+            vanished=len(vanished),
+            resource_version=resource_version,
+        )
+        if not self.synced:
+            self.synced = True
+            if self._on_synced is not None:
+                self._on_synced()
+
+    # --- watch -----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """One watch request, until the server ends it, it fails, or it goes silent."""
+        self._received = False
+        inactivity = self._settings.inactivity_timeout_seconds
+        query = {
+            "label_selector": self._selector,
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "resource_version": self.resource_version,
+            "timeout_seconds": self._settings.watch_timeout_seconds,
+        }
+        async with _StallGuard(inactivity):
+            response = await _call(
+                self._api, scope=self.scope, client_timeout=_timeout(None), **query
+            )
+        try:
+            log.debug("watch_opened", scope=self.scope.label, rv=self.resource_version)
+            while True:
+                async with _StallGuard(inactivity):
+                    line = await response.content.readline()
+                if not line:
+                    return  # the server ended the watch (timeoutSeconds): resume
+                await self._handle_line(line)
+        finally:
+            response.close()
+
+    async def _handle_line(self, line: bytes) -> None:
+        try:
+            message = orjson.loads(line)
+            kind = message["type"]
+            obj = message["object"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            self._input_error("stream", f"undecodable watch event ({exc}): {line[:200]!r}")
+            return
+        self._received = True
+        self._backoff.reset()
+        if kind == "ERROR":
+            raise _status_error(int(_get(obj, "code") or 0), "watch error", orjson.dumps(obj))
+        if kind == "BOOKMARK":
+            self._advance(obj)
+            return
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            self._input_error("stream", f"unknown watch event type {kind!r}")
+            return
+        await self._apply(kind, obj)
+        self._advance(obj)
+
+    def _advance(self, obj: object) -> None:
+        version = _get(_get(obj, "metadata"), "resourceVersion")
+        if isinstance(version, str) and version:
+            self.resource_version = version
+        else:
+            self._input_error("stream", "watch event object has no metadata.resourceVersion")
+
+    # --- one pod ---------------------------------------------------------------------
+
+    async def _apply(self, kind: str, pod: object) -> str | None:
+        """Translate one pod, update its state, hand its events over; the pod's uid."""
+        uid = _get(_get(pod, "metadata"), "uid")
+        previous = self.pods.get(uid) if isinstance(uid, str) else None
+        try:
+            result = translate(pod, previous, observed=datetime.now(UTC))
+        except InputError as exc:
+            self._input_error("pod", str(exc), uid=uid)
+            if not isinstance(uid, str):
+                return None
+            if kind == "DELETED":
+                self.pods.pop(uid, None)
+            return uid
+        pod_name = _pod_name(pod)
+        for problem in result.problems:
+            self._input_error(problem.kind, problem.detail, pod=pod_name, uid=result.uid)
+        if kind == "DELETED":
+            self.pods.pop(result.uid, None)
+        else:
+            self.pods[result.uid] = result.state
+        if result.repeated:
+            log.debug("pod_state_repeated", pod=pod_name, phase=result.state.phase)
+        for event in result.events:
+            self._metrics.events_observed.labels(source=SOURCE, event=event.event).inc()
+            log.debug("pod_event", pod=pod_name, watch_event=kind, event=event.event, id=event.id)
+            # The outcome future is not awaited: delivery is the emitter's job, and a pod
+            # watch has nothing to acknowledge.
+            await self._handoff.submit(event, source=SOURCE)
+        return result.uid
+
+    def _input_error(self, kind: str, detail: str, **fields: Any) -> None:
+        self._metrics.input_errors.labels(source=SOURCE, kind=kind).inc()
+        log.warning("pod_input_error", scope=self.scope.label, kind=kind, detail=detail, **fields)
+
+
+class _StallGuard:
+    """`asyncio.timeout` that reports its own expiry as a stall.
+
+    aiohttp's own timeouts are also `TimeoutError`s; only this one means "silent stream".
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._timeout = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError as error:
+            if self._timeout.expired():
+                raise _StalledError from error
+            raise
+        return False
+
+
+def _get(obj: object, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else None
+
+
+def _pod_name(pod: object) -> str:
+    metadata = _get(pod, "metadata")
+    return f"{_get(metadata, 'namespace')}/{_get(metadata, 'name')}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
