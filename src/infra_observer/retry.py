@@ -10,7 +10,7 @@ class Backoff:
     """Delays that grow per failed attempt, up to `maximum`; `reset` after a success."""
 
     def __init__(self, *, initial: float = 0.5, maximum: float = 30.0) -> None:
-        self._wait = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._wait = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
         self._attempt = 0
 
     @property

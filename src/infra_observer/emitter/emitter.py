@@ -68,7 +68,7 @@ class _WaitHonouringRetryAfter(wait_base):
     the longest delay for errors only an operator can fix (so they cause no retry storm)."""
 
     def __init__(self, *, initial: float, maximum: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._backoff = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
         self._maximum = maximum
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
@@ -300,7 +300,7 @@ class Emitter:
             source=source,
             reason=reason,
             detail=detail,
-            event=event.event,
+            event_name=event.event,
             event_id=str(event.id),
             resource_id=event.resource.get("prefect.resource.id"),
         )

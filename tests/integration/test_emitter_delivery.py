@@ -1,0 +1,350 @@
+"""Delivery against real HTTP servers: one that fails on purpose, and a real Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from infra_observer.config import EmitterSettings, PrefectSettings
+from infra_observer.emitter import Emitter, EventsApiSink, events_api_client
+from infra_observer.events import catalog
+from infra_observer.events.handoff import Outcome
+from infra_observer.events.model import Event
+from infra_observer.metrics import Metrics
+from tests.peers._util import free_port
+from tests.peers.prefect import PrefectPeer
+
+FAST = EmitterSettings(
+    retry_initial_seconds=0.05,
+    retry_max_seconds=0.5,
+    flush_interval_seconds=0.05,
+    request_timeout_seconds=1.0,
+)
+
+Behaviour = Callable[[web.Request, list[dict[str, Any]]], Awaitable[web.Response | None]]
+
+
+@dataclass
+class FlakyEventsApi:
+    """A real HTTP server on loopback that answers POST /api/events as told."""
+
+    port: int
+    behaviour: Behaviour | None = None
+    stored: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[tuple[float, dict[str, str], int]] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    async def _events(self, request: web.Request) -> web.Response:
+        batch = orjson.loads(await request.read())
+        if not batch:  # the emitter's reachability check at start
+            return web.Response(status=204)
+        response = await self.behaviour(request, batch) if self.behaviour else None
+        status = response.status if response is not None else 204
+        self.requests.append((time.monotonic(), dict(request.headers), status))
+        if response is not None:
+            return response
+        self.stored.extend(batch)
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/events", self._events)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def flaky() -> AsyncIterator[FlakyEventsApi]:
+    server = FlakyEventsApi(port=free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def pod_event(index: int, *, phase: catalog.PodPhase = "running") -> Event:
+    refs = catalog.FlowRunRefs(flow_run_id=str(uuid.uuid4()))
+    return catalog.kubernetes_pod_event(
+        phase=phase,
+        pod_uid=f"pod-{index}",
+        pod_name=f"pod-{index}",
+        namespace="default",
+        refs=refs,
+        occurred=datetime.now(UTC),
+        event_id=uuid.uuid4(),
+    )
+
+
+@dataclass
+class Running:
+    emitter: Emitter
+    sink: EventsApiSink
+    metrics: Metrics
+    task: asyncio.Task[None]
+
+    async def submit_all(self, events: list[Event]) -> list[asyncio.Future[Outcome]]:
+        return [await self.emitter.submit(event, source="test") for event in events]
+
+    async def finish(self, deadline: float = 10) -> None:
+        self.emitter.stop(deadline)
+        await asyncio.wait_for(self.task, deadline + 10)
+        await self.sink.aclose()
+
+
+def start_emitter(
+    api_url: str,
+    *,
+    settings: EmitterSettings = FAST,
+    prefect: PrefectSettings | None = None,
+) -> Running:
+    prefect = prefect or PrefectSettings(api_url=api_url)
+    metrics = Metrics(CollectorRegistry())
+    sink = EventsApiSink(client=events_api_client(prefect, settings), api_url=api_url)
+    emitter = Emitter(sink=sink, settings=settings, metrics=metrics)
+    task = asyncio.create_task(emitter.run())
+    return Running(emitter=emitter, sink=sink, metrics=metrics, task=task)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_events_wait_for_a_server_that_refuses_connections() -> None:
+    server = FlakyEventsApi(port=free_port())
+    running = start_emitter(server.api_url)
+    futures = await running.submit_all([pod_event(i) for i in range(5)])
+    await asyncio.sleep(1.0)
+    assert not any(future.done() for future in futures)
+    await server.start()
+    try:
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        assert outcomes == [Outcome.DELIVERED] * 5
+        assert len(server.stored) == 5
+        assert (
+            sample(
+                running.metrics,
+                "infra_observer_delivery_retries_total",
+                reason="RetryableDeliveryError",
+            )
+            >= 1
+        )
+    finally:
+        await running.finish()
+        await server.stop()
+
+
+async def test_server_errors_are_retried_until_accepted(flaky: FlakyEventsApi) -> None:
+    failures = iter(range(3))
+
+    async def fail_three_times(_: web.Request, __: list[dict[str, Any]]) -> web.Response | None:
+        return web.Response(status=500) if next(failures, None) is not None else None
+
+    flaky.behaviour = fail_three_times
+    running = start_emitter(flaky.api_url)
+    futures = await running.submit_all([pod_event(i) for i in range(3)])
+    assert await asyncio.wait_for(asyncio.gather(*futures), 30) == [Outcome.DELIVERED] * 3
+    await running.finish()
+    assert [status for _, _, status in flaky.requests] == [500, 500, 500, 204]
+    assert sorted(event["resource"]["prefect.resource.id"] for event in flaky.stored) == [
+        f"prefect.kubernetes.pod.pod-{i}" for i in range(3)
+    ]
+
+
+async def test_429_retry_after_is_honoured(flaky: FlakyEventsApi) -> None:
+    answered = False
+
+    async def throttle_once(_: web.Request, __: list[dict[str, Any]]) -> web.Response | None:
+        nonlocal answered
+        if answered:
+            return None
+        answered = True
+        return web.Response(status=429, headers={"Retry-After": "2"})
+
+    flaky.behaviour = throttle_once
+    running = start_emitter(flaky.api_url)  # its own backoff is at most 0.5 s
+    futures = await running.submit_all([pod_event(0)])
+    assert await asyncio.wait_for(futures[0], 30) == Outcome.DELIVERED
+    await running.finish()
+    (first, _, status_1), (second, _, status_2) = flaky.requests
+    assert (status_1, status_2) == (429, 204)
+    assert second - first >= 2.0
+
+
+async def test_one_invalid_event_does_not_sink_its_batch(flaky: FlakyEventsApi) -> None:
+    async def refuse_pending(_: web.Request, batch: list[dict[str, Any]]) -> web.Response | None:
+        if any(event["event"].endswith(".pending") for event in batch):
+            return web.json_response({"detail": "bad event"}, status=422)
+        return None
+
+    flaky.behaviour = refuse_pending
+    events = [pod_event(i) for i in range(7)] + [pod_event(99, phase="pending")]
+    events += [pod_event(i) for i in range(100, 108)]
+    running = start_emitter(
+        flaky.api_url, settings=FAST.model_copy(update={"flush_interval_seconds": 1.0})
+    )
+    with capture_logs() as logs:
+        futures = await running.submit_all(events)
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        await running.finish()
+    assert outcomes.count(Outcome.REJECTED) == 1
+    assert outcomes[7] == Outcome.REJECTED
+    assert len(flaky.stored) == 15
+    assert (
+        sample(
+            running.metrics,
+            "infra_observer_events_rejected_total",
+            source="test",
+            reason="server_rejected",
+        )
+        == 1
+    )
+    rejected = [entry for entry in logs if entry["event"] == "event_rejected"]
+    assert rejected[0]["resource_id"] == "prefect.kubernetes.pod.pod-99"
+    assert "bad event" in rejected[0]["detail"]
+
+
+async def test_a_hanging_server_times_out_and_is_retried(flaky: FlakyEventsApi) -> None:
+    hung = False
+
+    async def hang_once(_: web.Request, __: list[dict[str, Any]]) -> web.Response | None:
+        nonlocal hung
+        if not hung:
+            hung = True
+            await asyncio.sleep(5)  # longer than the 1 s request timeout
+        return None
+
+    flaky.behaviour = hang_once
+    running = start_emitter(flaky.api_url)
+    futures = await running.submit_all([pod_event(0)])
+    assert await asyncio.wait_for(futures[0], 30) == Outcome.DELIVERED
+    await running.finish()
+    assert len(flaky.stored) == 1
+
+
+async def test_refused_credentials_are_logged_with_the_fix(flaky: FlakyEventsApi) -> None:
+    async def unauthorized(_: web.Request, __: list[dict[str, Any]]) -> web.Response | None:
+        return web.Response(status=401)
+
+    flaky.behaviour = unauthorized
+    running = start_emitter(
+        flaky.api_url, settings=FAST.model_copy(update={"retry_max_seconds": 0.3})
+    )
+    with capture_logs() as logs:
+        futures = await running.submit_all([pod_event(0)])
+        await asyncio.sleep(1.0)
+        await running.finish(deadline=0.5)
+    assert await futures[0] == Outcome.UNDELIVERED
+    failures = [entry for entry in logs if entry["event"] == "delivery_failed"]
+    assert failures
+    assert failures[0]["log_level"] == "error"
+    assert "PREFECT_API_KEY" in failures[0]["error"]
+    stopped = [
+        entry for entry in logs if entry["event"] == "emitter_stopped_with_undelivered_events"
+    ]
+    assert stopped[0]["count"] == 1
+
+
+async def test_auth_headers(flaky: FlakyEventsApi) -> None:
+    cloud = PrefectSettings(api_url=flaky.api_url, api_key=SecretStr("pnu_key"))
+    running = start_emitter(flaky.api_url, prefect=cloud)
+    await asyncio.wait_for((await running.submit_all([pod_event(0)]))[0], 30)
+    await running.finish()
+    basic = PrefectSettings(api_url=flaky.api_url, api_auth_string=SecretStr("admin:pa:ss"))
+    running = start_emitter(flaky.api_url, prefect=basic)
+    await asyncio.wait_for((await running.submit_all([pod_event(1)]))[0], 30)
+    await running.finish()
+    headers = [request_headers for _, request_headers, status in flaky.requests if status == 204]
+    assert headers[0]["Authorization"] == "Bearer pnu_key"
+    assert headers[-1]["Authorization"] == "Basic " + base64.b64encode(b"admin:pa:ss").decode()
+    assert (
+        "Authorization" not in headers[1]
+        or headers[1]["Authorization"] != headers[0]["Authorization"]
+    )
+
+
+async def test_follows_and_once_per_process_ids(flaky: FlakyEventsApi) -> None:
+    running = start_emitter(flaky.api_url)
+    first = pod_event(0, phase="pending")
+    second = pod_event(0, phase="running")
+    futures = await running.submit_all([first, second, first])
+    assert await asyncio.gather(*futures) == [
+        Outcome.DELIVERED,
+        Outcome.DELIVERED,
+        Outcome.DUPLICATE,
+    ]
+    await running.finish()
+    assert [event["follows"] for event in flaky.stored] == [None, str(first.id)]
+
+
+async def test_delivery_to_a_real_prefect_server(prefect: PrefectPeer) -> None:
+    events = [pod_event(i) for i in range(3)]
+    running = start_emitter(prefect.api_url)
+    outcomes = await asyncio.gather(*await running.submit_all(events))
+    await running.finish()
+    assert outcomes == [Outcome.DELIVERED] * 3
+    ids = [str(event.id) for event in events]
+    stored = await prefect.wait_for_events(expected_count=3, ids=ids)
+    assert sorted(event["id"] for event in stored) == sorted(ids)
+    by_id = {event["id"]: event for event in stored}
+    assert by_id[ids[0]]["resource"] == dict(events[0].resource)
+    assert by_id[ids[0]]["related"][0]["prefect.resource.role"] == "flow-run"
+
+
+async def test_the_same_id_from_two_processes_is_stored_once(prefect: PrefectPeer) -> None:
+    event = pod_event(0)
+    for _ in range(2):  # two emitters stand for a restart, or a second replica
+        running = start_emitter(prefect.api_url)
+        assert await (await running.submit_all([event]))[0] == Outcome.DELIVERED
+        await running.finish()
+    stored = await prefect.wait_for_events(expected_count=1, ids=[str(event.id)], settle=3)
+    assert len(stored) == 1
+
+
+async def test_basic_auth_against_a_real_prefect_server() -> None:
+    peer = PrefectPeer(auth_string="observer:s3cret")
+    await asyncio.to_thread(peer.start)
+    try:
+        wrong = PrefectSettings(api_url=peer.api_url, api_auth_string=SecretStr("observer:nope"))
+        sink = EventsApiSink(client=events_api_client(wrong, FAST), api_url=peer.api_url)
+        with pytest.raises(Exception, match="credentials were refused"):
+            await sink.check()
+        await sink.aclose()
+        right = PrefectSettings(api_url=peer.api_url, api_auth_string=SecretStr("observer:s3cret"))
+        event = pod_event(0)
+        running = start_emitter(peer.api_url, prefect=right)
+        assert await (await running.submit_all([event]))[0] == Outcome.DELIVERED
+        await running.finish()
+        stored = await peer.wait_for_events(expected_count=1, ids=[str(event.id)])
+        assert stored[0]["id"] == str(event.id)
+    finally:
+        await asyncio.to_thread(peer.stop)
+
+
+async def test_check_reaches_the_events_api(prefect: PrefectPeer) -> None:
+    sink = EventsApiSink(client=httpx.AsyncClient(), api_url=prefect.api_url)
+    assert "accepted" in await sink.check()
+    await sink.aclose()
