@@ -132,49 +132,50 @@ class KubernetesSource:
     name = SOURCE
 
     def __init__(
-        self, *, settings: KubernetesSettings, handoff: EventHandoff, metrics: Metrics
+        self,
+        *,
+        settings: KubernetesSettings,
+        handoff: EventHandoff,
+        metrics: Metrics,
+        list_page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         self._settings = settings
-        self._handoff = handoff
         self._metrics = metrics
-        self._scopes = scopes_of(settings)
-        self._watches: list[ScopeWatch] = []
+        # Built once: a second `run` resumes each scope from its resourceVersion and state.
+        self._watches = [
+            ScopeWatch(
+                scope=scope,
+                settings=settings,
+                handoff=handoff,
+                metrics=metrics,
+                on_synced=self._on_synced,
+                list_page_size=list_page_size,
+            )
+            for scope in scopes_of(settings)
+        ]
 
     @property
     def ready(self) -> bool:
-        return bool(self._watches) and all(watch.synced for watch in self._watches)
+        return all(watch.synced for watch in self._watches)
 
     @property
     def tracked_pods(self) -> int:
         return sum(len(watch.pods) for watch in self._watches)
 
     async def run(self) -> None:
-        self._metrics.source_ready.labels(source=SOURCE).set(0)
         client = await load_api_client(self._settings)
         api = CoreV1Api(client)
-        self._watches = [
-            ScopeWatch(
-                scope=scope,
-                api=api,
-                settings=self._settings,
-                handoff=self._handoff,
-                metrics=self._metrics,
-                on_synced=self._on_synced,
-            )
-            for scope in self._scopes
-        ]
         log.info(
             "kubernetes_watch_starting",
             host=client.configuration.host,
-            scopes=[scope.label for scope in self._scopes],
+            scopes=[watch.scope.label for watch in self._watches],
             label_selector=label_selector(self._settings),
         )
         try:
             async with asyncio.TaskGroup() as group:
                 for watch in self._watches:
-                    group.create_task(watch.run(), name=f"kubernetes-watch:{watch.scope.label}")
+                    group.create_task(watch.run(api), name=f"kubernetes-watch:{watch.scope.label}")
         finally:
-            self._metrics.source_ready.labels(source=SOURCE).set(0)
             await client.close()
 
     def _on_synced(self) -> None:
@@ -189,7 +190,7 @@ class KubernetesSource:
         selector = label_selector(self._settings)
         try:
             api = CoreV1Api(client)
-            for scope in self._scopes:
+            for scope in scopes_of(self._settings):
                 try:
                     await list_page(api, scope=scope, selector=selector, limit=1)
                 except ApiStatusError as exc:
@@ -202,7 +203,7 @@ class KubernetesSource:
                     ) from exc
         finally:
             await client.close()
-        where = ", ".join(scope.where for scope in self._scopes)
+        where = ", ".join(scope.where for scope in scopes_of(self._settings))
         return f"Kubernetes API at {host}: pods labelled {selector} listable {where}"
 
 
@@ -301,18 +302,18 @@ class ScopeWatch:
         self,
         *,
         scope: Scope,
-        api: CoreV1Api,
         settings: KubernetesSettings,
         handoff: EventHandoff,
         metrics: Metrics,
         on_synced: Callable[[], None] | None = None,
+        list_page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         self.scope = scope
         self.pods: dict[str, PodState] = {}
         """uid -> state; one small entry per live labelled pod, released on deletion."""
         self.resource_version: str | None = None
         self.synced = False
-        self._api = api
+        self._list_page_size = list_page_size
         self._settings = settings
         self._handoff = handoff
         self._metrics = metrics
@@ -321,13 +322,13 @@ class ScopeWatch:
         self._backoff = Backoff(maximum=settings.backoff_max_seconds)
         self._received = False
 
-    async def run(self) -> None:
+    async def run(self, api: CoreV1Api) -> None:
         """Forever: list when there is no usable resourceVersion, then watch from it."""
         while True:
             try:
                 if self.resource_version is None:
-                    await self._relist()
-                await self._watch()
+                    await self._relist(api)
+                await self._watch(api)
                 self._reconnected("expired", level="debug")
             except _GoneError as exc:
                 self.resource_version = None
@@ -358,17 +359,17 @@ class ScopeWatch:
 
     # --- list ------------------------------------------------------------------------
 
-    async def _relist(self) -> None:
+    async def _relist(self, api: CoreV1Api) -> None:
         """List every matching pod and reconcile: new states are sent, vanished pods freed."""
         seen: set[str] = set()
         continue_token: str | None = None
         resource_version = ""
         while True:
             page = await list_page(
-                self._api,
+                api,
                 scope=self.scope,
                 selector=self._selector,
-                limit=LIST_PAGE_SIZE,
+                limit=self._list_page_size,
                 continue_token=continue_token,
             )
             for pod in page.get("items") or []:
@@ -402,7 +403,7 @@ class ScopeWatch:
 
     # --- watch -----------------------------------------------------------------------
 
-    async def _watch(self) -> None:
+    async def _watch(self, api: CoreV1Api) -> None:
         """One watch request, until the server ends it, it fails, or it goes silent."""
         self._received = False
         inactivity = self._settings.inactivity_timeout_seconds
@@ -414,9 +415,7 @@ class ScopeWatch:
             "timeout_seconds": self._settings.watch_timeout_seconds,
         }
         async with _StallGuard(inactivity):
-            response = await _call(
-                self._api, scope=self.scope, client_timeout=_timeout(None), **query
-            )
+            response = await _call(api, scope=self.scope, client_timeout=_timeout(None), **query)
         try:
             log.debug("watch_opened", scope=self.scope.label, rv=self.resource_version)
             while True:
@@ -464,8 +463,9 @@ class ScopeWatch:
         previous = self.pods.get(uid) if isinstance(uid, str) else None
         try:
             result = translate(pod, previous, observed=datetime.now(UTC))
-        except InputError as exc:
-            self._input_error("pod", str(exc), uid=uid)
+        except Exception as exc:  # one odd pod must not stop the watch of all the others
+            detail = str(exc) if isinstance(exc, InputError) else _describe(exc)
+            self._input_error("pod", detail, uid=uid, exc_info=not isinstance(exc, InputError))
             if not isinstance(uid, str):
                 return None
             if kind == "DELETED":
@@ -481,8 +481,9 @@ class ScopeWatch:
         if result.repeated:
             log.debug("pod_state_repeated", pod=pod_name, phase=result.state.phase)
         for event in result.events:
-            self._metrics.events_observed.labels(source=SOURCE, event=event.event).inc()
-            log.debug("pod_event", pod=pod_name, watch_event=kind, event=event.event, id=event.id)
+            log.debug(
+                "pod_event", pod=pod_name, watch_event=kind, name=event.event, id=str(event.id)
+            )
             # The outcome future is not awaited: delivery is the emitter's job, and a pod
             # watch has nothing to acknowledge.
             await self._handoff.submit(event, source=SOURCE)
