@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,11 @@ from structlog.testing import capture_logs
 
 from infra_observer.config import EcsSettings, EmitterSettings, PrefectSettings
 from infra_observer.emitter import Emitter, EventsApiSink, Sink, events_api_client
-from infra_observer.errors import RetryableDeliveryError, SourceError
+from infra_observer.errors import SourceError
 from infra_observer.events.catalog import ECS_TASK_STATUSES
-from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
 from infra_observer.sources.ecs.queue import EcsSource
+from tests.integration.ecs_support import ListSink, eventually
 from tests.peers.moto import MotoPeer
 from tests.peers.prefect import PrefectPeer
 
@@ -35,32 +35,7 @@ EMITTER = EmitterSettings(
     flush_interval_seconds=0.05,
     request_timeout_seconds=5.0,
 )
-# Generous: the machine is shared; a wait that ends early is what the tests rely on.
-WAIT_SECONDS = 90
 FLOW_RUN_TAG = "prefect.io/flow-run-id"
-
-
-class ListSink:
-    """Collects delivered batches; while `down`, every send fails as a connection error would."""
-
-    name = "list"
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.down = False
-        self.failed_sends = 0
-
-    async def send(self, batch: Sequence[Event]) -> None:
-        if self.down:
-            self.failed_sends += 1
-            raise RetryableDeliveryError("sink down (test)")
-        self.events.extend(batch)
-
-    async def check(self) -> str:
-        return "list"
-
-    async def aclose(self) -> None:
-        return None
 
 
 @dataclass
@@ -152,15 +127,6 @@ async def running(
             await source_task
         emitter.stop(5)
         await emitter_task
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll until `condition` holds; the bound only keeps a broken test from hanging."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_SECONDS
-    while not await condition():
-        assert loop.time() < deadline, f"still waiting for: {what}"
-        await asyncio.sleep(0.1)
 
 
 async def queue_drained(harness: Harness) -> bool:

@@ -42,6 +42,16 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "ecs"
 DESCRIBE_TASKS = "ecs:DescribeTasks"
+IAM_ACTIONS = frozenset(
+    {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+        DESCRIBE_TASKS,
+    }
+)
+"""Every AWS action this source calls: the policy in deploy/aws/ grants exactly these."""
 _DENIED_CODES = frozenset(
     {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "KMS.AccessDeniedException"}
 )
