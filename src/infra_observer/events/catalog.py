@@ -204,10 +204,14 @@ def _docker_event(
     # The page makes the worker always present: the container's own worker label wins,
     # else the configured name of the watching worker.
     worker = worker_resource(worker_type="docker", worker_name=refs.worker_name or worker_name)
+    # The page makes the name label unconditional: a container whose name is unknown is
+    # named by its id.
     return Event(
         occurred=utc(occurred),
         event=name,
-        resource=_resource(f"prefect.docker.container.{container_id}", name=container_name),
+        resource=_resource(
+            f"prefect.docker.container.{container_id}", name=container_name or container_id
+        ),
         related=(
             *_present(
                 _flow_run_related(refs),
@@ -317,11 +321,13 @@ def block_loaded(
     occurred: datetime,
     event_id: uuid.UUID,
 ) -> Event:
-    """`prefect.block.{type}.loaded`."""
+    """`prefect.block.{type}.loaded`; an unnamed block document is named by its id, because
+    the page makes the name label unconditional."""
+    document = f"prefect.block-document.{block_document_id}"
     return Event(
         occurred=utc(occurred),
         event=f"prefect.block.{block_type_slug}.loaded",
-        resource=_resource(f"prefect.block-document.{block_document_id}", name=block_document_name),
+        resource=_resource(document, name=block_document_name or str(block_document_id)),
         related=(_related(f"prefect.block-type.{block_type_slug}", "block-type"),),
         id=event_id,
     )
@@ -338,13 +344,19 @@ def pull_step(
     step: Mapping[str, Any],
     occurred: datetime,
     event_id: uuid.UUID,
+    step_index: int = 0,
 ) -> Event:
     """`prefect.flow-run.pull-step.{executed,failed}`.
 
-    `step` is the step as written in prefect.yaml: its fully qualified name mapped to its inputs.
+    `step` is the step as written in prefect.yaml: its fully qualified name mapped to its inputs;
+    `step_index` its position among the deployment's pull steps. The payload is the step
+    serialized as Prefect's own pull steps serialize it, so automations match either.
     """
     if len(step) != 1:
         raise ValueError("a pull step is one fully qualified name mapped to its inputs")
+    ((qualified_name, inputs),) = step.items()
+    if not isinstance(inputs, Mapping):
+        raise ValueError("a pull step's inputs are a mapping of parameter names to values")
     related = (
         ()
         if deployment_id is None
@@ -355,9 +367,24 @@ def pull_step(
         event=f"prefect.flow-run.pull-step.{outcome}",
         resource=_resource(f"prefect.flow-run.{flow_run_id}"),
         related=related,
-        payload=dict(step),
+        payload=serialized_pull_step(qualified_name, inputs, index=step_index),
         id=event_id,
     )
+
+
+def serialized_pull_step(
+    qualified_name: str, inputs: Mapping[str, Any], *, index: int
+) -> dict[str, Any]:
+    """The pull-step payload: the step's fully qualified name and inputs (secrets stay as the
+    template strings the inputs hold), with the fields Prefect itself adds."""
+    inputs_id = inputs.get("id")
+    return {
+        "index": index,
+        "qualified_name": qualified_name,
+        "step_name": qualified_name.rsplit(".", 1)[-1],
+        "id": inputs_id if isinstance(inputs_id, str) else None,
+        "inputs": dict(inputs),
+    }
 
 
 @dataclass(frozen=True, slots=True)
