@@ -11,10 +11,12 @@ import contextlib
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
@@ -365,3 +367,83 @@ async def test_check_reports_the_queue_and_explains_failures(harness: Harness) -
 
 async def _counts_are(harness: Harness, url_key: str, expected: tuple[int, int]) -> bool:
     return await harness.counts(url_key) == expected
+
+
+@pytest.fixture(scope="module")
+def moto_enforcing_iam() -> Iterator[MotoPeer]:
+    """A moto of its own: it will check every request against IAM, unlike the shared one."""
+    peer = MotoPeer().start()
+    yield peer
+    peer.stop()
+
+
+def iam_user(moto: MotoPeer, name: str, actions: list[str]) -> tuple[str, str]:
+    iam = moto.client("iam")
+    iam.create_user(UserName=name)
+    if actions:
+        statement = {"Effect": "Allow", "Action": actions, "Resource": "*"}
+        document = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+        iam.put_user_policy(UserName=name, PolicyName="observer", PolicyDocument=document)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+async def test_permission_errors_name_the_missing_iam_action(
+    moto_enforcing_iam: MotoPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moto = moto_enforcing_iam
+    sqs_only = iam_user(moto, "sqs-only", ["sqs:*"])
+    nothing = iam_user(moto, "nothing", [])
+    name = f"ecs-{uuid.uuid4().hex[:10]}"
+    harness = Harness(
+        moto=moto, queue=moto.create_queue(name, dlq=True, max_receive_count=1000), name=name
+    )
+    task = await harness.run_task(flow_run_tags())
+    await harness.send(task, last_status="RUNNING")
+    # From here on every request must be signed by a user whose policy allows it.
+    reset = f"{moto.endpoint_url}/moto-api/reset-auth"
+    (await asyncio.to_thread(httpx.post, reset, content=b"0")).raise_for_status()
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", nothing[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", nothing[1])
+    emitter = Emitter(sink=ListSink(), settings=EMITTER, metrics=harness.metrics)
+    denied = EcsSource(settings=harness.settings(), handoff=emitter, metrics=harness.metrics)
+    with pytest.raises(SourceError, match="sqs:GetQueueAttributes was denied"):
+        await denied.check()
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", sqs_only[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", sqs_only[1])
+    harness.metrics = Metrics(CollectorRegistry())
+    sink = ListSink()
+    with capture_logs() as logs:
+        async with running(harness, sink):
+
+            async def refused() -> bool:
+                return harness.sample("infra_observer_ecs_tag_reads_total", result="error") >= 1
+
+            await eventually(refused, "a refused DescribeTasks")
+            held = sum(await asyncio.to_thread(_counts_as, moto, sqs_only, harness.queue["url"]))
+
+    assert held == 1, "the message must stay in the queue"
+    assert sink.events == []
+    unreadable = next(log for log in logs if log["event"] == "ecs_tags_unreadable")
+    assert unreadable["missing_permission"] == "ecs:DescribeTasks"
+    assert "ecs:DescribeTasks was denied" in unreadable["error"]
+
+
+def _counts_as(moto: MotoPeer, user: tuple[str, str], queue_url: str) -> tuple[int, int]:
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=moto.endpoint_url,
+        region_name=moto.region,
+        aws_access_key_id=user[0],
+        aws_secret_access_key=user[1],
+    )
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )

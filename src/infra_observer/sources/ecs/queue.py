@@ -52,8 +52,15 @@ IAM_ACTIONS = frozenset(
     }
 )
 """Every AWS action this source calls: the policy in deploy/aws/ grants exactly these."""
+# "403": botocore's code when a refusal's body cannot be parsed (some compatible services).
 _DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "KMS.AccessDeniedException"}
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "KMS.AccessDeniedException",
+        "403",
+    }
 )
 _CREDENTIAL_CODES = frozenset(
     {
@@ -292,7 +299,13 @@ class EcsSource:
         reason = _error_code(exc)
         self._metrics.source_reconnects.labels(SOURCE, reason).inc()
         delay = backoff.next_delay()
-        log.error("ecs_queue_error", reason=reason, error=self._explain(exc), retry_in=delay)
+        log.error(
+            "ecs_queue_error",
+            reason=reason,
+            error=self._explain(exc),
+            missing_permission=_missing_permission(exc),
+            retry_in=delay,
+        )
         await asyncio.sleep(delay)
 
     # --- the receive loop -------------------------------------------------------------------
@@ -439,6 +452,7 @@ class EcsSource:
                 task_arn=change.task_arn,
                 reason=_error_code(exc),
                 error=self._explain(exc),
+                missing_permission=_missing_permission(exc),
                 action="retry_later",
             )
             return None
@@ -608,6 +622,13 @@ def _error_code(exc: ClientError | BotoCoreError) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "Unknown"))
     return type(exc).__name__
+
+
+def _missing_permission(exc: ClientError | BotoCoreError) -> str | None:
+    """The IAM action that was refused, when the error is a refusal."""
+    if isinstance(exc, ClientError) and _error_code(exc) in _DENIED_CODES:
+        return _iam_action(exc.operation_name)
+    return None
 
 
 def _iam_action(operation_name: str) -> str:
