@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from infra_observer.config import Settings
 from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, events_api_client
+from infra_observer.emitter.spool import Checkpoint, Spool
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.health import HealthServer
@@ -51,6 +52,17 @@ def build_sink(settings: Settings) -> Sink:
     return EventsApiSink(client=client, api_url=str(api_url))
 
 
+def build_emitter(settings: Settings, *, sink: Sink, metrics: Metrics) -> Emitter:
+    spool_dir = settings.emitter.spool_dir
+    return Emitter(
+        sink=sink,
+        settings=settings.emitter,
+        metrics=metrics,
+        spool=Spool(spool_dir) if spool_dir else None,
+        checkpoint=Checkpoint(spool_dir / "checkpoint.json") if spool_dir else None,
+    )
+
+
 def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics) -> list[Source]:
     # Imported only when enabled, so an unused source costs neither import time nor memory.
     sources: list[Source] = []
@@ -75,11 +87,12 @@ async def run(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT; raise when a source fails for good."""
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)
-    emitter = Emitter(sink=sink, settings=settings.emitter, metrics=metrics)
+    emitter = build_emitter(settings, sink=sink, metrics=metrics)
     sources = build_sources(settings, handoff=emitter, metrics=metrics)
     if not sources:
         await sink.aclose()
         raise ConfigError(NO_SOURCES)
+    await emitter.open()
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     health = HealthServer(

@@ -107,6 +107,19 @@ class EmitterSettings(_Section):
     ca_bundle: Path | None = Field(
         default=None, description="PEM file of CA certificates to verify the events API with."
     )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Directory of the on-disk spool and checkpoint; unset: memory only, and "
+        "what is queued at a crash is lost (see docs/reliability.md).",
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Spool size at which sources wait for delivery to free space.",
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often the last delivered event per resource is saved."
+    )
 
 
 class HealthSettings(_Section):

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from structlog.testing import capture_logs
 
 from infra_observer.config import EmitterSettings, PrefectSettings
 from infra_observer.emitter import Emitter, EventsApiSink, events_api_client
+from infra_observer.emitter.spool import Checkpoint, Spool
 from infra_observer.events import catalog
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
@@ -124,6 +126,22 @@ def start_emitter(
     metrics = Metrics(CollectorRegistry())
     sink = EventsApiSink(client=events_api_client(prefect, settings), api_url=api_url)
     emitter = Emitter(sink=sink, settings=settings, metrics=metrics)
+    task = asyncio.create_task(emitter.run())
+    return Running(emitter=emitter, sink=sink, metrics=metrics, task=task)
+
+
+async def start_spooled_emitter(api_url: str, spool_dir: Path) -> Running:
+    metrics = Metrics(CollectorRegistry())
+    prefect = PrefectSettings(api_url=api_url)
+    sink = EventsApiSink(client=events_api_client(prefect, FAST), api_url=api_url)
+    emitter = Emitter(
+        sink=sink,
+        settings=FAST,
+        metrics=metrics,
+        spool=Spool(spool_dir),
+        checkpoint=Checkpoint(spool_dir / "checkpoint.json"),
+    )
+    await emitter.open()
     task = asyncio.create_task(emitter.run())
     return Running(emitter=emitter, sink=sink, metrics=metrics, task=task)
 
@@ -348,3 +366,54 @@ async def test_check_reaches_the_events_api(prefect: PrefectPeer) -> None:
     sink = EventsApiSink(client=httpx.AsyncClient(), api_url=prefect.api_url)
     assert "accepted" in await sink.check()
     await sink.aclose()
+
+
+def container_event(index: int, *, status: catalog.ContainerStatus) -> Event:
+    return catalog.docker_container_event(
+        status=status,
+        container_id="c1",
+        container_name="flow-run-container",
+        refs=catalog.FlowRunRefs(),
+        worker_name="host",
+        occurred=datetime.now(UTC),
+        event_id=uuid.UUID(int=index + 1),
+    )
+
+
+async def test_spooled_events_survive_a_stop_and_keep_their_chain(tmp_path: Path) -> None:
+    server = FlakyEventsApi(port=free_port())
+    running = await start_spooled_emitter(server.api_url, tmp_path)
+    statuses: list[catalog.ContainerStatus] = ["created", "running", "exited"]
+    events = [container_event(i, status=status) for i, status in enumerate(statuses)]
+    futures = await running.submit_all(events)
+    await running.finish(deadline=0.5)
+    assert [await future for future in futures] == [Outcome.UNDELIVERED] * 3
+
+    await server.start()
+    try:
+        running = await start_spooled_emitter(server.api_url, tmp_path)
+        duplicate = await running.emitter.submit(events[0], source="test")
+        assert await duplicate == Outcome.DUPLICATE
+        later = container_event(3, status="removing")
+        assert await (await running.emitter.submit(later, source="test")) == Outcome.DELIVERED
+        await running.finish()
+        stored_ids = [event["id"] for event in server.stored]
+        assert stored_ids == [str(event.id) for event in [*events, later]]
+        assert [event["follows"] for event in server.stored] == [
+            None,
+            str(events[0].id),
+            str(events[1].id),
+            str(events[2].id),
+        ]
+
+        # The checkpoint carries the chain and the delivered ids across a restart.
+        running = await start_spooled_emitter(server.api_url, tmp_path)
+        assert await (await running.emitter.submit(later, source="test")) == Outcome.DUPLICATE
+        last = container_event(4, status="dead")
+        assert await (await running.emitter.submit(last, source="test")) == Outcome.DELIVERED
+        await running.finish()
+        assert server.stored[-1]["id"] == str(last.id)
+        assert server.stored[-1]["follows"] == str(later.id)
+        assert len(server.stored) == 5
+    finally:
+        await server.stop()

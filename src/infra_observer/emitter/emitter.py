@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 import structlog
@@ -19,7 +20,9 @@ from tenacity.wait import wait_base, wait_exponential_jitter
 
 from infra_observer.config import EmitterSettings
 from infra_observer.emitter.sinks import Sink
+from infra_observer.emitter.spool import Checkpoint, Spool, SpooledEvent
 from infra_observer.errors import (
+    ConfigError,
     DeliveryError,
     MisconfiguredSinkError,
     RejectedBatchError,
@@ -89,8 +92,18 @@ class _DeadlinePassed(Exception):
 class Emitter:
     """Implements `EventHandoff` for the sources and delivers to one `Sink`."""
 
-    def __init__(self, *, sink: Sink, settings: EmitterSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        sink: Sink,
+        settings: EmitterSettings,
+        metrics: Metrics,
+        spool: Spool | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         self._sink = sink
+        self._spool = spool
+        self._checkpoint = checkpoint
         self._settings = settings
         self._metrics = metrics
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=settings.queue_size)
@@ -104,6 +117,45 @@ class Emitter:
         self._stop_at = float("inf")
         self._sink_healthy: bool | None = None
         self._carry: _Pending | None = None
+        self._spool_lock = asyncio.Lock()
+        self._spool_freed = asyncio.Event()
+        self._replay: list[_Pending] = []
+        self._last_delivered: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._checkpoint_due = 0.0
+
+    async def open(self) -> None:
+        """Load the checkpoint and the spool; call before any source submits."""
+        try:
+            await self._load_state()
+        except OSError as exc:
+            raise ConfigError(
+                f"INFRA_OBSERVER_EMITTER_SPOOL_DIR={str(self._settings.spool_dir)!r}: cannot be "
+                f"used ({exc.strerror or exc}); give the process a writable directory"
+            ) from exc
+
+    async def _load_state(self) -> None:
+        if self._checkpoint is not None:
+            latest = await asyncio.to_thread(self._checkpoint.load)
+            for resource_id, (event_id, occurred) in latest.items():
+                self._restore(resource_id, UUID(event_id), datetime.fromisoformat(occurred))
+            log.info("checkpoint_loaded", resources=len(latest))
+        if self._spool is not None:
+            spooled = await asyncio.to_thread(self._spool.open)
+            self._replay = [self._pending_from_spool(record) for record in spooled]
+            log.info("spool_opened", pending=len(self._replay), bytes=self._spool.bytes_used)
+
+    def _restore(self, resource_id: str, event_id: UUID, occurred: datetime) -> None:
+        self._follows.remember(resource_id, event_id, occurred)
+        self._delivered.add(event_id)
+        self._last_delivered[resource_id] = (str(event_id), occurred.isoformat())
+
+    def _pending_from_spool(self, record: SpooledEvent) -> _Pending:
+        event = record.event
+        self._queued.add(event.id)
+        self._follows.remember(event.resource_id, event.id, event.occurred)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        size = _estimated_size(event)
+        return _Pending(event=event, source=record.source, size=size, future=future)
 
     @property
     def sink_healthy(self) -> bool:
@@ -130,13 +182,34 @@ class Emitter:
             self._reject(event, source=source, reason="invalid", detail="; ".join(problems))
             future.set_result(Outcome.REJECTED)
             return future
+        pending = _Pending(event=event, source=source, size=size, future=future)
+        self._queued.add(event.id)
+        if self._spool is None:
+            await self._enqueue(pending)
+        else:
+            # One writer at a time, so the spool's order is the queue's order.
+            async with self._spool_lock:
+                await self._wait_for_spool_space(source)
+                self._spool.append(event, source=source)
+                await self._enqueue(pending)
+        return future
+
+    async def _enqueue(self, pending: _Pending) -> None:
         if self._queue.full():
             self._metrics.bound_hits.labels("queue").inc()
-            log.warning("emitter_queue_full", source=source, size=self._settings.queue_size)
-        self._queued.add(event.id)
-        await self._queue.put(_Pending(event=event, source=source, size=size, future=future))
+            log.warning("emitter_queue_full", source=pending.source, size=self._settings.queue_size)
+        await self._queue.put(pending)
         self._metrics.queue_depth.set(self._queue.qsize())
-        return future
+
+    async def _wait_for_spool_space(self, source: str) -> None:
+        assert self._spool is not None
+        if self._spool.bytes_used < self._settings.spool_max_bytes:
+            return
+        self._metrics.bound_hits.labels("spool").inc()
+        log.warning("spool_full", source=source, bytes=self._spool.bytes_used)
+        while self._spool.bytes_used >= self._settings.spool_max_bytes:
+            self._spool_freed.clear()
+            await self._spool_freed.wait()
 
     def stop(self, deadline_seconds: float) -> None:
         """Deliver what is queued within the deadline, then make `run` return."""
@@ -147,15 +220,38 @@ class Emitter:
         await self._check_sink()
         batch: list[_Pending] = []
         try:
+            while self._replay:
+                count = self._settings.batch_max_events
+                batch, self._replay = self._replay[:count], self._replay[count:]
+                await self._deliver_batch(batch)
+                await self._settled(batch)
             while batch := await self._next_batch():
                 await self._deliver_batch(batch)
+                await self._settled(batch)
         except _DeadlinePassed:
             pass
-        undelivered = self._abandon(batch)
+        undelivered = self._abandon(batch + self._replay)
+        await self._save_checkpoint()
+        if self._spool is not None:
+            self._spool.close()
         if undelivered:
             log.error("emitter_stopped_with_undelivered_events", count=undelivered)
         else:
             log.info("emitter_drained")
+
+    async def _settled(self, batch: list[_Pending]) -> None:
+        if self._spool is not None:
+            cursor = self._spool.settle(len(batch))
+            self._spool_freed.set()
+            await asyncio.to_thread(self._spool.save_cursor, cursor)
+        if time.monotonic() >= self._checkpoint_due:
+            await self._save_checkpoint()
+
+    async def _save_checkpoint(self) -> None:
+        if self._checkpoint is None:
+            return
+        self._checkpoint_due = time.monotonic() + self._settings.checkpoint_interval_seconds
+        await asyncio.to_thread(self._checkpoint.save, dict(self._last_delivered))
 
     async def _check_sink(self) -> None:
         try:
@@ -289,9 +385,17 @@ class Emitter:
             if self._delivered.add(event.id):
                 self._metrics.bound_hits.labels("sent_ids").inc()
             self._metrics.events_emitted.labels(item.source, event.event).inc()
+            self._remember_delivered(event)
             if not item.future.done():
                 item.future.set_result(Outcome.DELIVERED)
         self._metrics.last_delivery.set(time.time())
+
+    def _remember_delivered(self, event: Event) -> None:
+        resource_id = event.resource_id
+        self._last_delivered[resource_id] = (str(event.id), event.occurred.isoformat())
+        self._last_delivered.move_to_end(resource_id)
+        if len(self._last_delivered) > self._settings.follows_max_resources:
+            self._last_delivered.popitem(last=False)
 
     def _reject(self, event: Event, *, source: str, reason: str, detail: str) -> None:
         self._metrics.events_rejected.labels(source, reason).inc()
