@@ -236,19 +236,35 @@ class EcsSettings(_Section):
     )
     delete_invalid_messages: bool = Field(
         default=False,
-        description="Delete messages that are not ECS task state changes, instead of leaving "
-        "them to the queue's dead-letter policy.",
+        description="Delete messages that are not ECS task state changes (and those whose "
+        "event the events API refuses), instead of leaving them to the queue's dead-letter "
+        "policy.",
     )
     tag_filters: CommaList = Field(
         default_factory=list,
         description="Extra task tag filters (`key` or `key=value`), all of which must match.",
     )
-    tags_cache_size: int = Field(default=10_000, ge=1, description="Task tag sets cached (LRU).")
+    tags_cache_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Tasks whose tags and last delivered `detail.version` are remembered (LRU).",
+    )
     backoff_max_seconds: float = Field(
-        default=30.0, gt=0, description="Longest delay between retries after SQS errors."
+        default=30.0,
+        gt=0,
+        description="Longest delay between retries after SQS errors, and before a message "
+        "whose task tags could not be read is received again.",
     )
 
     _split = field_validator("tag_filters", mode="before")(_split_commas)
+
+    @field_validator("tag_filters")
+    @classmethod
+    def _filters_have_keys(cls, filters: list[str]) -> list[str]:
+        for text in filters:
+            if not text.partition("=")[0].strip():
+                raise ValueError(f"tag filter {text!r} has no key; write `key` or `key=value`")
+        return filters
 
     @model_validator(mode="after")
     def _queue_when_enabled(self) -> EcsSettings:
