@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -79,6 +80,8 @@ class DockerPeer:
                 "--iptables=false",
                 "--bridge=none",
                 "--ip-masq=false",
+                # Containers that ignore SIGTERM (sleep as PID 1) would hold a restart 10 s.
+                "--shutdown-timeout=2",
             ],
             log_path=self.state_dir / "dockerd.log",
         )
@@ -86,6 +89,11 @@ class DockerPeer:
         dockerd = self._dockerd
 
         def ping() -> bool | None:
+            # Probe the socket ourselves first: httpcore leaks the socket object when a
+            # unix-socket connect fails, and filterwarnings=error turns that into a failure.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(2)
+                probe.connect(str(self.socket))
             return True if self.request("GET", "/_ping", versioned=False).text == "OK" else None
 
         wait_until(
@@ -236,6 +244,21 @@ class DockerPeer:
         )
         code: int = response.json()["StatusCode"]
         return code
+
+    async def wait_oom_killed(
+        self,
+        container_id: str,
+        timeout: float = 10,  # noqa: ASYNC109 - a bounded poll, the bound is the point
+    ) -> dict[str, Any]:
+        """Wait for ``State.OOMKilled``: dockerd may record the exit before the OOM event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await self.inspect(container_id)
+            if info["State"]["OOMKilled"]:
+                return info
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{container_id[:12]} not OOMKilled: {info['State']}")
+            await asyncio.sleep(0.1)
 
     async def wait_status(
         self,

@@ -14,10 +14,11 @@ import os
 import secrets
 import ssl
 import subprocess
-import urllib.request
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from ._util import (
     ManagedProcess,
@@ -175,8 +176,8 @@ class KubePeer:
         etcd = self._etcd
 
         def healthy() -> bool | None:
-            with urllib.request.urlopen(self.etcd_endpoint + "/health", timeout=2) as resp:
-                return True if json.load(resp).get("health") == "true" else None
+            response = httpx.get(self.etcd_endpoint + "/health", timeout=2)
+            return True if response.json().get("health") == "true" else None
 
         wait_until(
             healthy, timeout=30, what="etcd", alive=etcd.running, diagnostics=etcd.diagnostics
@@ -256,12 +257,14 @@ class KubePeer:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def _get_text(self, path: str) -> str:
-        request = urllib.request.Request(
-            self.server + path, headers={"Authorization": f"Bearer {self.token}"}
-        )
-        with urllib.request.urlopen(request, timeout=5, context=self._ssl_context()) as resp:
-            body: bytes = resp.read()
-        return body.decode()
+        # httpx rather than urllib: urllib's HTTPError keeps its socket open until GC,
+        # which pytest (filterwarnings=error) reports as an unclosed-socket ResourceWarning.
+        with httpx.Client(verify=self._ssl_context(), timeout=5) as client:
+            response = client.get(
+                self.server + path, headers={"Authorization": f"Bearer {self.token}"}
+            )
+            response.raise_for_status()
+            return response.text
 
     def _get_json(self, path: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self._get_text(path))

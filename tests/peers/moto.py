@@ -11,11 +11,12 @@ import json
 import logging
 import os
 import sys
-import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from ._util import (
     ManagedProcess,
@@ -81,8 +82,8 @@ class MotoPeer:
         proc = self._proc
 
         def ready() -> bool | None:
-            with urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=2) as resp:
-                return True if resp.status == 200 else None
+            response = httpx.get(self.endpoint_url + "/moto-api/", timeout=2)
+            return True if response.status_code == 200 else None
 
         try:
             wait_until(
@@ -128,14 +129,7 @@ class MotoPeer:
         )
 
     def _post_json(self, path: str, body: Mapping[str, Any]) -> None:
-        request = urllib.request.Request(
-            self.endpoint_url + path,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            resp.read()
+        httpx.post(self.endpoint_url + path, json=dict(body), timeout=10).raise_for_status()
 
     # ------------------------------------------------------------ SQS
 

@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 import os
 import time
-import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,9 +94,8 @@ class PrefectPeer:
         proc = self._proc
 
         def healthy() -> bool | None:
-            request = urllib.request.Request(self.api_url + "/health", headers=self.headers)
-            with urllib.request.urlopen(request, timeout=2) as resp:
-                return True if resp.status == 200 else None
+            response = httpx.get(self.api_url + "/health", headers=self.headers, timeout=2)
+            return True if response.status_code == 200 else None
 
         try:
             wait_until(
