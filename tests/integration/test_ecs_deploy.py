@@ -64,6 +64,13 @@ def put_task_change(moto: MotoPeer, task: dict[str, Any], status: str) -> str:
     return str(response["Entries"][0]["EventId"])
 
 
+def test_the_template_passes_cfn_lint() -> None:
+    # cfn-lint comes with moto[server] (moto validates templates with it).
+    from cfnlint.api import lint_file
+
+    assert [str(match) for match in lint_file(TEMPLATE)] == []
+
+
 def test_the_policy_grants_exactly_what_the_source_calls(moto: MotoPeer) -> None:
     name = f"io-policy-{uuid.uuid4().hex[:8]}"
     outputs = deploy(moto, name)
