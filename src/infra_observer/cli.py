@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
+from typing import IO
 
 import structlog
 
 from infra_observer import __version__, app
+from infra_observer.commands import CommandInputError, emit, validate
 from infra_observer.config import Settings, load_settings
 from infra_observer.errors import ConfigError, InfraObserverError
+from infra_observer.events.handoff import Outcome
 from infra_observer.logs import configure_logging
 
 EXIT_OK = 0
@@ -47,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
         "reason and the fix; exits 1 when any fails. Secrets are never printed.",
     )
     commands.add_parser("version", help="print the version", description="Print the version.")
+    emit.add_parser(commands)
+    checker = commands.add_parser(
+        "validate",
+        help="check JSON lines of events against the catalog and the API limits",
+        description="Read one event per line (as the stdout sink writes them, or as read back "
+        "from the events API) and report, per line, every deviation from the infrastructure "
+        "events catalog and the events API limits. Exits 1 when any line fails, or when "
+        "there is no event at all.",
+    )
+    checker.add_argument("file", metavar="FILE", help="file of JSON lines, or - for stdin")
     return parser
 
 
@@ -55,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"infra-observer {__version__}")
         return EXIT_OK
+    if args.command == "validate":
+        return _validate(args.file)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -63,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log)
     if args.command == "check":
         return _check(settings)
+    if args.command == "emit":
+        return _emit(args, settings)
     return _run(settings)
 
 
@@ -100,6 +118,51 @@ def _check(settings: Settings) -> int:
     for peer, passed, detail in results:
         print(f"{'PASS' if passed else 'FAIL'} {peer}: {detail}")
     return EXIT_OK if all(passed for _, passed, _ in results) else EXIT_FAILURE
+
+
+def _emit(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        event = emit.event_from_args(args)
+    except CommandInputError as exc:
+        print(f"infra-observer emit {args.family}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        outcome = asyncio.run(
+            emit.deliver(
+                event,
+                settings=settings,
+                drain_seconds=args.timeout,
+                retry=args.event_id is not None,
+            )
+        )
+    except ConfigError as exc:
+        print(f"infra-observer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # The event itself is the output (stdout sink); the outcome is in the logs on stderr.
+    return EXIT_OK if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE) else EXIT_FAILURE
+
+
+def _validate(path: str) -> int:
+    summary = validate.Summary()
+    try:
+        source = _open_input(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"infra-observer validate: cannot read {path}: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+    with source as lines:
+        for report in validate.check_lines(lines):
+            summary.add(report)
+            for problem in report.problems or ("OK",):
+                print(f"line {report.line}: {problem}")
+    print(summary.text())
+    return EXIT_OK if summary.ok else EXIT_FAILURE
+
+
+def _open_input(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
+    return open(path, "rb")
 
 
 if __name__ == "__main__":
