@@ -23,11 +23,11 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer  # noqa: E402
+from tests.peers.prefect import TEST_AUTH_STRING  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
-PREFECT_TEST_AUTH = "observer:integration-secret"
 
 P = TypeVar("P")
 
@@ -95,7 +95,7 @@ def prefect() -> Iterator[PrefectPeer]:
 def prefect_basic_auth() -> Iterator[PrefectPeer]:
     """A second Prefect server that requires basic auth (``peer.auth_string``)."""
     peer = start_peer(
-        "prefect (basic auth)", lambda: PrefectPeer(auth_string=PREFECT_TEST_AUTH).start()
+        "prefect (basic auth)", lambda: PrefectPeer(auth_string=TEST_AUTH_STRING).start()
     )
     yield peer
     peer.stop()

@@ -11,7 +11,6 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import PREFECT_TEST_AUTH
 from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer
 from tests.peers._util import provisioned
 from tests.peers.kube import (
@@ -24,7 +23,7 @@ from tests.peers.kube import (
     set_pod_phase,
 )
 from tests.peers.moto import parse_messages
-from tests.peers.prefect import make_event
+from tests.peers.prefect import TEST_AUTH_STRING, make_event
 
 pytestmark = pytest.mark.peers
 
@@ -293,7 +292,7 @@ async def test_prefect_read_events_follows_pages(prefect: PrefectPeer) -> None:
 async def test_prefect_same_id_twice_stored_once_with_basic_auth() -> None:
     # A private server: a batch of only already-stored ids upsets the SQLite persister
     # for a few seconds, which must not cost other tests their events.
-    peer = await asyncio.to_thread(lambda: PrefectPeer(auth_string=PREFECT_TEST_AUTH).start())
+    peer = await asyncio.to_thread(lambda: PrefectPeer(auth_string=TEST_AUTH_STRING).start())
     try:
         async with httpx.AsyncClient(base_url=peer.api_url) as anonymous:
             assert (await anonymous.post("/events", json=[])).status_code == 401

@@ -19,6 +19,7 @@ from ._util import ManagedProcess, free_port, provisioned, remove_tree, short_te
 log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 50  # the server refuses larger pages
+TEST_AUTH_STRING = "observer:integration-secret"  # for servers started with basic auth
 
 
 class PrefectPeer:
