@@ -402,7 +402,8 @@ async def test_410_gone_relists_and_reconciles(kube: KubePeer) -> None:
     assert len(handoff.events) == 2 + 1 + 2  # nothing repeated for the pod that went away
     restarted = [e for e in logs if e["event"] == "watch_restarted" and e["reason"] == "gone"]
     assert restarted
-    assert restarted[0]["resource_version"] is None or restarted[0]["scope"] == ns
+    assert restarted[0]["resource_version"] == old_version
+    assert restarted[0]["scope"] == ns
     listed = [e for e in logs if e["event"] == "pods_listed"]
     assert listed[-1]["vanished"] == 1
 

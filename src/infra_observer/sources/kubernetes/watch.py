@@ -8,29 +8,27 @@ silent for longer than the inactivity timeout is presumed dead and replaced. Eve
 failure reconnects after a capped, jittered backoff.
 
 Objects are read as raw JSON (orjson) straight off the response: the generated model
-classes cost far more than the few fields `translate` reads.
+classes cost far more than the few fields `translate` reads (see `client.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import orjson
 import structlog
-from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
-from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 
 from infra_observer.config import KubernetesSettings
 from infra_observer.errors import ConfigError, InputError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.metrics import Metrics
 from infra_observer.retry import Backoff
+from infra_observer.sources.kubernetes.client import KubeClient, pods_path
 from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState, translate
 
 log = structlog.get_logger(__name__)
@@ -90,42 +88,6 @@ def scopes_of(settings: KubernetesSettings) -> list[Scope]:
     return [Scope(ns) for ns in namespaces] if namespaces else [Scope(None)]
 
 
-async def load_api_client(settings: KubernetesSettings) -> ApiClient:
-    """A client of its own (never the library's global default).
-
-    Order: the configured kubeconfig (and context); else in-cluster config; else
-    $KUBECONFIG (or ~/.kube/config), read now rather than when the library was imported.
-    """
-    configuration = Configuration()
-    try:
-        if settings.kubeconfig is not None:
-            await _load_kubeconfig(str(settings.kubeconfig), settings.context, configuration)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST") and settings.context is None:
-            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            await _load_kubeconfig(_default_kubeconfig(), settings.context, configuration)
-    except Exception as exc:  # the loaders raise anything from yaml errors to KeyError
-        raise ConfigError(
-            f"cannot load Kubernetes credentials ({type(exc).__name__}: {exc}); set "
-            "INFRA_OBSERVER_KUBERNETES_KUBECONFIG (and _CONTEXT), run in a pod with a "
-            "ServiceAccount, or set KUBECONFIG"
-        ) from exc
-    return ApiClient(configuration=configuration)
-
-
-def _default_kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-
-
-async def _load_kubeconfig(path: str, context: str | None, configuration: Configuration) -> None:
-    await load_kube_config(
-        config_file=path,
-        context=context,
-        client_configuration=configuration,
-        persist_config=False,  # never write to the user's kubeconfig
-    )
-
-
 class KubernetesSource:
     """Watches pods of Prefect flow runs and hands their phase changes to the emitter."""
 
@@ -163,20 +125,21 @@ class KubernetesSource:
         return sum(len(watch.pods) for watch in self._watches)
 
     async def run(self) -> None:
-        client = await load_api_client(self._settings)
-        api = CoreV1Api(client)
+        client = await KubeClient.connect(self._settings)
         log.info(
             "kubernetes_watch_starting",
-            host=client.configuration.host,
+            host=client.host,
             scopes=[watch.scope.label for watch in self._watches],
             label_selector=label_selector(self._settings),
         )
         try:
             async with asyncio.TaskGroup() as group:
                 for watch in self._watches:
-                    group.create_task(watch.run(api), name=f"kubernetes-watch:{watch.scope.label}")
+                    group.create_task(
+                        watch.run(client), name=f"kubernetes-watch:{watch.scope.label}"
+                    )
         finally:
-            await client.close()
+            await client.aclose()
 
     def _on_synced(self) -> None:
         if self.ready:
@@ -185,14 +148,13 @@ class KubernetesSource:
 
     async def check(self) -> str:
         """List pods once per scope (limit 1): proves credentials, reachability and RBAC."""
-        client = await load_api_client(self._settings)
-        host = str(client.configuration.host)
+        client = await KubeClient.connect(self._settings)
+        host = client.host
         selector = label_selector(self._settings)
         try:
-            api = CoreV1Api(client)
             for scope in scopes_of(self._settings):
                 try:
-                    await list_page(api, scope=scope, selector=selector, limit=1)
+                    await list_page(client, scope=scope, selector=selector, limit=1)
                 except ApiStatusError as exc:
                     raise SourceError(_status_advice(exc, host=host, scope=scope)) from exc
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -202,7 +164,7 @@ class KubernetesSource:
                         "kubeconfig, the network path to it and its CA certificate"
                     ) from exc
         finally:
-            await client.close()
+            await client.aclose()
         where = ", ".join(scope.where for scope in scopes_of(self._settings))
         return f"Kubernetes API at {host}: pods labelled {selector} listable {where}"
 
@@ -230,23 +192,26 @@ def _status_advice(exc: ApiStatusError, *, host: str, scope: Scope) -> str:
     return f"the Kubernetes API at {host} answered {exc} when listing pods {scope.where}"
 
 
+def _fix_for(exc: Exception, scope: Scope) -> str | None:
+    """What an operator should do about a refused request; None when nothing specific."""
+    if not isinstance(exc, ApiStatusError) or exc.status not in (401, 403):
+        return None
+    if exc.status == 401:
+        return "refresh the kubeconfig credentials or the ServiceAccount token"
+    if scope.namespace:
+        return f"grant get, list and watch on pods with a Role in namespace {scope.namespace}"
+    return "grant get, list and watch on pods with a ClusterRole, or set namespaces to watch"
+
+
 def _timeout(total: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=total, sock_connect=CONNECT_TIMEOUT_SECONDS)
 
 
-async def _call(
-    api: CoreV1Api, *, scope: Scope, client_timeout: aiohttp.ClientTimeout, **query: Any
+async def _request(
+    client: KubeClient, *, scope: Scope, limits: aiohttp.ClientTimeout, params: dict[str, str]
 ) -> aiohttp.ClientResponse:
-    """One pods request, returning the raw response (`_preload_content=False`)."""
-    if scope.namespace is None:
-        request = api.list_pod_for_all_namespaces(
-            _preload_content=False, _request_timeout=client_timeout, **query
-        )
-    else:
-        request = api.list_namespaced_pod(
-            scope.namespace, _preload_content=False, _request_timeout=client_timeout, **query
-        )
-    response = cast(aiohttp.ClientResponse, await request)
+    """One pods request; an error status becomes an exception carrying the server's message."""
+    response = await client.get(pods_path(scope.namespace), params, limits=limits)
     if response.status != 200:
         try:
             body = await response.read()
@@ -271,19 +236,19 @@ def _status_error(status: int, reason: str, body: bytes) -> Exception:
 
 
 async def list_page(
-    api: CoreV1Api,
+    client: KubeClient,
     *,
     scope: Scope,
     selector: str,
     limit: int,
     continue_token: str | None = None,
 ) -> dict[str, Any]:
-    query: dict[str, Any] = {"label_selector": selector, "limit": limit}
+    params = {"labelSelector": selector, "limit": str(limit)}
     if continue_token:
-        query["_continue"] = continue_token
+        params["continue"] = continue_token
     async with asyncio.timeout(LIST_TIMEOUT_SECONDS):
-        response = await _call(
-            api, scope=scope, client_timeout=_timeout(LIST_TIMEOUT_SECONDS), **query
+        response = await _request(
+            client, scope=scope, limits=_timeout(LIST_TIMEOUT_SECONDS), params=params
         )
         try:
             body = await response.read()
@@ -320,27 +285,36 @@ class ScopeWatch:
         self._on_synced = on_synced
         self._selector = label_selector(settings)
         self._backoff = Backoff(maximum=settings.backoff_max_seconds)
-        self._received = False
+        self._listed_version: str | None = None
 
-    async def run(self, api: CoreV1Api) -> None:
+    async def run(self, client: KubeClient) -> None:
         """Forever: list when there is no usable resourceVersion, then watch from it."""
         while True:
             try:
                 if self.resource_version is None:
-                    await self._relist(api)
-                await self._watch(api)
+                    await self._relist(client)
+                await self._watch(client)
                 self._reconnected("expired", level="debug")
             except _GoneError as exc:
-                self.resource_version = None
                 self._reconnected("gone", detail=str(exc))
-                if not self._received:
-                    # Gone again before anything arrived: do not spin on list + watch.
+                straight_after_list = self.resource_version == self._listed_version
+                self.resource_version = None
+                if straight_after_list:
+                    # Gone even from a fresh list's version: do not spin on list + watch.
                     await self._sleep_backoff()
             except _StalledError:
                 self._reconnected("inactivity", timeout=self._settings.inactivity_timeout_seconds)
             except _RETRYABLE as exc:
-                self._reconnected("error", error=_describe(exc))
+                self._reconnected("error", error=_describe(exc), fix=_fix_for(exc, self.scope))
+                if isinstance(exc, ApiStatusError) and exc.status == 401:
+                    await self._reload_credentials(client)
                 await self._sleep_backoff()
+
+    async def _reload_credentials(self, client: KubeClient) -> None:
+        try:
+            await client.reload_credentials()
+        except ConfigError as exc:
+            log.error("credentials_reload_failed", scope=self.scope.label, error=str(exc))
 
     async def _sleep_backoff(self) -> None:
         delay = self._backoff.next_delay()
@@ -359,14 +333,14 @@ class ScopeWatch:
 
     # --- list ------------------------------------------------------------------------
 
-    async def _relist(self, api: CoreV1Api) -> None:
+    async def _relist(self, client: KubeClient) -> None:
         """List every matching pod and reconcile: new states are sent, vanished pods freed."""
         seen: set[str] = set()
         continue_token: str | None = None
         resource_version = ""
         while True:
             page = await list_page(
-                api,
+                client,
                 scope=self.scope,
                 selector=self._selector,
                 limit=self._list_page_size,
@@ -387,7 +361,7 @@ class ScopeWatch:
         for uid in vanished:
             # Deleted while no watch was open: its final state is unknown, which is fine.
             del self.pods[uid]
-        self.resource_version = resource_version
+        self.resource_version = self._listed_version = resource_version
         self._backoff.reset()
         log.info(
             "pods_listed",
@@ -403,19 +377,20 @@ class ScopeWatch:
 
     # --- watch -----------------------------------------------------------------------
 
-    async def _watch(self, api: CoreV1Api) -> None:
+    async def _watch(self, client: KubeClient) -> None:
         """One watch request, until the server ends it, it fails, or it goes silent."""
-        self._received = False
         inactivity = self._settings.inactivity_timeout_seconds
-        query = {
-            "label_selector": self._selector,
-            "watch": True,
-            "allow_watch_bookmarks": True,
-            "resource_version": self.resource_version,
-            "timeout_seconds": self._settings.watch_timeout_seconds,
+        params = {
+            "labelSelector": self._selector,
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": self.resource_version or "",
+            "timeoutSeconds": str(self._settings.watch_timeout_seconds),
         }
         async with _StallGuard(inactivity):
-            response = await _call(api, scope=self.scope, client_timeout=_timeout(None), **query)
+            response = await _request(
+                client, scope=self.scope, limits=_timeout(None), params=params
+            )
         try:
             log.debug("watch_opened", scope=self.scope.label, rv=self.resource_version)
             while True:
@@ -435,7 +410,6 @@ class ScopeWatch:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             self._input_error("stream", f"undecodable watch event ({exc}): {line[:200]!r}")
             return
-        self._received = True
         self._backoff.reset()
         if kind == "ERROR":
             raise _status_error(int(_get(obj, "code") or 0), "watch error", orjson.dumps(obj))

@@ -1,0 +1,124 @@
+"""Credential loading for the pod watcher, and the lean import of kubernetes_asyncio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from infra_observer.config import KubernetesSettings
+from infra_observer.errors import ConfigError
+from infra_observer.sources.kubernetes.client import load_configuration, pods_path
+
+
+def kubeconfig(path: Path, *contexts: tuple[str, str, str]) -> Path:
+    """A kubeconfig with one cluster+token user per (context, server, token)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": server}} for name, server, _ in contexts],
+        "users": [{"name": name, "user": {"token": token}} for name, _, token in contexts],
+        "contexts": [
+            {"name": name, "context": {"cluster": name, "user": name}} for name, _, _ in contexts
+        ],
+        "current-context": contexts[0][0],
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture
+def two_contexts(tmp_path: Path) -> Path:
+    return kubeconfig(
+        tmp_path / "kubeconfig",
+        ("first", "https://first.example:6443", "token-1"),
+        ("second", "https://second.example:6443", "token-2"),
+    )
+
+
+async def test_explicit_kubeconfig_and_context(two_contexts: Path) -> None:
+    configuration = await load_configuration(
+        KubernetesSettings(kubeconfig=two_contexts, context="second")
+    )
+    assert configuration.host == "https://second.example:6443"
+    assert await configuration.get_api_key_with_prefix("BearerToken") == "Bearer token-2"
+
+
+async def test_kubeconfig_variable_read_at_load_time(
+    two_contexts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(two_contexts))
+    configuration = await load_configuration(KubernetesSettings())
+    assert configuration.host == "https://first.example:6443"
+
+
+async def test_in_cluster_config_comes_before_kubeconfig_variable(
+    two_contexts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(two_contexts))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    # No ServiceAccount files on this machine: the error names the in-cluster attempt.
+    with pytest.raises(ConfigError, match="Service token file does not exist"):
+        await load_configuration(KubernetesSettings())
+
+
+async def test_missing_credentials_say_how_to_provide_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="INFRA_OBSERVER_KUBERNETES_KUBECONFIG"):
+        await load_configuration(KubernetesSettings())
+
+
+async def test_unknown_context_is_a_config_error(two_contexts: Path) -> None:
+    with pytest.raises(ConfigError, match="third"):
+        await load_configuration(KubernetesSettings(kubeconfig=two_contexts, context="third"))
+
+
+def test_pods_paths() -> None:
+    assert pods_path(None) == "/api/v1/pods"
+    assert pods_path("jobs") == "/api/v1/namespaces/jobs/pods"
+
+
+def test_loading_credentials_does_not_import_the_generated_api(two_contexts: Path) -> None:
+    """In a fresh interpreter: credentials load without the ~1,500 generated modules, and
+    an ordinary import of kubernetes_asyncio afterwards still works in full."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from infra_observer.config import KubernetesSettings
+        from infra_observer.sources.kubernetes.client import load_configuration
+
+        settings = KubernetesSettings(kubeconfig={str(two_contexts)!r})
+        configuration = asyncio.run(load_configuration(settings))
+        assert configuration.host == "https://first.example:6443", configuration.host
+        generated = ("kubernetes_asyncio.client.models", "kubernetes_asyncio.client.api.")
+        heavy = [name for name in sys.modules if name.startswith(generated)]
+        assert not heavy, heavy[:5]
+        assert "kubernetes_asyncio" not in sys.modules
+
+        import kubernetes_asyncio
+        from kubernetes_asyncio import client, config
+        assert client.CoreV1Api and client.V1Pod
+        assert client.Configuration is type(configuration)
+
+        async def full_client():
+            api = await config.new_client_from_config(config_file={str(two_contexts)!r})
+            await api.close()
+            return api
+        assert isinstance(asyncio.run(full_client()), client.ApiClient)
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
