@@ -1,0 +1,252 @@
+"""The daemon as users run it: `infra-observer run|check` as a process, on the real peers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.peers._util import free_port
+from tests.peers.kube import KubePeer, create_pod, delete_pod, set_pod_phase
+from tests.peers.prefect import PrefectPeer
+
+BIN = Path(sys.executable).parent / "infra-observer"
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("INFRA_OBSERVER_", "PREFECT_", "KUBECONFIG", "DOCKER_"))
+    }
+    env.update({"INFRA_OBSERVER_LOG_FORMAT": "json", **extra})
+    return env
+
+
+class Daemon:
+    """`infra-observer run` in a process of its own, its logs kept for the assertions."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [str(BIN), "run"],
+            env={**env, "INFRA_OBSERVER_HEALTH_PORT": str(self.port)},
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=5)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.logs_text()
+            try:
+                if self.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"not ready after {timeout}s:\n{self.logs_text()}")
+
+    def logs(self) -> list[dict[str, object]]:
+        lines = self.log_path.read_bytes().splitlines()
+        return [orjson.loads(line) for line in lines if line.startswith(b"{")]
+
+    def logs_text(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log.close()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+
+
+def kube_env(kube: KubePeer, namespace: str, **extra: str) -> dict[str, str]:
+    return base_env(
+        INFRA_OBSERVER_KUBERNETES_ENABLED="true",
+        INFRA_OBSERVER_KUBERNETES_KUBECONFIG=str(kube.kubeconfig),
+        INFRA_OBSERVER_KUBERNETES_NAMESPACES=namespace,
+        INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS="0.05",
+        INFRA_OBSERVER_EMITTER_RETRY_MAX_SECONDS="1",
+        **extra,
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_no_source_enabled_says_how_to_enable_one() -> None:
+    result = subprocess.run(
+        [str(BIN), "run"], check=False, env=base_env(), capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    message = result.stderr.decode()
+    for variable in ("KUBERNETES_ENABLED", "DOCKER_ENABLED", "ECS_ENABLED"):
+        assert f"INFRA_OBSERVER_{variable}=true" in message
+
+
+def test_bad_configuration_is_one_line_per_variable_without_secrets() -> None:
+    env = base_env(
+        INFRA_OBSERVER_EMITTER_QUEUE_SIZE="-1",
+        PREFECT_API_URL="http://127.0.0.1:1/api",
+        PREFECT_API_KEY="pnu_do_not_print",
+        PREFECT_API_AUTH_STRING="user:do_not_print",
+    )
+    result = subprocess.run(
+        [str(BIN), "run"], check=False, env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "INFRA_OBSERVER_EMITTER_QUEUE_SIZE='-1'" in stderr
+    assert "do_not_print" not in stderr + result.stdout.decode()
+
+
+def related_to(event: Mapping[str, object], flow_run_id: str) -> bool:
+    related = event["related"]
+    assert isinstance(related, list)
+    return any(r["prefect.resource.id"] == f"prefect.flow-run.{flow_run_id}" for r in related)
+
+
+def test_check_reports_each_peer(kube: KubePeer, prefect: PrefectPeer) -> None:
+    env = kube_env(kube, "default", **prefect.env())
+    result = subprocess.run(
+        [str(BIN), "check"], check=False, env=env, capture_output=True, timeout=120
+    )
+    lines = result.stdout.decode().splitlines()
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert lines[0].startswith("PASS sink events-api")
+    assert lines[1].startswith("PASS source kubernetes")
+
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
+    env["PREFECT_API_KEY"] = "pnu_do_not_print"
+    result = subprocess.run(
+        [str(BIN), "check"], check=False, env=env, capture_output=True, timeout=120
+    )
+    assert result.returncode == 1
+    output = result.stdout.decode()
+    assert output.startswith("FAIL sink events-api:")
+    assert "PREFECT_API_URL" in output
+    assert "do_not_print" not in output + result.stderr.decode()
+
+
+async def test_pod_lifecycle_end_to_end(
+    kube: KubePeer, prefect: PrefectPeer, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    namespace = unique("e2e")
+    flow_run_id = str(uuid.uuid4())
+    await create_pod(kube, namespace, "flow-pod", {"prefect.io/flow-run-id": flow_run_id})
+    daemon = Daemon(kube_env(kube, namespace, **prefect.env()), tmp_path / "daemon.log")
+    daemons.append(daemon)
+    await asyncio.to_thread(daemon.wait_ready)
+    assert daemon.get("/healthz").status_code == 200
+
+    await set_pod_phase(kube, namespace, "flow-pod", "Running")
+    await set_pod_phase(kube, namespace, "flow-pod", "Succeeded")
+    stored = await prefect.wait_for_events(
+        expected_count=3,
+        names=[f"prefect.kubernetes.pod.{phase}" for phase in ("pending", "running", "succeeded")],
+        timeout=60,
+    )
+    mine = [event for event in stored if related_to(event, flow_run_id)]
+    by_name = {event["event"]: event for event in mine}
+    assert sorted(by_name) == [
+        "prefect.kubernetes.pod.pending",
+        "prefect.kubernetes.pod.running",
+        "prefect.kubernetes.pod.succeeded",
+    ]
+    assert len(mine) == 3
+    assert (
+        by_name["prefect.kubernetes.pod.running"]["follows"]
+        == by_name["prefect.kubernetes.pod.pending"]["id"]
+    )
+    assert (
+        by_name["prefect.kubernetes.pod.succeeded"]["follows"]
+        == by_name["prefect.kubernetes.pod.running"]["id"]
+    )
+
+    metrics = daemon.get("/metrics").text
+    assert (
+        "infra_observer_events_emitted_total"
+        '{event="prefect.kubernetes.pod.succeeded",source="kubernetes"} 1.0' in metrics
+    )
+    assert "infra_observer_source_ready" in metrics
+
+    await delete_pod(kube, namespace, "flow-pod")
+    assert await asyncio.to_thread(daemon.stop) == 0
+    names = [entry["event"] for entry in daemon.logs()]
+    assert names.index("stopping") < names.index("emitter_drained") < names.index("stopped")
+
+
+async def test_sigkill_with_spool_loses_nothing_and_stores_no_duplicates(
+    kube: KubePeer, prefect: PrefectPeer, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    namespace = unique("spool")
+    flow_run_id = str(uuid.uuid4())
+    spool = tmp_path / "spool"
+    down = f"http://127.0.0.1:{free_port()}/api"
+    env = kube_env(
+        kube, namespace, PREFECT_API_URL=down, INFRA_OBSERVER_EMITTER_SPOOL_DIR=str(spool)
+    )
+    await create_pod(kube, namespace, "killed", {"prefect.io/flow-run-id": flow_run_id})
+    first = Daemon(env, tmp_path / "first.log")
+    daemons.append(first)
+    deadline = time.monotonic() + 60
+    # Not ready (the sink is down), but the source syncs and spools the Pending event.
+    while not list(spool.glob("segment-*.jsonl")) or not any(
+        path.stat().st_size for path in spool.glob("segment-*.jsonl")
+    ):
+        assert time.monotonic() < deadline, first.logs_text()
+        await asyncio.sleep(0.2)
+    await set_pod_phase(kube, namespace, "killed", "Running")
+    while sum(path.read_bytes().count(b"\n") for path in spool.glob("segment-*.jsonl")) < 2:
+        assert time.monotonic() < deadline, first.logs_text()
+        await asyncio.sleep(0.2)
+    first.stop(signal.SIGKILL)
+
+    second = Daemon({**env, **prefect.env()}, tmp_path / "second.log")
+    daemons.append(second)
+    await asyncio.to_thread(second.wait_ready)
+    stored = await prefect.wait_for_events(
+        expected_count=2,
+        resource_ids=None,
+        names=["prefect.kubernetes.pod.pending", "prefect.kubernetes.pod.running"],
+        timeout=60,
+        settle=3,
+    )
+    mine = [event for event in stored if related_to(event, flow_run_id)]
+    assert sorted(event["event"] for event in mine) == [
+        "prefect.kubernetes.pod.pending",
+        "prefect.kubernetes.pod.running",
+    ]
+    assert await asyncio.to_thread(second.stop) == 0
+    logs = second.logs()
+    opened = next(entry for entry in logs if entry["event"] == "spool_opened")
+    assert opened["pending"] == 2
