@@ -313,9 +313,13 @@ def _status_for(
     if inspected is None:
         # Gone before it could be inspected: a die still reports the exit, at its own time.
         return _Status("exited", {"finished_at": str(at)}, at) if meaning == "exited" else None
-    if meaning == "signalled" and inspected.status not in _EXIT_STATUSES:
-        return None
-    finished = _not_after(inspected.finished_at, at)
+    if meaning == "signalled":
+        if inspected.status not in _EXIT_STATUSES:
+            return None
+        # The exit a signal causes comes after the signal: its time is the one to take.
+        finished = inspected.finished_at or at
+    else:
+        finished = _not_after(inspected.finished_at, at)
     return _Status(_exit_status(inspected), {"finished_at": str(finished)}, finished)
 
 

@@ -1,0 +1,328 @@
+"""A small Docker Engine API client on httpx: the few calls the container watcher makes.
+
+Where the daemon is follows Docker's own conventions (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
+`DOCKER_CERT_PATH`), each overridden by the corresponding setting. The API version is
+negotiated with `GET /version`: the daemon's own version, never above `MAX_API_VERSION`
+(the newest this client was checked against) and never above what the daemon speaks.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from infra_observer.config import DockerSettings
+from infra_observer.errors import ConfigError, SourceError
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+MAX_API_VERSION = "1.47"
+# Every call used here exists unchanged since API 1.24 (Docker 1.12).
+MIN_API_VERSION = "1.24"
+REQUEST_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+class DockerUnavailableError(SourceError):
+    """The daemon could not be reached, or the connection broke."""
+
+
+class DockerApiError(SourceError):
+    """The daemon answered with an unexpected status."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the daemon listens: a unix socket, or a TCP address with optional TLS."""
+
+    host: str
+    """As configured (`unix:///var/run/docker.sock`, `tcp://10.0.0.5:2376`), for messages."""
+    base_url: str
+    socket_path: str | None = None
+    tls: TlsFiles | None = None
+
+
+def resolve_endpoint(settings: DockerSettings, environ: Mapping[str, str]) -> Endpoint:
+    """The endpoint from the settings, falling back to Docker's environment variables."""
+    host = settings.host or environ.get("DOCKER_HOST") or DEFAULT_HOST
+    tls_verify = (
+        settings.tls_verify
+        if settings.tls_verify is not None
+        # Docker's rule: any non-empty value turns it on.
+        else bool(environ.get("DOCKER_TLS_VERIFY"))
+    )
+    cert_dir = settings.cert_path or _env_path(environ, "DOCKER_CERT_PATH")
+    parts = urlsplit(host)
+    if parts.scheme == "unix":
+        path = parts.path or parts.netloc
+        if not path:
+            raise ConfigError(f"Docker host {host!r} names no socket path")
+        return Endpoint(host=host, base_url="http://docker", socket_path=path)
+    if parts.scheme in ("tcp", "http", "https"):
+        return _tcp_endpoint(
+            host,
+            hostname=parts.hostname,
+            port=parts.port,
+            tls_verify=tls_verify,
+            cert_dir=cert_dir,
+            environ=environ,
+        )
+    raise ConfigError(
+        f"Docker host {host!r} is not supported: use unix:///path/to/docker.sock or "
+        "tcp://host:port (INFRA_OBSERVER_DOCKER_HOST or DOCKER_HOST)"
+    )
+
+
+def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name)
+    return Path(value) if value else None
+
+
+def _tcp_endpoint(
+    host: str,
+    *,
+    hostname: str | None,
+    port: int | None,
+    tls_verify: bool,
+    cert_dir: Path | None,
+    environ: Mapping[str, str],
+) -> Endpoint:
+    if not hostname:
+        raise ConfigError(f"Docker host {host!r} names no host")
+    address = f"[{hostname}]" if ":" in hostname else hostname
+    if not tls_verify:
+        return Endpoint(host=host, base_url=f"http://{address}:{port or 2375}")
+    directory = cert_dir or Path(environ.get("HOME", "~")).expanduser() / ".docker"
+    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    missing = [str(p) for p in (files.ca, files.cert, files.key) if not p.is_file()]
+    if missing:
+        raise ConfigError(
+            f"TLS is on for Docker host {host} but {', '.join(missing)} is missing: set "
+            "INFRA_OBSERVER_DOCKER_CERT_PATH (or DOCKER_CERT_PATH) to the directory holding "
+            "ca.pem, cert.pem and key.pem"
+        )
+    return Endpoint(host=host, base_url=f"https://{address}:{port or 2376}", tls=files)
+
+
+def _ssl_context(files: TlsFiles) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=str(files.ca))
+        context.load_cert_chain(certfile=str(files.cert), keyfile=str(files.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the Docker TLS files from {files.ca.parent} ({exc}); check ca.pem, "
+            "cert.pem and key.pem there (INFRA_OBSERVER_DOCKER_CERT_PATH or DOCKER_CERT_PATH)"
+        ) from exc
+    return context
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)
+
+
+def negotiate_version(daemon: Mapping[str, Any]) -> str:
+    """The API version to speak, from `GET /version`'s answer (pure)."""
+    offered = str(daemon.get("ApiVersion") or "")
+    if not offered:
+        raise DockerApiError("the daemon's /version names no ApiVersion", status=200)
+    chosen = min(offered, MAX_API_VERSION, key=_version_tuple)
+    oldest = str(daemon.get("MinAPIVersion") or MIN_API_VERSION)
+    if _version_tuple(chosen) < _version_tuple(MIN_API_VERSION) or _version_tuple(
+        chosen
+    ) < _version_tuple(oldest):
+        raise DockerApiError(
+            f"the daemon speaks Engine API {oldest}..{offered}, this client "
+            f"{MIN_API_VERSION}..{MAX_API_VERSION}: upgrade or downgrade Docker",
+            status=200,
+        )
+    return chosen
+
+
+class DockerClient:
+    """The calls the watcher makes; every httpx error comes out as one of ours."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.api_version: str | None = None
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(
+                uds=endpoint.socket_path,
+                verify=_ssl_context(endpoint.tls) if endpoint.tls else True,
+            )
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+        )
+
+    async def __aenter__(self) -> DockerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- calls ----------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._get("/_ping", versioned=False)
+
+    async def version(self) -> dict[str, Any]:
+        """`GET /version` (unversioned), and settle the API version to speak."""
+        data = _object(await self._get("/version", versioned=False), "/version")
+        self.api_version = negotiate_version(data)
+        return data
+
+    async def info(self) -> dict[str, Any]:
+        return _object(await self._get("/info"), "/info")
+
+    async def list_containers(self, *, labels: Sequence[str]) -> list[dict[str, Any]]:
+        """All containers (any state) carrying every label filter (`key` or `key=value`)."""
+        params = {"all": "true", "filters": json.dumps({"label": list(labels)})}
+        data = (await self._get("/containers/json", params=params)).json()
+        if not isinstance(data, list):
+            raise DockerApiError("/containers/json did not answer a list", status=200)
+        return [item for item in data if isinstance(item, dict)]
+
+    async def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's details, or None once it is removed (404)."""
+        response = await self._request("GET", f"/containers/{container_id}/json", allow={404})
+        if response.status_code == 404:
+            return None
+        return _object(response, "/containers/{id}/json")
+
+    @asynccontextmanager
+    async def events(
+        self, *, labels: Sequence[str], since: int | None = None
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """Open `GET /events` for containers with every label; yields its lines as they come.
+
+        Entering returns once the daemon answered the request: events from then on reach
+        the iterator. Iterating ends when the daemon closes the stream.
+        """
+        filters = {"type": ["container"], "label": list(labels)}
+        params = {"filters": json.dumps(filters)}
+        if since is not None:
+            params["since"] = f"{since // 1_000_000_000}.{since % 1_000_000_000:09d}"
+        request = self._http.build_request(
+            "GET",
+            self._path("/events", versioned=True),
+            params=params,
+            # The stream is silent while nothing happens: no read timeout.
+            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS),
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc, "/events") from exc
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise _status_error(response, "/events")
+            yield self._lines(response)
+        finally:
+            await response.aclose()
+
+    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield line
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc, "/events") from exc
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _path(self, path: str, *, versioned: bool) -> str:
+        if not versioned:
+            return path
+        if self.api_version is None:
+            raise RuntimeError("call version() first: the API version is not negotiated")
+        return f"/v{self.api_version}{path}"
+
+    async def _get(
+        self, path: str, *, versioned: bool = True, params: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        return await self._request("GET", path, versioned=versioned, params=params)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        versioned: bool = True,
+        params: Mapping[str, str] | None = None,
+        allow: frozenset[int] | set[int] = frozenset(),
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method, self._path(path, versioned=versioned), params=params
+            )
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc, path) from exc
+        if response.status_code >= 400 and response.status_code not in allow:
+            raise _status_error(response, path)
+        return response
+
+    def _unavailable(self, exc: httpx.HTTPError, path: str) -> DockerUnavailableError:
+        return DockerUnavailableError(
+            f"cannot reach the Docker daemon at {self.endpoint.host} ({path}: "
+            f"{type(exc).__name__}: {exc or 'connection closed'}); is dockerd running, and "
+            "is INFRA_OBSERVER_DOCKER_HOST (or DOCKER_HOST) right and its socket readable "
+            "by this user?"
+        )
+
+
+def _status_error(response: httpx.Response, path: str) -> DockerApiError:
+    try:
+        message = response.json().get("message", "")
+    except (ValueError, AttributeError):
+        message = response.text[:200]
+    return DockerApiError(
+        f"the Docker daemon answered {response.status_code} to {path}: {message}",
+        status=response.status_code,
+    )
+
+
+def _object(response: httpx.Response, path: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise DockerApiError(f"{path} did not answer JSON", status=response.status_code) from exc
+    if not isinstance(data, dict):
+        raise DockerApiError(f"{path} did not answer an object", status=response.status_code)
+    return data

@@ -1,0 +1,351 @@
+"""The Docker loop: open the events stream, list and reconcile, then follow the stream.
+
+On every (re)connection the events streams are opened first, then the daemon's clock is read
+(`/info` SystemTime) and the matching containers are listed and reconciled with what was
+known of them; streamed events older than that clock reading are already reflected in the
+listing and are skipped, the others are translated. So nothing falls between listing and
+streaming, and nothing is reported twice. The daemon replays no history after its own
+restart, which is why the listing, not `since`, bridges every gap.
+
+Selection happens on the daemon: Docker ANDs label filters and cannot OR two keys, so there
+is one listing and one events stream per flow-run label form (`io.prefect.flow-run-id`,
+written by Prefect's Docker worker, and `prefect.io/flow-run-id`), each also carrying the
+configured extra filters. A container with both forms arrives on both streams; the second
+copy of an event is recognised by (container, action, time) and dropped. Both streams are
+read concurrently and handled one event at a time under a lock, each in its stream's order.
+
+When the daemon restarts or a stream ends, everything is reopened after a capped, jittered
+backoff; a periodic ping notices a connection that died silently (TCP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import structlog
+
+from infra_observer.config import DockerSettings
+from infra_observer.errors import InputError, SourceError
+from infra_observer.events.handoff import EventHandoff
+from infra_observer.metrics import Metrics
+from infra_observer.retry import Backoff
+from infra_observer.sources.docker.client import (
+    DockerApiError,
+    DockerClient,
+    DockerUnavailableError,
+    resolve_endpoint,
+)
+from infra_observer.sources.docker.translate import (
+    FLOW_RUN_LABELS,
+    ContainerState,
+    DockerEvent,
+    Inspected,
+    Translation,
+    is_selected,
+    needs_inspect,
+    parse_event_line,
+    parse_inspect,
+    parse_timestamp,
+    reconcile,
+    translate_event,
+    vanished,
+)
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "docker"
+KEEPALIVE_SECONDS = 30.0
+SEEN_EVENTS_MAX = 4096
+"""Recent event keys remembered to drop the copy a second stream delivers; a copy comes
+within moments of the first, so a few thousand is ample."""
+FALLBACK_WORKER_NAME = "docker"
+
+
+class _StreamEndedError(Exception):
+    """The daemon closed an events stream (it is stopping, or a proxy cut it)."""
+
+
+class DockerSource:
+    """Watches containers of Prefect flow runs and hands their status changes to the emitter."""
+
+    name = SOURCE
+
+    def __init__(
+        self,
+        *,
+        settings: DockerSettings,
+        handoff: EventHandoff,
+        metrics: Metrics,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._handoff = handoff
+        self._metrics = metrics
+        self._environ = environ
+        self._containers: dict[str, ContainerState] = {}
+        self._seen: OrderedDict[tuple[str, str, int, str | None], None] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self._synced = False
+        self._worker_name = settings.worker_name or FALLBACK_WORKER_NAME
+
+    @property
+    def ready(self) -> bool:
+        return self._synced
+
+    @property
+    def tracked_containers(self) -> int:
+        return len(self._containers)
+
+    def _filters(self, key: str) -> list[str]:
+        return [key, *self._settings.label_filters]
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        endpoint = resolve_endpoint(self._settings, self._env())
+        backoff = Backoff(maximum=self._settings.backoff_max_seconds)
+        log.info(
+            "docker_watch_starting",
+            host=endpoint.host,
+            labels=list(FLOW_RUN_LABELS),
+            label_filters=list(self._settings.label_filters),
+        )
+        async with DockerClient(endpoint=endpoint) as client:
+            while True:
+                reason = await self._session(client, on_synced=backoff.reset)
+                self._metrics.source_reconnects.labels(source=SOURCE, reason=reason).inc()
+                delay = backoff.next_delay()
+                log.warning(
+                    "docker_reconnecting",
+                    reason=reason,
+                    attempt=backoff.attempt,
+                    delay_seconds=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    def _env(self) -> Mapping[str, str]:
+        return os.environ if self._environ is None else self._environ
+
+    async def _session(self, client: DockerClient, *, on_synced: Callable[[], None]) -> str:
+        """One connection: open, list, follow; returns why it ended."""
+        try:
+            version = await client.version()
+            async with AsyncExitStack() as stack:
+                streams = [
+                    await stack.enter_async_context(client.events(labels=self._filters(key)))
+                    for key in FLOW_RUN_LABELS
+                ]
+                info = await client.info()
+                self._worker_name = (
+                    self._settings.worker_name or _str(info.get("Name")) or FALLBACK_WORKER_NAME
+                )
+                mark = self._daemon_time(info)
+                log.info(
+                    "docker_connected",
+                    host=client.endpoint.host,
+                    docker_version=version.get("Version"),
+                    api_version=client.api_version,
+                    worker_name=self._worker_name,
+                )
+                await self._resync(client, observed=mark)
+                on_synced()
+                await self._follow(client, streams, mark=mark)
+        except ExceptionGroup as group:
+            return self._failure(group.exceptions[0])
+        except Exception as exc:  # anything else is logged, counted and reconnected after
+            return self._failure(exc)
+        return "stream_ended"  # pragma: no cover - _follow only ends by raising
+
+    def _failure(self, exc: BaseException) -> str:
+        while isinstance(exc, ExceptionGroup):
+            exc = exc.exceptions[0]
+        if isinstance(exc, _StreamEndedError):
+            log.info("docker_stream_ended")
+            return "stream_ended"
+        if isinstance(exc, DockerUnavailableError):
+            log.warning("docker_unavailable", error=str(exc))
+            return "unavailable"
+        if isinstance(exc, DockerApiError):
+            log.warning("docker_api_error", status=exc.status, error=str(exc))
+            return "api_error"
+        if isinstance(exc, Exception):
+            log.error("docker_session_failed", exc_info=exc)
+            return "error"
+        raise exc
+
+    def _daemon_time(self, info: Mapping[str, Any]) -> int:
+        # The daemon's clock, not ours: event times come from it (a remote daemon may drift).
+        try:
+            parsed = parse_timestamp(info.get("SystemTime"))
+        except InputError as exc:
+            self._input_error("info", str(exc))
+            parsed = None
+        return parsed if parsed is not None else time.time_ns()
+
+    # --- listing --------------------------------------------------------------------------
+
+    async def _resync(self, client: DockerClient, *, observed: int) -> None:
+        listed: dict[str, None] = {}
+        for key in FLOW_RUN_LABELS:
+            for item in await client.list_containers(labels=self._filters(key)):
+                container_id = item.get("Id")
+                if isinstance(container_id, str) and container_id:
+                    listed[container_id] = None
+                else:
+                    self._input_error("container", "listed container has no Id")
+        emitted = 0
+        async with self._lock:
+            for container_id in listed:
+                emitted += await self._reconcile_one(client, container_id, observed=observed)
+            for container_id in set(self._containers) - set(listed):
+                result = vanished(
+                    self._containers[container_id],
+                    worker_name=self._worker_name,
+                    observed=observed,
+                )
+                emitted += await self._apply(result)
+        first = not self._synced
+        self._synced = True
+        self._metrics.source_ready.labels(source=SOURCE).set(1)
+        log.info("docker_synced", containers=len(self._containers), events=emitted, first=first)
+
+    async def _reconcile_one(
+        self, client: DockerClient, container_id: str, *, observed: int
+    ) -> int:
+        raw = await client.inspect(container_id)
+        if raw is None:
+            # Removed since the listing: its `destroy` is on the stream.
+            return 0
+        inspected = self._parse_inspect(raw)
+        if inspected is None or not self._selected(inspected.labels):
+            return 0
+        result = reconcile(
+            inspected,
+            previous=self._containers.get(container_id),
+            worker_name=self._worker_name,
+            observed=observed,
+        )
+        return await self._apply(result)
+
+    # --- following ------------------------------------------------------------------------
+
+    async def _follow(
+        self, client: DockerClient, streams: list[AsyncIterator[str]], *, mark: int
+    ) -> None:
+        async with asyncio.TaskGroup() as group:
+            for key, lines in zip(FLOW_RUN_LABELS, streams, strict=True):
+                group.create_task(self._read(client, lines, mark=mark), name=f"docker-events:{key}")
+            group.create_task(self._keepalive(client), name="docker-keepalive")
+
+    async def _read(self, client: DockerClient, lines: AsyncIterator[str], *, mark: int) -> None:
+        async for line in lines:
+            async with self._lock:
+                await self._handle_line(client, line, mark=mark)
+        raise _StreamEndedError
+
+    async def _keepalive(self, client: DockerClient) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+            await client.ping()
+
+    async def _handle_line(self, client: DockerClient, line: str, *, mark: int) -> None:
+        try:
+            event = parse_event_line(line)
+        except InputError as exc:
+            self._input_error("event", str(exc), line=line[:300])
+            return
+        if event is None or not self._selected(event.attributes):
+            return
+        if event.time_nano < mark:
+            # Before the listing's clock reading: the listing already reflects it.
+            log.debug("docker_event_before_listing", container_id=event.container_id[:12])
+            return
+        if event.key in self._seen:
+            return
+        self._remember(event)
+        inspected = await self._inspect_for(client, event)
+        result = translate_event(
+            event,
+            inspected=inspected,
+            previous=self._containers.get(event.container_id),
+            worker_name=self._worker_name,
+        )
+        await self._apply(result)
+
+    def _remember(self, event: DockerEvent) -> None:
+        self._seen[event.key] = None
+        if len(self._seen) > SEEN_EVENTS_MAX:
+            self._seen.popitem(last=False)
+
+    async def _inspect_for(self, client: DockerClient, event: DockerEvent) -> Inspected | None:
+        if not needs_inspect(event):
+            return None
+        raw = await client.inspect(event.container_id)
+        return None if raw is None else self._parse_inspect(raw)
+
+    # --- shared ---------------------------------------------------------------------------
+
+    def _selected(self, labels: Mapping[str, str]) -> bool:
+        return is_selected(labels, label_filters=self._settings.label_filters)
+
+    def _parse_inspect(self, raw: Mapping[str, Any]) -> Inspected | None:
+        try:
+            return parse_inspect(raw)
+        except InputError as exc:
+            self._input_error("container", str(exc), container_id=str(raw.get("Id", ""))[:12])
+            return None
+
+    async def _apply(self, result: Translation) -> int:
+        for problem in result.problems:
+            self._input_error(problem.kind, problem.detail, container_id=result.container_id[:12])
+        for event in result.events:
+            self._metrics.events_observed.labels(source=SOURCE, event=event.event).inc()
+            log.info(
+                "docker_container_status",
+                container_id=result.container_id[:12],
+                container_name=event.resource.get("prefect.resource.name"),
+                event_name=event.event,
+                event_id=str(event.id),
+            )
+            # Waits while the emitter's queue is full; delivery itself is not awaited.
+            await self._handoff.submit(event, source=SOURCE)
+        # Only once handed over: a failure before this leaves the change to be found again.
+        if result.state is None:
+            self._containers.pop(result.container_id, None)
+        else:
+            self._containers[result.container_id] = result.state
+        return len(result.events)
+
+    def _input_error(self, kind: str, detail: str, **context: str) -> None:
+        self._metrics.input_errors.labels(source=SOURCE, kind=kind).inc()
+        log.warning("docker_input_error", kind=kind, detail=detail, **context)
+
+    # --- check ----------------------------------------------------------------------------
+
+    async def check(self) -> str:
+        """Ping the daemon and read its version and name."""
+        endpoint = resolve_endpoint(self._settings, self._env())
+        async with DockerClient(endpoint=endpoint) as client:
+            try:
+                await client.ping()
+                version = await client.version()
+                info = await client.info()
+            except DockerApiError as exc:
+                raise SourceError(
+                    f"the Docker daemon at {endpoint.host} answered: {exc}; check that "
+                    "INFRA_OBSERVER_DOCKER_HOST (or DOCKER_HOST) points at a Docker Engine"
+                ) from exc
+        return (
+            f"Docker {version.get('Version', '?')} (API {client.api_version}) at "
+            f"{endpoint.host}, host {info.get('Name', '?')}"
+        )
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

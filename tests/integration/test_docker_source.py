@@ -1,0 +1,392 @@
+"""The Docker source against the real dockerd of the harness (and a real Prefect server).
+
+Every test labels its containers with a label of its own and gives the source that label as
+an extra filter, so tests never see each other's containers on the shared daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from infra_observer.config import DockerSettings, EmitterSettings, PrefectSettings
+from infra_observer.emitter import Emitter, EventsApiSink, Sink, events_api_client
+from infra_observer.errors import SourceError
+from infra_observer.events.catalog import slugify
+from infra_observer.events.ids import container_event_id
+from infra_observer.events.model import Event
+from infra_observer.metrics import Metrics
+from infra_observer.sources.docker import DockerSource
+from infra_observer.sources.docker.translate import parse_timestamp
+from tests.peers import DockerPeer, PrefectPeer
+
+EMITTER = EmitterSettings(
+    retry_initial_seconds=0.05,
+    retry_max_seconds=0.5,
+    flush_interval_seconds=0.05,
+    request_timeout_seconds=5.0,
+)
+# Generous: the machine is shared; a wait that ends early is what the tests rely on.
+WAIT_SECONDS = 90.0
+TEST_LABEL = "io.infra-observer.test"
+SLEEP = ["sleep", "300"]
+# Doubles a shell variable until the memory limit kills the container.
+GREEDY = ["sh", "-c", "x=a; while true; do x=$x$x; done"]
+
+
+class ListSink:
+    """Collects delivered events in order; with `forward`, also sends them on."""
+
+    name = "list"
+
+    def __init__(self, forward: Sink | None = None) -> None:
+        self.events: list[Event] = []
+        self.forward = forward
+
+    async def send(self, batch: Sequence[Event]) -> None:
+        if self.forward is not None:
+            await self.forward.send(batch)
+        self.events.extend(batch)
+
+    async def check(self) -> str:
+        return "list"
+
+    async def aclose(self) -> None:
+        if self.forward is not None:
+            await self.forward.aclose()
+
+    def of(self, container_id: str) -> list[Event]:
+        resource_id = f"prefect.docker.container.{container_id}"
+        return [e for e in self.events if e.resource_id == resource_id]
+
+    def names(self, container_id: str) -> list[str]:
+        return [e.event.removeprefix("prefect.docker.container.") for e in self.of(container_id)]
+
+
+@dataclass
+class Harness:
+    dockerd: DockerPeer
+    run_label: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    metrics: Metrics = field(default_factory=lambda: Metrics(CollectorRegistry()))
+
+    def settings(self, **overrides: Any) -> DockerSettings:
+        values: dict[str, Any] = {
+            "enabled": True,
+            "host": self.dockerd.host,
+            "label_filters": [f"{TEST_LABEL}={self.run_label}"],
+            "backoff_max_seconds": 1.0,
+            **overrides,
+        }
+        return DockerSettings(**values)
+
+    def labels(self, *, form: str = "io.prefect.", **extra: str) -> dict[str, str]:
+        """A flow run's labels in the given form (`io.prefect.` or `prefect.io/`)."""
+        return {
+            f"{form}flow-run-id": str(uuid.uuid4()),
+            f"{form}flow-run-name": "amber-owl",
+            TEST_LABEL: self.run_label,
+            **extra,
+        }
+
+    async def run(self, command: list[str], **kwargs: Any) -> str:
+        kwargs.setdefault("labels", self.labels())
+        return await self.dockerd.run_container(command, **kwargs)
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    async def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.dockerd.remove_labelled(f"{TEST_LABEL}={self.run_label}")
+
+
+@pytest.fixture
+async def harness(dockerd: DockerPeer) -> AsyncIterator[Harness]:
+    result = Harness(dockerd)
+    yield result
+    await result.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def prefect_sink(prefect: PrefectPeer) -> AsyncIterator[ListSink]:
+    """Delivers to the real Prefect server and remembers what it delivered, in order."""
+    api = EventsApiSink(
+        client=events_api_client(PrefectSettings(api_url=prefect.api_url), EMITTER),
+        api_url=prefect.api_url,
+    )
+    sink = ListSink(forward=api)
+    try:
+        yield sink
+    finally:
+        await sink.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    harness: Harness, sink: Sink, **settings: Any
+) -> AsyncIterator[tuple[DockerSource, Emitter]]:
+    emitter = Emitter(sink=sink, settings=EMITTER, metrics=harness.metrics)
+    source = DockerSource(
+        settings=harness.settings(**settings), handoff=emitter, metrics=harness.metrics
+    )
+    emitter_task = asyncio.create_task(emitter.run(), name="emitter")
+    source_task = asyncio.create_task(source.run(), name="source")
+    try:
+        await until(lambda: source.ready or source_task.done(), "the first listing")
+        assert not source_task.done(), "the source loop stopped"
+        yield source, emitter
+        assert not source_task.done(), "the source loop stopped"
+    finally:
+        source_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await source_task
+        emitter.stop(10)
+        await emitter_task
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for a condition (a bound on waiting, not an assertion about time)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def docker_name(dockerd: DockerPeer) -> str:
+    name: str = dockerd.request("GET", "/info").json()["Name"]
+    return name
+
+
+def state_ns(info: dict[str, Any], key: str) -> str:
+    return str(parse_timestamp(info["State"][key]))
+
+
+async def test_lifecycles_reach_prefect(harness: Harness, prefect: PrefectPeer) -> None:
+    dockerd = harness.dockerd
+    async with prefect_sink(prefect) as sink, running(harness, sink):
+        exits = await harness.run(
+            ["sh", "-c", "sleep 1; exit 3"], name=f"exits-{harness.run_label}"
+        )
+        killed = await harness.run(SLEEP)
+        oom = await harness.run(GREEDY, memory=8 * 1024 * 1024)
+        paused = await harness.run(SLEEP, labels=harness.labels(form="prefect.io/"))
+        restarted = await harness.run(SLEEP)
+
+        assert await dockerd.wait_exit(exits) == 3
+        await until(lambda: sink.names(killed) == ["created", "running"], "killed running")
+        await dockerd.kill(killed)
+        assert await dockerd.wait_exit(oom) == 137
+        await until(lambda: sink.names(paused) == ["created", "running"], "paused running")
+        await dockerd.pause(paused)
+        await until(lambda: sink.names(paused)[-1:] == ["paused"], "paused reported")
+        await dockerd.unpause(paused)
+        await until(lambda: len(sink.names(paused)) == 4, "unpaused reported")
+        await dockerd.remove(paused, force=True)
+        await until(lambda: sink.names(restarted) == ["created", "running"], "restart target up")
+        await dockerd.restart_container(restarted)
+
+        await until(lambda: sink.names(exits) == ["created", "running", "exited"], "exit code")
+        await until(lambda: sink.names(killed)[-1:] == ["exited"], "kill")
+        await until(lambda: sink.names(oom)[-1:] == ["exited"], "oom")
+        await until(lambda: sink.names(paused)[-1:] == ["removing"], "removal")
+        await until(lambda: sink.names(restarted).count("running") == 2, "restart")
+
+    assert sink.names(killed) == ["created", "running", "exited"]
+    assert sink.names(oom) == ["created", "running", "exited"]
+    assert sink.names(paused) == ["created", "running", "paused", "running", "exited", "removing"]
+    # Whether the exit reads as `exited` or `restarting` depends on when it was inspected
+    # (before or after `docker restart` brought it back): either is the truth at that time.
+    restart_names = sink.names(restarted)
+    assert restart_names[:2] == ["created", "running"]
+    assert restart_names[2] in ("exited", "restarting")
+    assert restart_names[3:] == ["running"]
+
+    exits_info = await dockerd.inspect(exits)
+    assert exits_info["State"]["ExitCode"] == 3
+    assert [e.id for e in sink.of(exits)][2] == container_event_id(
+        container_id=exits,
+        status="exited",
+        state_marks={"finished_at": state_ns(exits_info, "FinishedAt")},
+    )
+    # Nobody else signals it: 137 is the kernel's OOM kill. (State.OOMKilled is not checked:
+    # this dockerd sometimes records the exit before the OOM notification.)
+    assert (await dockerd.inspect(oom))["State"]["ExitCode"] == 137
+
+    containers = [exits, killed, oom, paused, restarted]
+    sent = [e for c in containers for e in sink.of(c)]
+    assert len({e.id for e in sent}) == len(sent)
+    stored = await prefect.wait_for_events(
+        expected_count=len(sent),
+        resource_ids=[f"prefect.docker.container.{c}" for c in containers],
+    )
+    assert sorted(e["id"] for e in stored) == sorted(str(e.id) for e in sent)
+
+    by_id = {e["id"]: e for e in stored}
+    worker = f"prefect.worker.docker.{slugify(docker_name(dockerd))}"
+    for container_id in containers:
+        chain = [by_id[str(e.id)] for e in sink.of(container_id)]
+        assert chain[0]["follows"] is None
+        for before, after in itertools.pairwise(chain):
+            assert after["follows"] == before["id"]
+        for event in chain:
+            assert event["resource"]["prefect.resource.id"] == (
+                f"prefect.docker.container.{container_id}"
+            )
+            roles = {r["prefect.resource.role"]: r for r in event["related"]}
+            assert set(roles) == {"flow-run", "worker"}
+            assert roles["worker"]["prefect.resource.id"] == worker
+            assert roles["worker"]["prefect.worker-type"] == "docker"
+            assert event["payload"] == {}
+    first = by_id[str(sink.of(exits)[0].id)]
+    assert first["resource"]["prefect.resource.name"] == f"exits-{harness.run_label}"
+    flow_run = by_id[str(sink.of(paused)[0].id)]["related"][0]
+    assert flow_run["prefect.resource.role"] == "flow-run"
+    assert flow_run["prefect.resource.name"] == "amber-owl"
+
+
+async def test_unlabelled_and_filtered_containers_are_ignored(harness: Harness) -> None:
+    sink = ListSink()
+    async with running(harness, sink, worker_name="Edge Host"):
+        unlabelled = await harness.run(SLEEP, labels={TEST_LABEL: harness.run_label})
+        other_filter = await harness.run(
+            SLEEP, labels={**harness.labels(), TEST_LABEL: "someone-else"}
+        )
+        watched = await harness.run(
+            ["true"], labels=harness.labels(**{"io.prefect.worker-name": "Worker 7"})
+        )
+        plain = await harness.run(["true"])
+        await until(lambda: sink.names(watched)[-1:] == ["exited"], "the watched container")
+        await until(lambda: sink.names(plain)[-1:] == ["exited"], "the plain container")
+        for container_id in (unlabelled, other_filter):
+            await harness.dockerd.kill(container_id)
+            await harness.dockerd.wait_exit(container_id)
+        # A last event after those exits: once it is in, theirs would have been too.
+        marker = await harness.run(["true"])
+        await until(lambda: sink.names(marker)[-1:] == ["exited"], "the marker")
+
+    seen = {e.resource_id.rsplit(".", 1)[-1] for e in sink.events}
+    assert seen == {watched, plain, marker}
+    workers = {
+        c: {r["prefect.resource.id"] for e in sink.of(c) for r in e.related if "worker" in str(r)}
+        for c in (watched, plain)
+    }
+    assert workers == {
+        watched: {"prefect.worker.docker.worker-7"},
+        plain: {"prefect.worker.docker.edge-host"},
+    }
+
+
+async def test_existing_containers_are_listed_with_the_streamed_ids(harness: Harness) -> None:
+    dockerd = harness.dockerd
+    done = await harness.run(["sh", "-c", "exit 2"])
+    await dockerd.wait_exit(done)
+    up = await harness.run(SLEEP)
+    created = await dockerd.create_container(SLEEP, labels=harness.labels())
+    done_info, up_info = await dockerd.inspect(done), await dockerd.wait_status(up, "running")
+
+    sink = ListSink()
+    with capture_logs() as logs:
+        async with running(harness, sink) as (source, _):
+            assert source.ready
+            assert harness.sample("infra_observer_source_ready", source="docker") == 1
+            await until(lambda: len(sink.events) == 3, "the listed containers delivered")
+    assert sink.names(done) == ["exited"]
+    assert sink.names(up) == ["running"]
+    assert sink.names(created) == ["created"]
+    # The ids a watcher that saw these containers live would have sent: so a restarted
+    # observer (or a second replica) is deduplicated by the server.
+    assert sink.of(done)[0].id == container_event_id(
+        container_id=done,
+        status="exited",
+        state_marks={"finished_at": state_ns(done_info, "FinishedAt")},
+    )
+    assert sink.of(up)[0].id == container_event_id(
+        container_id=up,
+        status="running",
+        state_marks={"started_at": state_ns(up_info, "StartedAt")},
+    )
+    assert any(log["event"] == "docker_synced" and log["first"] for log in logs)
+
+
+async def test_daemon_restart_resumes_without_duplicates(
+    harness: Harness, prefect: PrefectPeer
+) -> None:
+    dockerd = harness.dockerd
+    async with prefect_sink(prefect) as sink, running(harness, sink):
+        finished = await harness.run(["sh", "-c", "exit 1"])
+        alive = await harness.run(SLEEP)
+        await until(lambda: sink.names(finished)[-1:] == ["exited"], "the finished container")
+        await until(lambda: sink.names(alive) == ["created", "running"], "the live container")
+
+        with capture_logs() as logs:
+            # Stopping dockerd stops its containers: `alive` exits while the stream is down
+            # (or just before), and the listing after the restart must report that once.
+            await asyncio.to_thread(dockerd.restart)
+            await until(lambda: sink.names(alive)[-1:] == ["exited"], "the exit across restart")
+            after = await harness.run(["sh", "-c", "exit 5"])
+            await until(lambda: sink.names(after)[-1:] == ["exited"], "events after the restart")
+        assert (
+            harness.sample(
+                "infra_observer_source_reconnects_total", source="docker", reason="stream_ended"
+            )
+            + harness.sample(
+                "infra_observer_source_reconnects_total", source="docker", reason="unavailable"
+            )
+            >= 1
+        )
+        assert any(log["event"] == "docker_reconnecting" for log in logs)
+
+    assert sink.names(finished) == ["created", "running", "exited"]
+    assert sink.names(alive) == ["created", "running", "exited"]
+    assert sink.names(after) == ["created", "running", "exited"]
+    containers = [finished, alive, after]
+    sent = [e for c in containers for e in sink.of(c)]
+    stored = await prefect.wait_for_events(
+        expected_count=len(sent),
+        resource_ids=[f"prefect.docker.container.{c}" for c in containers],
+    )
+    assert sorted(e["id"] for e in stored) == sorted(str(e.id) for e in sent)
+    assert len(stored) == 9
+
+
+async def test_check_reports_the_daemon_or_the_fix(harness: Harness) -> None:
+    source = DockerSource(
+        settings=harness.settings(), handoff=_NoHandoff(), metrics=harness.metrics
+    )
+    answer = await source.check()
+    assert "API 1.41" in answer
+    assert harness.dockerd.host in answer
+
+    broken = DockerSource(
+        settings=harness.settings(host="unix:///nonexistent/docker.sock"),
+        handoff=_NoHandoff(),
+        metrics=harness.metrics,
+    )
+    with pytest.raises(SourceError, match="DOCKER_HOST"):
+        await broken.check()
+
+
+async def test_environment_variables_name_the_daemon(harness: Harness) -> None:
+    source = DockerSource(
+        settings=harness.settings(host=None),
+        handoff=_NoHandoff(),
+        metrics=harness.metrics,
+        environ={"DOCKER_HOST": harness.dockerd.host},
+    )
+    assert "API 1.41" in await source.check()
+
+
+class _NoHandoff:
+    async def submit(self, event: Event, *, source: str) -> asyncio.Future[Any]:
+        raise AssertionError("nothing is submitted by check()")
