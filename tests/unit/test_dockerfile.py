@@ -1,0 +1,266 @@
+"""The Dockerfile's promises, checked without a Docker engine.
+
+No base image can be pulled here, so the image itself is built and measured elsewhere (see
+docs/production.md). These tests hold the Dockerfile to what the chart and the docs rely on:
+a non-root numeric user, the entry point, a shell-free runtime stage, a health check that
+really probes /healthz, and a build context that holds what the build copies.
+"""
+
+from __future__ import annotations
+
+import http.server
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+VALUES = ROOT / "helm" / "infra-observer" / "values.yaml"
+
+
+@dataclass
+class Instruction:
+    keyword: str
+    args: str
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[Instruction] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
+
+    def last(self, keyword: str) -> Instruction:
+        found = self.all(keyword)
+        assert found, f"stage {self.name or self.base} has no {keyword}"
+        return found[-1]
+
+
+def logical_lines(text: str) -> Iterator[str]:
+    """Instructions with backslash continuations joined and comments dropped."""
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        yield pending + line
+        pending = ""
+    if pending:
+        yield pending
+
+
+def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARGs (name -> default) and the stages, in order."""
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in logical_lines(text):
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        args = args.strip()
+        if keyword == "FROM":
+            parts = args.split()
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
+            stages.append(Stage(base=parts[0], name=name))
+        elif not stages:
+            if keyword == "ARG":
+                key, _, default = args.partition("=")
+                global_args[key] = default.strip('"')
+        else:
+            stages[-1].instructions.append(Instruction(keyword, args))
+    return global_args, stages
+
+
+def exec_form(args: str) -> list[str]:
+    value = yaml.safe_load(args)  # a JSON array is valid YAML
+    assert isinstance(value, list), f"not exec form (JSON array): {args}"
+    assert all(isinstance(v, str) for v in value)
+    return value
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in stage.all("ENV"):
+        for token in shlex.split(instruction.args):
+            key, _, value = token.partition("=")
+            env[key] = value
+    return env
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> tuple[dict[str, str], list[Stage]]:
+    return parse(DOCKERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def runtime(dockerfile: tuple[dict[str, str], list[Stage]]) -> Stage:
+    return dockerfile[1][-1]
+
+
+def test_multi_stage_with_venv_copied_into_a_distroless_runtime(
+    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+) -> None:
+    global_args, stages = dockerfile
+    assert len(stages) >= 2
+    build = stages[0]
+    assert build.name == "build"
+    base = runtime.base
+    if base.startswith("${"):
+        base = global_args[base.strip("${}")]
+    assert base.startswith("gcr.io/distroless/python3-"), base
+    copies = [c.args.split() for c in runtime.all("COPY")]
+    assert ["--from=build", "/opt/venv", "/opt/venv"] in copies
+    # Nothing else from the build context reaches the runtime stage.
+    assert all(c[0].startswith("--from=") for c in copies)
+
+
+def test_runtime_needs_no_shell(runtime: Stage) -> None:
+    # distroless has no /bin/sh: a RUN or a shell-form command would fail there.
+    assert runtime.all("RUN") == []
+    for keyword in ("ENTRYPOINT", "CMD"):
+        for instruction in runtime.all(keyword):
+            exec_form(instruction.args)
+
+
+def test_runs_as_numeric_non_root_user(runtime: Stage) -> None:
+    user = runtime.last("USER").args
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit(), f"USER {user}: Kubernetes can only verify runAsNonRoot for a numeric UID"
+    assert int(uid) == 65532
+    assert gid.isdigit()
+    assert int(gid) != 0
+
+
+def test_chart_runs_the_image_user() -> None:
+    _, stages = parse(DOCKERFILE.read_text())
+    uid, _, gid = stages[-1].last("USER").args.partition(":")
+    values = yaml.safe_load(VALUES.read_text())
+    assert values["podSecurityContext"]["runAsUser"] == int(uid)
+    assert values["podSecurityContext"]["runAsGroup"] == int(gid)
+    assert values["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_entrypoint_runs_the_daemon(runtime: Stage) -> None:
+    assert exec_form(runtime.last("ENTRYPOINT").args) == ["infra-observer", "run"]
+    assert runtime.all("CMD") == []
+    path = env_of(runtime)["PATH"].split(":")
+    assert path[0] == "/opt/venv/bin"
+
+
+def test_health_port_is_exposed_and_served_on_all_container_addresses(runtime: Stage) -> None:
+    env = env_of(runtime)
+    assert env["INFRA_OBSERVER_HEALTH_HOST"] == "0.0.0.0"
+    assert runtime.last("EXPOSE").args == env["INFRA_OBSERVER_HEALTH_PORT"]
+
+
+def healthcheck_command(runtime: Stage) -> list[str]:
+    args = runtime.last("HEALTHCHECK").args
+    _, _, command = args.partition("CMD ")
+    argv = exec_form(command.strip())
+    assert argv[:2] == ["/opt/venv/bin/python", "-c"], argv
+    assert "/healthz" in argv[2]
+    return argv
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_healthcheck_probes_healthz(runtime: Stage, status: int, healthy: bool) -> None:
+    """The image's HEALTHCHECK code, run by this Python against a local /healthz."""
+    argv = healthcheck_command(runtime)
+    handler = type("Handler", (_Health,), {"status": status})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", argv[2]],
+            env={"INFRA_OBSERVER_HEALTH_PORT": str(server.server_address[1])},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.returncode == 0) is healthy, result.stderr.decode()
+
+
+def test_build_context_holds_what_the_build_copies(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    """.dockerignore is an allow-list: every COPY source must be let in, and exist."""
+    lines = DOCKERIGNORE.read_text().splitlines()
+    assert "*" in lines, ".dockerignore should exclude everything, then let files in"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    for stage in dockerfile[1]:
+        for copy in stage.all("COPY"):
+            parts = copy.args.split()
+            if parts[0].startswith("--from="):
+                continue
+            for source in parts[:-1]:
+                name = source.rstrip("/")
+                assert name in allowed, f"COPY {source}: not let in by .dockerignore"
+                assert (ROOT / name).exists(), f"COPY {source}: missing from the repository"
+
+
+def aws_services_used() -> set[str]:
+    pattern = re.compile(r"create_client\(\s*[\"']([a-z0-9-]+)[\"']")
+    used: set[str] = set()
+    for path in (ROOT / "src").rglob("*.py"):
+        used.update(pattern.findall(path.read_text()))
+    return used
+
+
+def test_botocore_models_kept_for_every_service_the_code_uses(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    build = dockerfile[1][0]
+    kept: set[str] = set()
+    for instruction in build.all("ARG"):
+        key, _, value = instruction.args.partition("=")
+        if key == "BOTOCORE_SERVICES":
+            kept = set(value.strip('"').split())
+    used = aws_services_used()
+    assert used, "no create_client(...) found: has the ECS source moved?"
+    # The credential chain: IRSA (sts), SSO profiles (sso, sso-oidc), console sign-in.
+    assert {"sts", "sso", "sso-oidc", "signin"} <= kept
+    assert used <= kept, f"add {sorted(used - kept)} to BOTOCORE_SERVICES in the Dockerfile"
+
+
+def test_venv_built_with_the_runtime_python_version(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    build = dockerfile[1][0]
+    runs = " ".join(i.args for i in build.all("RUN"))
+    interpreter = re.search(r"/usr/bin/python(3\.\d+) -m venv /opt/venv", runs)
+    assert interpreter, "the venv must be created by the versioned system interpreter"
+    version = interpreter.group(1)
+    # Debian 12 (bookworm) and distroless python3-debian12 both ship Python 3.11.
+    assert version == "3.11"
+    assert f"/opt/venv/lib/python{version}/" in runs
