@@ -447,3 +447,37 @@ def _counts_as(moto: MotoPeer, user: tuple[str, str], queue_url: str) -> tuple[i
         int(attributes["ApproximateNumberOfMessages"]),
         int(attributes["ApproximateNumberOfMessagesNotVisible"]),
     )
+
+
+async def test_a_burst_of_many_tasks_is_delivered_once_each_and_chained_per_task(
+    harness: Harness,
+) -> None:
+    at = timeline()
+    tasks = [await harness.run_task(flow_run_tags()) for _ in range(8)]
+    statuses = ["PROVISIONING", "PENDING", "RUNNING", "STOPPED"]
+    sent: dict[str, list[str]] = {task["taskArn"]: [] for task in tasks}
+    for version, status in enumerate(statuses, start=1):
+        for task in tasks:
+            envelope = await harness.send(
+                task, last_status=status, version=version, time=at(version)
+            )
+            sent[task["taskArn"]].append(envelope["id"])
+    sink = ListSink()
+    most_in_flight = 0
+    async with running(harness, sink, concurrency=4):
+
+        async def drained() -> bool:
+            nonlocal most_in_flight
+            in_flight = harness.sample("infra_observer_ecs_messages_in_flight")
+            most_in_flight = max(most_in_flight, int(in_flight))
+            return await queue_drained(harness)
+
+        await eventually(drained, "every message deleted")
+
+    assert len(sink.events) == len(tasks) * len(statuses)
+    assert len({event.id for event in sink.events}) == len(sink.events)
+    assert most_in_flight <= 4
+    for task_arn, ids in sent.items():
+        events = [e for e in sink.events if e.resource["ecs.taskArn"] == task_arn]
+        assert [str(e.id) for e in events] == ids, "one task's events in its own order"
+        assert [e.follows for e in events] == [None, *(e.id for e in events[:-1])]
