@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import ipaddress
 import itertools
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -390,3 +394,158 @@ async def test_environment_variables_name_the_daemon(harness: Harness) -> None:
 class _NoHandoff:
     async def submit(self, event: Event, *, source: str) -> asyncio.Future[Any]:
         raise AssertionError("nothing is submitted by check()")
+
+
+# --- TCP with TLS and client certificates -------------------------------------------------
+
+
+def _write_certs(directory: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as Docker names them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def issue(
+        name: str,
+        key: ec.EllipticCurvePrivateKey,
+        *,
+        issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+        extensions: list[x509.ExtensionType],
+    ) -> x509.Certificate:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        issuer_name, signing_key = issuer or (subject, key)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    def save(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{stem}-key.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue(
+        "test ca", ca_key, issuer=None, extensions=[x509.BasicConstraints(ca=True, path_length=0)]
+    )
+    ca_issuer = (ca.subject, ca_key)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = issue(
+        "127.0.0.1",
+        server_key,
+        issuer=ca_issuer,
+        extensions=[
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+        ],
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = issue(
+        "observer",
+        client_key,
+        issuer=ca_issuer,
+        extensions=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])],
+    )
+    save("ca", ca_key, ca)
+    save("server", server_key, server)
+    save("cert", client_key, client)
+    (directory / "cert-key.pem").rename(directory / "key.pem")
+
+
+@contextlib.asynccontextmanager
+async def tls_front(dockerd: DockerPeer, certs: Path) -> AsyncIterator[str]:
+    """dockerd's API on loopback TCP behind TLS that requires a client certificate.
+
+    The daemon itself stays on its unix socket (it is shared by every test); this front
+    terminates TLS as `dockerd --tlsverify` would and passes the bytes through.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "server.pem"), str(certs / "server-key.pem"))
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        daemon_reader, daemon_writer = await asyncio.open_unix_connection(str(dockerd.socket))
+        await asyncio.gather(pipe(reader, daemon_writer), pipe(daemon_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tcp_with_tls_client_certificates(harness: Harness, tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _write_certs(certs)
+    async with tls_front(harness.dockerd, certs) as host:
+        environ = {"DOCKER_HOST": host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(certs)}
+        checked = DockerSource(
+            settings=harness.settings(host=None),
+            handoff=_NoHandoff(),
+            metrics=harness.metrics,
+            environ=environ,
+        )
+        assert "API 1.41" in await checked.check()
+
+        # A client certificate the daemon's CA did not sign is refused in the handshake.
+        stranger = tmp_path / "stranger"
+        stranger.mkdir()
+        _write_certs(stranger)
+        (stranger / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
+        refused = DockerSource(
+            settings=harness.settings(host=None, cert_path=stranger),
+            handoff=_NoHandoff(),
+            metrics=harness.metrics,
+            environ=environ,
+        )
+        with pytest.raises(SourceError, match="cannot reach the Docker daemon"):
+            await refused.check()
+
+        sink = ListSink()
+        emitter = Emitter(sink=sink, settings=EMITTER, metrics=harness.metrics)
+        source = DockerSource(
+            settings=harness.settings(host=None),
+            handoff=emitter,
+            metrics=harness.metrics,
+            environ=environ,
+        )
+        emitter_task = asyncio.create_task(emitter.run(), name="emitter")
+        source_task = asyncio.create_task(source.run(), name="source")
+        try:
+            await until(lambda: source.ready or source_task.done(), "the first listing")
+            container = await harness.run(["sh", "-c", "exit 4"])
+            await until(lambda: sink.names(container)[-1:] == ["exited"], "events over TLS")
+            assert not source_task.done()
+        finally:
+            source_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await source_task
+            emitter.stop(5)
+            await emitter_task
+    assert sink.names(container) == ["created", "running", "exited"]
