@@ -1,0 +1,163 @@
+"""Pipeline throughput: pod watch lines through the daemon's own code to a loopback sink.
+
+    .venv/bin/python -m benchmarks.pipeline [--quick] [--pods N] [--profile FILE]
+
+Each pod is four watch lines (ADDED Pending, MODIFIED Running, MODIFIED Succeeded,
+DELETED), about 6 KB each: three transitions. The lines go through the Kubernetes
+source's line handler (decode, translate, build the event), the emitter (validation,
+follows, batching) and the events API sink (serialize, POST) to a loopback sink in
+another process, which answers 204. The decode-only baseline parses the same lines with
+the same JSON codec and does nothing else. Rates are per CPU second of this process, so
+they are per core; the sink's own CPU is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import json
+import logging
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from benchmarks._common import REPO, table, write_results
+from benchmarks._watchlines import watch_lines
+from infra_observer.config import EmitterSettings, KubernetesSettings, LogSettings, PrefectSettings
+from infra_observer.emitter import Emitter, EventsApiSink, events_api_client
+from infra_observer.logs import configure_logging
+from infra_observer.metrics import Metrics
+from infra_observer.sources.kubernetes.watch import Scope, ScopeWatch
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._sink"], stdout=subprocess.PIPE, cwd=REPO
+    )
+    assert process.stdout is not None
+    port = int(process.stdout.readline())
+    return process, f"http://127.0.0.1:{port}"
+
+
+def sink_arrivals(base: str) -> int:
+    with urllib.request.urlopen(f"{base}/_bench/arrivals?since=0", timeout=30) as answer:
+        return len(json.loads(answer.read())["arrivals"])
+
+
+def decode_only(lines: list[bytes]) -> float:
+    started = time.process_time()
+    for line in lines:
+        message = orjson.loads(line)
+        message["type"]
+        message["object"]
+    return time.process_time() - started
+
+
+async def pipeline(lines: list[bytes], sink_url: str) -> dict[str, float]:
+    metrics = Metrics(CollectorRegistry())
+    emitter_settings = EmitterSettings()
+    client = events_api_client(PrefectSettings(api_url=f"{sink_url}/api"), emitter_settings)
+    sink = EventsApiSink(client=client, api_url=f"{sink_url}/api")
+    emitter = Emitter(sink=sink, settings=emitter_settings, metrics=metrics)
+    await emitter.open()
+    watch = ScopeWatch(
+        scope=Scope(None), settings=KubernetesSettings(), handoff=emitter, metrics=metrics
+    )
+    delivery = asyncio.create_task(emitter.run())
+    await asyncio.sleep(0.1)  # let the sink check finish outside the measurement
+    cpu, wall = time.process_time(), time.perf_counter()
+    handle = watch._handle_line
+    for line in lines:
+        await handle(line)
+    emitter.stop(120)
+    await delivery
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    await sink.aclose()
+    return {"cpu_seconds": cpu, "wall_seconds": wall, "tracked_pods_after": len(watch.pods)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 pods instead of 10,000")
+    parser.add_argument("--pods", type=int, default=None)
+    parser.add_argument("--profile", default=None, help="write cProfile stats of the pipeline")
+    args = parser.parse_args()
+    pods = args.pods or (2_000 if args.quick else 10_000)
+    configure_logging(LogSettings(level="info", format="json"))
+    logging.getLogger().setLevel(logging.WARNING)
+
+    print(f"generating {pods:,} pods x 4 watch lines ...", file=sys.stderr)
+    lines = list(watch_lines(pods))
+    transitions = pods * 3
+    line_bytes = sum(len(line) for line in lines)
+    process, sink_url = start_sink()
+    try:
+        gc.collect()
+        decode_cpu = decode_only(lines)
+        gc.collect()
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler:
+            profiler.enable()
+        result = asyncio.run(pipeline(lines, sink_url))
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        delivered = sink_arrivals(sink_url)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+    cpu = result["cpu_seconds"]
+    data: dict[str, Any] = {
+        "pods": pods,
+        "lines": len(lines),
+        "mean_line_bytes": line_bytes / len(lines),
+        "transitions": transitions,
+        "delivered": delivered,
+        "pipeline_cpu_seconds": cpu,
+        "pipeline_wall_seconds": result["wall_seconds"],
+        "transitions_per_cpu_second": transitions / cpu,
+        "transitions_per_wall_second": transitions / result["wall_seconds"],
+        "cpu_us_per_event": cpu / transitions * 1e6,
+        "decode_cpu_seconds": decode_cpu,
+        "decode_transitions_per_cpu_second": transitions / decode_cpu,
+        "decode_lines_per_cpu_second": len(lines) / decode_cpu,
+        "share_of_decode_rate": decode_cpu / cpu,
+        "profiled": bool(args.profile),
+    }
+    print(
+        table(
+            f"Pipeline: {pods:,} pods, {len(lines):,} watch lines of "
+            f"{data['mean_line_bytes']:,.0f} B, {transitions:,} transitions "
+            f"({delivered:,} delivered)",
+            ["measure", "transitions/s per core", "CPU µs per event", "CPU s"],
+            [
+                [
+                    "decode only (orjson.loads)",
+                    data["decode_transitions_per_cpu_second"],
+                    decode_cpu / transitions * 1e6,
+                    decode_cpu,
+                ],
+                [
+                    "parse→translate→build→batch→POST",
+                    data["transitions_per_cpu_second"],
+                    data["cpu_us_per_event"],
+                    cpu,
+                ],
+                ["pipeline / decode-only rate", f"{data['share_of_decode_rate']:.0%}", "", ""],
+            ],
+        )
+    )
+    print(f"wall: {result['wall_seconds']:.2f}s; results: {write_results('pipeline', data)}")
+    return 0 if delivered == transitions else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
