@@ -11,6 +11,7 @@ family, with all optional inputs and with none, and each event is compared with 
 
 from __future__ import annotations
 
+import ast
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -555,3 +556,34 @@ def test_the_statuses_of_the_builders_are_the_pages(page: dict[str, PageFamily])
     assert variants("prefect.docker.container.{status}") == list(get_args(catalog.ContainerStatus))
     assert variants("prefect.kubernetes.pod.{phase}") == list(get_args(catalog.PodPhase))
     assert variants("prefect.ecs.task.{status}") == list(get_args(catalog.EcsTaskStatus))
+
+
+# --- the builders are the only way to an event ---------------------------------------------
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "infra_observer"
+
+
+def _constructs_events(path: Path) -> list[int]:
+    """Lines of `path` that call the `Event` class of the model directly."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "infra_observer.events.model"
+        for alias in node.names
+        if alias.name == "Event"
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names
+    ]
+
+
+def test_sources_and_commands_build_events_only_through_the_catalog() -> None:
+    modules = [*sorted((SRC / "sources").rglob("*.py")), *sorted((SRC / "commands").rglob("*.py"))]
+    assert modules
+    offenders = {
+        str(path.relative_to(SRC)): lines for path in modules if (lines := _constructs_events(path))
+    }
+    assert offenders == {}, "build events with infra_observer.events.catalog, not Event(...)"
