@@ -279,7 +279,12 @@ class EcsSource:
             except (ClientError, BotoCoreError) as exc:
                 await self._sqs_failed(exc, backoff)
                 continue
-            log.info("ecs_queue_reached", detail=_describe_queue(clients.queue_url, attributes))
+            log.info(
+                "ecs_queue_reached",
+                queue_arn=attributes.get("QueueArn"),
+                messages_waiting=attributes.get("ApproximateNumberOfMessages"),
+                redrive_policy=attributes.get("RedrivePolicy"),
+            )
             if "RedrivePolicy" not in attributes:
                 log.warning(
                     "ecs_queue_without_dead_letter_queue",
@@ -304,7 +309,7 @@ class EcsSource:
             reason=reason,
             error=self._explain(exc),
             missing_permission=_missing_permission(exc),
-            retry_in=delay,
+            retry_in=round(delay, 2),
         )
         await asyncio.sleep(delay)
 
@@ -398,7 +403,9 @@ class EcsSource:
         )
         if decision.event is None:
             self._own_metrics.messages.labels(decision.verdict.value).inc()
-            if decision.verdict is not Verdict.NOT_SELECTED:
+            if decision.verdict is Verdict.NOT_SELECTED:
+                log.debug("ecs_task_not_selected", task_arn=change.task_arn)
+            else:
                 log.info(
                     "ecs_change_skipped",
                     reason=decision.verdict.value,
@@ -423,7 +430,7 @@ class EcsSource:
     ) -> _Ack:
         self._own_metrics.messages.labels(outcome.value).inc()
         if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
-            if change.version is not None and (entry.version or -1) < change.version:
+            if change.version is not None and (entry.version or 0) <= change.version:
                 entry.version = change.version
             return _Ack.DELETE
         if outcome is Outcome.REJECTED:
