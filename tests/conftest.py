@@ -50,13 +50,11 @@ def start_peer(name: str, start: Callable[[], P]) -> P:
     try:
         return start()
     except Exception as exc:
-        hint = (
-            ""
-            if in_ci()
-            else "\n(run scripts/provision-peers; to leave out this tier: pytest -m 'not peers')"
-        )
-        # pytrace=False: the message already says what failed and where its log is.
-        pytest.fail(f"{name} peer could not start: {exc}{hint}", pytrace=False)
+        error = f"{name} peer could not start: {exc}"
+    if not in_ci():
+        error += "\n(run scripts/provision-peers; to leave out this tier: pytest -m 'not peers')"
+    # Outside the except block so the report is this message, not a chained traceback.
+    pytest.fail(error, pytrace=False)
 
 
 @pytest.fixture(scope="session")

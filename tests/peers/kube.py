@@ -334,7 +334,8 @@ async def ensure_namespace(kube: KubePeer, name: str) -> None:
 
     async with kube.api_client() as api:
         try:
-            await client.CoreV1Api(api).create_namespace(
+            core: Any = client.CoreV1Api(api)
+            await core.create_namespace(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
             )
         except ApiException as exc:
@@ -376,7 +377,8 @@ async def create_pod(
         "spec": spec,
     }
     async with kube.api_client() as api:
-        return await client.CoreV1Api(api).create_namespaced_pod(namespace, body)
+        core: Any = client.CoreV1Api(api)
+        return await core.create_namespaced_pod(namespace, body)
 
 
 def container_status(
@@ -438,7 +440,8 @@ async def patch_pod_status(
     from kubernetes_asyncio import client
 
     async with kube.api_client() as api:
-        return await client.CoreV1Api(api).patch_namespaced_pod_status(
+        core: Any = client.CoreV1Api(api)
+        return await core.patch_namespaced_pod_status(
             name,
             namespace,
             {"status": dict(status)},
@@ -606,8 +609,8 @@ async def service_account_kubeconfig(
 
     subject = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
     async with kube.api_client() as api:
-        core = client.CoreV1Api(api)
-        rbac = client.RbacAuthorizationV1Api(api)
+        core: Any = client.CoreV1Api(api)
+        rbac: Any = client.RbacAuthorizationV1Api(api)
         await create(
             core.create_namespaced_service_account, namespace, {"metadata": {"name": name}}
         )

@@ -118,7 +118,7 @@ class MotoPeer:
 
     def client(self, service: str) -> Any:
         """A boto3 client for ``service`` pointed at this moto."""
-        import boto3
+        import boto3  # type: ignore[import-untyped]
 
         return boto3.client(
             service,
