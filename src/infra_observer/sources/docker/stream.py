@@ -1,11 +1,14 @@
 """The Docker loop: open the events stream, list and reconcile, then follow the stream.
 
 On every (re)connection the events streams are opened first, then the daemon's clock is read
-(`/info` SystemTime) and the matching containers are listed and reconciled with what was
-known of them; streamed events older than that clock reading are already reflected in the
-listing and are skipped, the others are translated. So nothing falls between listing and
-streaming, and nothing is reported twice. The daemon replays no history after its own
-restart, which is why the listing, not `since`, bridges every gap.
+(`/info` SystemTime), the matching containers are listed and reconciled with what was known
+of them, and the clock is read again. Streamed events older than the first reading are
+already reflected in the listing and are skipped; events from the listing's own window may
+be older or newer than the inspection that listed their container, so they reconcile the
+container with its present state rather than apply their action; later events are
+translated. So nothing falls between listing and streaming, nothing is reported twice and
+nothing out of order. The daemon replays no history after its own restart, which is why the
+listing, not `since`, bridges every gap.
 
 Selection happens on the daemon: Docker ANDs label filters and cannot OR two keys, so there
 is one listing and one events stream per flow-run label form (`io.prefect.flow-run-id`,
@@ -26,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -65,6 +68,13 @@ SEEN_EVENTS_MAX = 4096
 """Recent event keys remembered to drop the copy a second stream delivers; a copy comes
 within moments of the first, so a few thousand is ample."""
 FALLBACK_WORKER_NAME = "docker"
+
+
+class _Window(NamedTuple):
+    """The daemon's clock (ns) when a listing began and when it was done."""
+
+    start: int
+    end: int
 
 
 class _StreamEndedError(Exception):
@@ -145,7 +155,7 @@ class DockerSource:
                 self._worker_name = (
                     self._settings.worker_name or _str(info.get("Name")) or FALLBACK_WORKER_NAME
                 )
-                mark = self._daemon_time(info)
+                listed_at = self._daemon_time(info)
                 log.info(
                     "docker_connected",
                     host=client.endpoint.host,
@@ -153,9 +163,10 @@ class DockerSource:
                     api_version=client.api_version,
                     worker_name=self._worker_name,
                 )
-                await self._resync(client, observed=mark)
+                await self._resync(client, observed=listed_at)
+                window = _Window(listed_at, self._daemon_time(await client.info()))
                 on_synced()
-                await self._follow(client, streams, mark=mark)
+                await self._follow(client, streams, window=window)
         except ExceptionGroup as group:
             return self._failure(group.exceptions[0])
         except Exception as exc:  # anything else is logged, counted and reconnected after
@@ -236,17 +247,21 @@ class DockerSource:
     # --- following ------------------------------------------------------------------------
 
     async def _follow(
-        self, client: DockerClient, streams: list[AsyncIterator[str]], *, mark: int
+        self, client: DockerClient, streams: list[AsyncIterator[str]], *, window: _Window
     ) -> None:
         async with asyncio.TaskGroup() as group:
             for key, lines in zip(FLOW_RUN_LABELS, streams, strict=True):
-                group.create_task(self._read(client, lines, mark=mark), name=f"docker-events:{key}")
+                group.create_task(
+                    self._read(client, lines, window=window), name=f"docker-events:{key}"
+                )
             group.create_task(self._keepalive(client), name="docker-keepalive")
 
-    async def _read(self, client: DockerClient, lines: AsyncIterator[str], *, mark: int) -> None:
+    async def _read(
+        self, client: DockerClient, lines: AsyncIterator[str], *, window: _Window
+    ) -> None:
         async for line in lines:
             async with self._lock:
-                await self._handle_line(client, line, mark=mark)
+                await self._handle_line(client, line, window=window)
         raise _StreamEndedError
 
     async def _keepalive(self, client: DockerClient) -> None:
@@ -254,7 +269,7 @@ class DockerSource:
             await asyncio.sleep(KEEPALIVE_SECONDS)
             await client.ping()
 
-    async def _handle_line(self, client: DockerClient, line: str, *, mark: int) -> None:
+    async def _handle_line(self, client: DockerClient, line: str, *, window: _Window) -> None:
         try:
             event = parse_event_line(line)
         except InputError as exc:
@@ -262,18 +277,28 @@ class DockerSource:
             return
         if event is None or not self._selected(event.attributes):
             return
-        if event.time_nano < mark:
-            # Before the listing's clock reading: the listing already reflects it.
+        if event.time_nano < window.start:
+            # Before the listing began: the listing already reflects it.
             log.debug("docker_event_before_listing", container_id=event.container_id[:12])
             return
         if event.key in self._seen:
             return
         self._remember(event)
         inspected = await self._inspect_for(client, event)
+        previous = self._containers.get(event.container_id)
+        if inspected is not None and event.time_nano <= window.end:
+            # During the listing: the container may have been inspected before or after
+            # this event, so its action could be older than the state already reported.
+            # Reconcile with its present state instead (nothing, if the listing saw it).
+            result = reconcile(
+                inspected, previous=previous, worker_name=self._worker_name, observed=window.start
+            )
+            await self._apply(result)
+            return
         result = translate_event(
             event,
             inspected=inspected,
-            previous=self._containers.get(event.container_id),
+            previous=previous,
             worker_name=self._worker_name,
         )
         await self._apply(result)
