@@ -21,6 +21,7 @@ from infra_observer.emitter.spool import Checkpoint, Spool
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.health import HealthServer
+from infra_observer.leader import LeaderElector
 from infra_observer.metrics import Metrics
 from infra_observer.sources.base import Source
 
@@ -93,13 +94,18 @@ async def run(settings: Settings) -> None:
         await sink.aclose()
         raise ConfigError(NO_SOURCES)
     await emitter.open()
+    elector = (
+        LeaderElector(settings=settings.leader_election, kubernetes=settings.kubernetes)
+        if settings.leader_election.enabled
+        else None
+    )
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     health = HealthServer(
         settings=settings.health,
         registry=metrics.registry,
         liveness=lambda: [f"task {task.get_name()} ended" for task in tasks if task.done()],
-        readiness=lambda: _readiness_problems(sources, emitter),
+        readiness=lambda: _readiness_problems(sources, emitter, elector),
     )
     log.info("starting", sources=[source.name for source in sources], sink=sink.name)
     try:
@@ -110,7 +116,7 @@ async def run(settings: Settings) -> None:
                 emitter_task = outer.create_task(emitter.run(), name="emitter")
                 tasks.append(emitter_task)
                 try:
-                    await _run_sources(sources, stop=stop, tasks=tasks)
+                    await _run_sources(sources, stop=stop, tasks=tasks, elector=elector)
                 finally:
                     log.info("stopping", queued=emitter.queued)
                     emitter.stop(settings.emitter.drain_seconds)
@@ -119,19 +125,31 @@ async def run(settings: Settings) -> None:
                         health_task.cancel()
     finally:
         await sink.aclose()
+        if elector is not None:
+            await elector.aclose()
     log.info("stopped")
 
 
 async def _run_sources(
-    sources: list[Source], *, stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+    sources: list[Source],
+    *,
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[None]],
+    elector: LeaderElector | None,
 ) -> None:
     try:
         async with asyncio.TaskGroup() as group:
+            group.create_task(_raise_when_set(stop), name="stop-signal")
+            if elector is not None:
+                await elector.acquire()  # a stop signal cancels the wait
+                group.create_task(elector.keep(), name="leader-lease")
             for source in sources:
                 tasks.append(group.create_task(_supervised(source), name=f"source:{source.name}"))
-            group.create_task(_raise_when_set(stop), name="stop-signal")
     except* _StopRequested:
         pass
+    finally:
+        if elector is not None:
+            await elector.release()
 
 
 async def _supervised(source: Source) -> None:
@@ -145,9 +163,15 @@ async def _raise_when_set(stop: asyncio.Event) -> None:
     raise _StopRequested
 
 
-def _readiness_problems(sources: list[Source], emitter: Emitter) -> list[str]:
+def _readiness_problems(
+    sources: list[Source], emitter: Emitter, elector: LeaderElector | None
+) -> list[str]:
+    # A standby replica is ready: it must not block a rolling update while the leader lives.
+    standby = elector is not None and not elector.is_leader
     problems = [
-        f"source {source.name} has not synced yet" for source in sources if not source.ready
+        f"source {source.name} has not synced yet"
+        for source in sources
+        if not source.ready and not standby
     ]
     if not emitter.sink_healthy:
         problems.append("the sink is not reachable (see the delivery_failed logs)")

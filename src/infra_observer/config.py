@@ -273,6 +273,45 @@ class EcsSettings(_Section):
         return self
 
 
+class LeaderElectionSettings(_Section):
+    """Leader election: several replicas, one emitting, over a coordination.k8s.io Lease."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}LEADER_ELECTION_")
+
+    enabled: bool = Field(
+        default=False,
+        description="Run the sources only while holding the Lease (credentials as for the "
+        "Kubernetes source: INFRA_OBSERVER_KUBERNETES_KUBECONFIG/_CONTEXT or in-cluster).",
+    )
+    lease_name: str = Field(default="infra-observer", min_length=1, description="Lease name.")
+    namespace: str = Field(
+        default="default",
+        min_length=1,
+        description="Namespace of the Lease (the chart sets the release namespace).",
+    )
+    identity: str | None = Field(
+        default=None, description="This replica's name in the Lease; unset: hostname and pid."
+    )
+    lease_duration_seconds: int = Field(
+        default=15, ge=2, description="How long a Lease not renewed stays with its holder."
+    )
+    renew_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="A leader that cannot renew for this long steps down."
+    )
+    retry_period_seconds: float = Field(
+        default=2.0, gt=0, description="How often to try to acquire or renew the Lease."
+    )
+
+    @model_validator(mode="after")
+    def _renew_before_expiry(self) -> LeaderElectionSettings:
+        if self.renew_deadline_seconds >= self.lease_duration_seconds:
+            raise ValueError(
+                "INFRA_OBSERVER_LEADER_ELECTION_RENEW_DEADLINE_SECONDS must be shorter than "
+                "_LEASE_DURATION_SECONDS, or two replicas could both believe they lead"
+            )
+        return self
+
+
 SECTIONS: tuple[type[_Section], ...] = (
     PrefectSettings,
     EmitterSettings,
@@ -281,6 +320,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     KubernetesSettings,
     DockerSettings,
     EcsSettings,
+    LeaderElectionSettings,
 )
 
 
@@ -293,6 +333,7 @@ class Settings:
     kubernetes: KubernetesSettings
     docker: DockerSettings
     ecs: EcsSettings
+    leader_election: LeaderElectionSettings
 
 
 def env_name(section: type[_Section], field: str) -> str:

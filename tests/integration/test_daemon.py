@@ -250,3 +250,52 @@ async def test_sigkill_with_spool_loses_nothing_and_stores_no_duplicates(
     logs = second.logs()
     opened = next(entry for entry in logs if entry["event"] == "spool_opened")
     assert opened["pending"] == 2
+
+
+async def test_two_replicas_with_leader_election_fail_over(
+    kube: KubePeer, prefect: PrefectPeer, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    namespace = unique("ha")
+    flow_run_id = str(uuid.uuid4())
+    pod = await create_pod(kube, namespace, "ha-pod", {"prefect.io/flow-run-id": flow_run_id})
+    resource = f"prefect.kubernetes.pod.{pod.metadata.uid}"
+    env = kube_env(
+        kube,
+        namespace,
+        **prefect.env(),
+        INFRA_OBSERVER_LEADER_ELECTION_ENABLED="true",
+        INFRA_OBSERVER_LEADER_ELECTION_NAMESPACE="default",
+        INFRA_OBSERVER_LEADER_ELECTION_LEASE_NAME=unique("lease"),
+        INFRA_OBSERVER_LEADER_ELECTION_LEASE_DURATION_SECONDS="4",
+        INFRA_OBSERVER_LEADER_ELECTION_RENEW_DEADLINE_SECONDS="3",
+        INFRA_OBSERVER_LEADER_ELECTION_RETRY_PERIOD_SECONDS="0.5",
+    )
+    first = Daemon({**env, "INFRA_OBSERVER_LEADER_ELECTION_IDENTITY": "first"}, tmp_path / "1.log")
+    daemons.append(first)
+    await asyncio.to_thread(first.wait_ready)
+    second = Daemon(
+        {**env, "INFRA_OBSERVER_LEADER_ELECTION_IDENTITY": "second"}, tmp_path / "2.log"
+    )
+    daemons.append(second)
+    await asyncio.to_thread(second.wait_ready)  # a standby is ready, so rollouts proceed
+    leaders = [
+        daemon
+        for daemon in (first, second)
+        if any(entry["event"] == "leader_acquired" for entry in daemon.logs())
+    ]
+    assert leaders == [first]
+    await prefect.wait_for_events(expected_count=1, resource_ids=[resource], timeout=60)
+
+    first.stop(signal.SIGKILL)
+    await set_pod_phase(kube, namespace, "ha-pod", "Running")
+    stored = await prefect.wait_for_events(
+        expected_count=2, resource_ids=[resource], timeout=60, settle=3
+    )
+    assert sorted(event["event"] for event in stored) == [
+        "prefect.kubernetes.pod.pending",
+        "prefect.kubernetes.pod.running",
+    ]
+    assert all(related_to(event, flow_run_id) for event in stored)
+    assert any(entry["event"] == "leader_acquired" for entry in second.logs())
+    assert await asyncio.to_thread(second.stop) == 0
+    assert any(entry["event"] == "leader_released" for entry in second.logs())
