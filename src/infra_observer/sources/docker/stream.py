@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, NamedTuple
 
+import httpx
 import structlog
 
 from infra_observer.config import DockerSettings
@@ -93,8 +94,12 @@ class DockerSource:
         handoff: EventHandoff,
         metrics: Metrics,
         environ: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`environ` stands in for the process environment (`DOCKER_*`); `transport` for
+        the connection to the daemon (tests script a daemon with httpx's MockTransport)."""
         self._settings = settings
+        self._transport = transport
         self._handoff = handoff
         self._metrics = metrics
         self._environ = environ
@@ -126,7 +131,7 @@ class DockerSource:
             labels=list(FLOW_RUN_LABELS),
             label_filters=list(self._settings.label_filters),
         )
-        async with DockerClient(endpoint=endpoint) as client:
+        async with DockerClient(endpoint=endpoint, transport=self._transport) as client:
             while True:
                 reason = await self._session(client, on_synced=backoff.reset)
                 self._metrics.source_reconnects.labels(source=SOURCE, reason=reason).inc()
@@ -286,21 +291,20 @@ class DockerSource:
         self._remember(event)
         inspected = await self._inspect_for(client, event)
         previous = self._containers.get(event.container_id)
-        if inspected is not None and event.time_nano <= window.end:
+        if event.time_nano <= window.end and needs_inspect(event):
             # During the listing: the container may have been inspected before or after
             # this event, so its action could be older than the state already reported.
-            # Reconcile with its present state instead (nothing, if the listing saw it).
+            # Reconcile with its present state instead (nothing, if the listing saw it);
+            # one already gone has its `destroy` still to come on the stream.
+            if inspected is None:
+                return
             result = reconcile(
                 inspected, previous=previous, worker_name=self._worker_name, observed=window.start
             )
-            await self._apply(result)
-            return
-        result = translate_event(
-            event,
-            inspected=inspected,
-            previous=previous,
-            worker_name=self._worker_name,
-        )
+        else:
+            result = translate_event(
+                event, inspected=inspected, previous=previous, worker_name=self._worker_name
+            )
         await self._apply(result)
 
     def _remember(self, event: DockerEvent) -> None:
@@ -356,7 +360,7 @@ class DockerSource:
     async def check(self) -> str:
         """Ping the daemon and read its version and name."""
         endpoint = resolve_endpoint(self._settings, self._env())
-        async with DockerClient(endpoint=endpoint) as client:
+        async with DockerClient(endpoint=endpoint, transport=self._transport) as client:
             try:
                 await client.ping()
                 version = await client.version()
