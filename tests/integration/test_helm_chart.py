@@ -1,0 +1,871 @@
+"""The Helm chart with the real `helm` and, for installs, the real kube-apiserver.
+
+Rendering and linting need only `helm`; installs go into the harness's apiserver, whose RBAC
+and PodSecurity admission are real. There is no kubelet, so the daemon runs here as a local
+process holding a token of the ServiceAccount the chart installed, with the environment the
+chart rendered into the stored Deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.peers import KubePeer, PrefectPeer
+from tests.peers._util import free_port, provisioned
+from tests.peers.kube import (
+    create_pod,
+    delete_pod,
+    ensure_namespace,
+    service_account_kubeconfig,
+    set_pod_phase,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "infra-observer"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+CONFIG_REFERENCE = ROOT / "docs" / "configuration.md"
+# `helm template` has no cluster to ask; any version the chart supports will do.
+TEMPLATE_KUBE_VERSION = "1.30.0"
+WAIT_SECONDS = 90.0
+POD_VERBS = {"get", "list", "watch"}
+# Rendered before the daemon reads them (issue 8); AWS_* belong to the AWS credential chain.
+PENDING_ENV = {
+    "INFRA_OBSERVER_LEADER_ELECTION_ENABLED",
+    "INFRA_OBSERVER_LEADER_ELECTION_LEASE_NAME",
+    "INFRA_OBSERVER_LEADER_ELECTION_NAMESPACE",
+}
+CREDENTIAL_ENV = {
+    "PREFECT_API_KEY",
+    "PREFECT_API_AUTH_STRING",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+}
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+
+
+# ------------------------------------------------------------------ helm
+
+
+@pytest.fixture(scope="module")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """helm's cache, config and data in a temp dir, never the user's."""
+    home = tmp_path_factory.mktemp("helm-home")
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+
+def run_helm(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(provisioned("helm")), *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def render(
+    env: Mapping[str, str],
+    *values_files: Path,
+    sets: Sequence[str] = (),
+    release: str = "obs",
+    namespace: str = "observability",
+) -> list[dict[str, Any]]:
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    args += ["--kube-version", TEMPLATE_KUBE_VERSION]
+    for path in values_files:
+        args += ["--values", str(path)]
+    for item in sets:
+        args += ["--set", item]
+    result = run_helm(env, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def only(objects: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
+    return dict(found[0])
+
+
+def kinds(objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    return sorted(o["kind"] for o in objects)
+
+
+def container(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    containers = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def env_entries(objects: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    entries = container(objects).get("env", [])
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)), f"duplicate env entries: {names}"
+    return {e["name"]: e for e in entries}
+
+
+def plain_env(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    return {k: v["value"] for k, v in env_entries(objects).items() if "value" in v}
+
+
+def documented_env() -> set[str]:
+    return set(re.findall(r"^\| `([A-Z_]+)` \|", CONFIG_REFERENCE.read_text(), re.MULTILINE))
+
+
+def values_id(path: Path | None) -> str:
+    return "default" if path is None else path.name.removesuffix("-values.yaml")
+
+
+ALL_VALUES: list[Path | None] = [None, *CI_VALUES]
+
+
+def test_ci_values_cover_the_documented_combinations() -> None:
+    assert {values_id(p) for p in CI_VALUES} >= {
+        "cluster-wide",
+        "namespaced",
+        "created-secret",
+        "existing-secret",
+        "docker-ecs",
+        "observability",
+    }
+
+
+@pytest.mark.parametrize("values", ALL_VALUES, ids=values_id)
+def test_lint_strict(helm_env: dict[str, str], values: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART)] + (["--values", str(values)] if values else [])
+    result = run_helm(helm_env, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout
+    assert "[ERROR]" not in result.stdout
+
+
+# ------------------------------------------------------------------ rendered objects
+
+
+@pytest.mark.parametrize("values", ALL_VALUES, ids=values_id)
+def test_every_combination_is_hardened_and_keeps_secrets_out_of_env(
+    helm_env: dict[str, str], values: Path | None
+) -> None:
+    objects = render(helm_env, *([values] if values else []))
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        missing = [label for label in STANDARD_LABELS if label not in labels]
+        assert not missing, f"{obj['kind']} {obj['metadata']['name']} lacks {missing}"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    main = container(objects)
+    assert main["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert main["resources"]["requests"]
+    assert main["resources"]["limits"]["memory"]
+
+    port = {p["name"]: p["containerPort"] for p in main["ports"]}["http"]
+    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = env_entries(objects)
+    assert env["INFRA_OBSERVER_HEALTH_HOST"]["value"] == "0.0.0.0"
+    assert env["INFRA_OBSERVER_HEALTH_PORT"]["value"] == str(port)
+
+    for name, entry in env.items():
+        if name in CREDENTIAL_ENV:
+            assert "value" not in entry, f"{name} must come from a Secret"
+            assert "secretKeyRef" in entry["valueFrom"]
+    undocumented = {
+        name
+        for name in env
+        if name.startswith(("INFRA_OBSERVER_", "PREFECT_"))
+        and name not in documented_env() | PENDING_ENV
+    }
+    assert not undocumented, f"not in docs/configuration.md: {sorted(undocumented)}"
+
+    service = only(objects, "Service")
+    assert (
+        service["spec"]["selector"]
+        == only(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_default_values_watch_the_cluster_with_pod_read_access_only(
+    helm_env: dict[str, str],
+) -> None:
+    objects = render(helm_env)
+    assert kinds(objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    role = only(objects, "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": sorted(POD_VERBS)}]
+    binding = only(objects, "ClusterRoleBinding")
+    account = only(objects, "ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": "observability",
+        }
+    ]
+    env = plain_env(objects)
+    assert env["INFRA_OBSERVER_KUBERNETES_ENABLED"] == "true"
+    assert env["INFRA_OBSERVER_KUBERNETES_NAMESPACES"] == ""
+    assert "PREFECT_API_URL" not in env  # stdout sink until a URL is given
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+    assert container(objects)["image"] == "infra-observer:0.1.0"
+
+
+def test_namespaced_values_make_one_role_per_namespace(helm_env: dict[str, str]) -> None:
+    objects = render(helm_env, CHART / "ci" / "namespaced-values.yaml")
+    assert "ClusterRole" not in kinds(objects)
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"flows-a", "flows-b"}
+    for namespace, role in roles.items():
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": sorted(POD_VERBS)}
+        ]
+        assert bindings[namespace]["subjects"][0]["namespace"] == "observability"
+    env = plain_env(objects)
+    assert env["INFRA_OBSERVER_KUBERNETES_NAMESPACES"] == "flows-a,flows-b"
+    assert env["INFRA_OBSERVER_KUBERNETES_LABEL_SELECTOR"] == "team=data"
+
+
+def test_created_secret_holds_the_key_and_rolls_the_pods(helm_env: dict[str, str]) -> None:
+    values = CHART / "ci" / "created-secret-values.yaml"
+    objects = render(helm_env, values)
+    secret = only(objects, "Secret")
+    assert base64.b64decode(secret["data"]["api-key"]).decode() == "pnu_ci_not_a_real_key"
+    ref = env_entries(objects)["PREFECT_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "api-key"}
+    assert "PREFECT_API_AUTH_STRING" not in env_entries(objects)
+    assert plain_env(objects)["PREFECT_API_URL"].startswith("https://api.prefect.cloud/api/")
+
+    rotated = render(helm_env, values, sets=["prefect.credentials.value=pnu_rotated"])
+
+    def checksum(objs: list[dict[str, Any]]) -> str:
+        annotations = only(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/secret"])
+
+    assert checksum(rotated) != checksum(objects)
+
+
+def test_existing_secret_is_referenced_not_created(helm_env: dict[str, str]) -> None:
+    objects = render(helm_env, CHART / "ci" / "existing-secret-values.yaml")
+    assert "Secret" not in kinds(objects)
+    ref = env_entries(objects)["PREFECT_API_AUTH_STRING"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "prefect-basic-auth", "key": "auth"}
+    env = plain_env(objects)
+    assert env["INFRA_OBSERVER_EMITTER_CA_BUNDLE"] == "/etc/infra-observer/ca/ca.crt"
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "prefect-ca", "configMap": {"name": "internal-ca"}} in pod["volumes"]
+
+
+def test_docker_and_ecs_without_kubernetes_need_no_rbac(helm_env: dict[str, str]) -> None:
+    objects = render(helm_env, CHART / "ci" / "docker-ecs-values.yaml")
+    assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} & set(kinds(objects))
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    env = plain_env(objects)
+    assert env["INFRA_OBSERVER_KUBERNETES_ENABLED"] == "false"
+    assert env["INFRA_OBSERVER_DOCKER_ENABLED"] == "true"
+    assert env["INFRA_OBSERVER_DOCKER_HOST"] == "tcp://docker.example.internal:2376"
+    assert env["INFRA_OBSERVER_DOCKER_TLS_VERIFY"] == "true"
+    assert env["INFRA_OBSERVER_DOCKER_LABEL_FILTERS"] == "io.prefect.work-pool-name=docker-pool"
+    assert env["INFRA_OBSERVER_ECS_ENABLED"] == "true"
+    assert env["INFRA_OBSERVER_ECS_QUEUE_URL"].endswith("/prefect-ecs-events")
+    assert env["INFRA_OBSERVER_ECS_REGION"] == "eu-west-1"
+    assert env["INFRA_OBSERVER_ECS_CONCURRENCY"] == "5"
+    entries = env_entries(objects)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert entries[name]["valueFrom"]["secretKeyRef"] == {
+            "name": "aws-credentials",
+            "key": name,
+        }
+    mounts = {m["name"]: m for m in container(objects)["volumeMounts"]}
+    assert mounts["docker-tls"]["mountPath"] == env["INFRA_OBSERVER_DOCKER_CERT_PATH"]
+    annotations = only(objects, "ServiceAccount")["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+
+def test_observability_objects_and_leader_election(helm_env: dict[str, str]) -> None:
+    objects = render(helm_env, CHART / "ci" / "observability-values.yaml")
+    service = only(objects, "Service")
+    monitor = only(objects, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert only(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+    policy = only(objects, "NetworkPolicy")["spec"]
+    egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    # 4200 comes from prefect.apiUrl.
+    assert {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP"), (4200, "TCP")} <= egress_ports
+    assert policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+    lease = only(objects, "Lease")
+    lease_roles = [o for o in objects if o["kind"] == "Role"]
+    assert len(lease_roles) == 1
+    assert lease_roles[0]["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease["metadata"]["name"]],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    env = plain_env(objects)
+    assert env["INFRA_OBSERVER_LEADER_ELECTION_ENABLED"] == "true"
+    assert env["INFRA_OBSERVER_LEADER_ELECTION_LEASE_NAME"] == lease["metadata"]["name"]
+    assert env["INFRA_OBSERVER_LEADER_ELECTION_NAMESPACE"] == "observability"
+    assert env["INFRA_OBSERVER_EMITTER_SPOOL_DIR"] == "/var/lib/infra-observer/spool"
+    assert only(objects, "Deployment")["spec"]["replicas"] == 2
+
+
+def test_persistent_spool_uses_a_claim_and_recreate(helm_env: dict[str, str]) -> None:
+    objects = render(helm_env, CHART / "ci" / "spool-persistence-values.yaml")
+    claim = only(objects, "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["spool"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    env = plain_env(objects)
+    assert env["INFRA_OBSERVER_EMITTER_SPOOL_MAX_BYTES"] == "268435456"
+    assert env["INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS"] == "0.5"
+    assert container(objects)["envFrom"] == [{"configMapRef": {"name": "infra-observer-tuning"}}]
+
+
+# ------------------------------------------------------------------ bad values
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["bogus=1"], "additional properties 'bogus' not allowed"),
+        (["kubernetes.namespace=flows"], "at '/kubernetes': additional properties 'namespace'"),
+        (["replicaCount=two"], "at '/replicaCount': got string, want integer"),
+        (["kubernetes.enabled=yes"], "at '/kubernetes/enabled': got string, want boolean"),
+        (["prefect.credentials.type=token"], "at '/prefect/credentials/type'"),
+        (["kubernetes.namespaces={Flows_A}"], "at '/kubernetes/namespaces/0'"),
+        (["prefect.apiUrl=prefect-server:4200"], "at '/prefect/apiUrl'"),
+        (["image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
+        (["podAnnotations.a=1"], "at '/podAnnotations/a': got number, want string"),
+    ],
+)
+def test_schema_rejects_bad_values_readably(
+    helm_env: dict[str, str], sets: list[str], message: str
+) -> None:
+    args = ["template", "obs", str(CHART), "--kube-version", TEMPLATE_KUBE_VERSION]
+    result = run_helm(helm_env, *args, *(a for s in sets for a in ("--set", s)))
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["prefect.apiUrl=https://x.example/api", "prefect.credentials.type=apiKey"],
+            'prefect.credentials.type is "apiKey": set prefect.credentials.existingSecret',
+        ),
+        (["kubernetes.enabled=false"], "no source is enabled"),
+        (["ecs.enabled=true"], "ecs.enabled is true but ecs.queueUrl is empty"),
+        (["terminationGracePeriodSeconds=10"], "must be longer than emitter.drainSeconds"),
+        (
+            ["extraEnv[0].name=PREFECT_API_KEY", "extraEnv[0].value=pnu_x"],
+            "extraEnv sets PREFECT_API_KEY as a plain value",
+        ),
+    ],
+)
+def test_inconsistent_values_fail_with_the_fix(
+    helm_env: dict[str, str], sets: list[str], message: str
+) -> None:
+    args = ["template", "obs", str(CHART), "--kube-version", TEMPLATE_KUBE_VERSION]
+    result = run_helm(helm_env, *args, *(a for s in sets for a in ("--set", s)))
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "pnu_x" not in result.stderr
+
+
+# ------------------------------------------------------------------ the real apiserver
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def ssl_context(kube: KubePeer) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(kube.ca_file))
+
+
+def client_as(kube: KubePeer, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=kube.server,
+        verify=ssl_context(kube),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+async def create_namespace(kube: KubePeer, name: str, labels: Mapping[str, str]) -> None:
+    async with client_as(kube, kube.token) as admin:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        }
+        response = await admin.post("/api/v1/namespaces", json=body)
+        assert response.status_code == 201, response.text
+
+
+async def helm_install(
+    kube: KubePeer,
+    env: Mapping[str, str],
+    *,
+    release: str,
+    namespace: str,
+    values: Mapping[str, Any] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    args = ["install", release, str(CHART), "--namespace", namespace]
+    args += ["--kubeconfig", str(kube.kubeconfig)]
+    if values:
+        # A values file (JSON is YAML) keeps types and any character in strings intact.
+        path = Path(env["HOME"]) / f"values-{namespace}.json"
+        path.write_text(json.dumps(values))
+        args += ["--values", str(path)]
+    result = await asyncio.to_thread(run_helm, env, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = await asyncio.to_thread(
+        run_helm,
+        env,
+        "status",
+        release,
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        str(kube.kubeconfig),
+        "--output",
+        "json",
+    )
+    assert json.loads(status.stdout)["info"]["status"] == "deployed"
+    return result
+
+
+async def can(
+    client: httpx.AsyncClient,
+    verb: str,
+    resource: str,
+    *,
+    namespace: str = "",
+    group: str = "",
+    name: str = "",
+    subresource: str = "",
+) -> bool:
+    """SelfSubjectAccessReview: what the holder of the client's token may do."""
+    attributes = {
+        "verb": verb,
+        "resource": resource,
+        "group": group,
+        "namespace": namespace,
+        "name": name,
+        "subresource": subresource,
+    }
+    response = await client.post(
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        json={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        },
+    )
+    assert response.status_code == 201, response.text
+    return bool(response.json()["status"]["allowed"])
+
+
+async def rules_review(client: httpx.AsyncClient, namespace: str) -> set[tuple[str, ...]]:
+    """SelfSubjectRulesReview: every (group, resource, verb, name) granted in a namespace,
+    by Roles there and by ClusterRoles."""
+    response = await client.post(
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        json={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": namespace},
+        },
+    )
+    assert response.status_code == 201, response.text
+    granted: set[tuple[str, ...]] = set()
+    for rule in response.json()["status"]["resourceRules"]:
+        for group in rule.get("apiGroups", [""]):
+            for resource in rule.get("resources", []):
+                for verb in rule["verbs"]:
+                    for name in rule.get("resourceNames") or [""]:
+                        granted.add((group, resource, verb, name))
+    return granted
+
+
+class Access:
+    """What the chart's ServiceAccount may do beyond what every authenticated identity may
+    (self reviews, public info): compared with a ServiceAccount bound to nothing."""
+
+    def __init__(self, account: httpx.AsyncClient, nobody: httpx.AsyncClient) -> None:
+        self.account = account
+        self.nobody = nobody
+
+    async def granted(self, namespace: str) -> set[tuple[str, ...]]:
+        baseline = await rules_review(self.nobody, namespace)
+        return await rules_review(self.account, namespace) - baseline
+
+
+async def unbound_token(kube: KubePeer, namespace: str) -> str:
+    token, _ = await service_account_kubeconfig(kube, namespace, "nobody")
+    return token
+
+
+POD_RULES = {("", "pods", verb, "") for verb in POD_VERBS}
+
+
+async def read_deployment(kube: KubePeer, namespace: str, name: str) -> dict[str, Any]:
+    async with client_as(kube, kube.token) as admin:
+        response = await admin.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        assert response.status_code == 200, response.text
+        deployment: dict[str, Any] = response.json()
+        return deployment
+
+
+async def test_install_cluster_wide_grants_exactly_pod_reads(
+    kube: KubePeer, helm_env: dict[str, str]
+) -> None:
+    namespace = unique("io-cluster")
+    # Restricted Pod Security enforced on the namespace: its admission checks the pod below.
+    await create_namespace(
+        kube,
+        namespace,
+        {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        },
+    )
+    release = "obs"
+    installed = await helm_install(kube, helm_env, release=release, namespace=namespace)
+    assert "PodSecurity" not in installed.stderr, installed.stderr
+    assert "infra-observer" in installed.stdout  # NOTES.txt
+    assert "/readyz" in installed.stdout
+
+    account = f"{release}-infra-observer"
+    token, _ = await service_account_kubeconfig(kube, namespace, account)
+    other = unique("io-other")
+    await ensure_namespace(kube, other)
+    nobody_token = await unbound_token(kube, namespace)
+    async with client_as(kube, token) as sa, client_as(kube, nobody_token) as nobody:
+        access = Access(sa, nobody)
+        for scope in ("", namespace, other):
+            for verb in POD_VERBS:
+                assert await can(sa, verb, "pods", namespace=scope), (verb, scope)
+        for verb in ("create", "update", "patch", "delete", "deletecollection"):
+            assert not await can(sa, verb, "pods", namespace=other), verb
+        assert not await can(sa, "get", "pods", namespace=other, subresource="log")
+        assert not await can(sa, "create", "pods", namespace=other, subresource="exec")
+        assert not await can(sa, "list", "secrets", namespace=namespace)
+        assert not await can(sa, "list", "secrets")
+        assert not await can(sa, "list", "configmaps", namespace=namespace)
+        assert not await can(sa, "list", "nodes")
+        assert not await can(sa, "list", "deployments", group="apps", namespace=namespace)
+        assert not await can(sa, "get", "leases", group="coordination.k8s.io", namespace=namespace)
+        assert await access.granted(other) == POD_RULES
+        assert await access.granted(namespace) == POD_RULES
+
+        # And the API itself agrees.
+        listed = await sa.get("/api/v1/pods", params={"labelSelector": "prefect.io/flow-run-id"})
+        assert listed.status_code == 200, listed.text
+        watched = await sa.get(
+            f"/api/v1/namespaces/{other}/pods", params={"watch": "1", "timeoutSeconds": "1"}
+        )
+        assert watched.status_code == 200
+        assert (await sa.get(f"/api/v1/namespaces/{namespace}/secrets")).status_code == 403
+        created = await sa.post(
+            f"/api/v1/namespaces/{other}/pods",
+            json={
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "nope"},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        )
+        assert created.status_code == 403
+
+    # The pod the Deployment would create passes the restricted Pod Security admission,
+    # and the same pod without the chart's security context is refused (the check is live).
+    deployment = await read_deployment(kube, namespace, account)
+    template = deployment["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "from-template"}}
+    pod["metadata"]["labels"] = template["metadata"]["labels"]
+    pod["spec"] = template["spec"]
+    weakened = json.loads(json.dumps(pod))
+    weakened["metadata"]["name"] = "weakened"
+    del weakened["spec"]["securityContext"]
+    del weakened["spec"]["containers"][0]["securityContext"]
+    async with client_as(kube, kube.token) as admin:
+        accepted = await admin.post(f"/api/v1/namespaces/{namespace}/pods", json=pod)
+        assert accepted.status_code == 201, accepted.text
+        refused = await admin.post(f"/api/v1/namespaces/{namespace}/pods", json=weakened)
+        assert refused.status_code == 403, refused.text
+        assert "violates PodSecurity" in refused.json()["message"]
+    await delete_pod(kube, namespace, "from-template")
+
+
+async def test_install_namespaced_with_leader_election_grants_nothing_more(
+    kube: KubePeer, helm_env: dict[str, str]
+) -> None:
+    namespace = unique("io-rel")
+    watched = [unique("io-flows"), unique("io-flows")]
+    outside = unique("io-outside")
+    for name in (namespace, *watched, outside):
+        await ensure_namespace(kube, name)
+    release = "obs"
+    await helm_install(
+        kube,
+        helm_env,
+        release=release,
+        namespace=namespace,
+        values={"kubernetes": {"namespaces": watched}, "leaderElection": {"enabled": True}},
+    )
+    account = f"{release}-infra-observer"
+    lease = account
+    token, _ = await service_account_kubeconfig(kube, namespace, account)
+    nobody_token = await unbound_token(kube, namespace)
+    async with client_as(kube, token) as sa, client_as(kube, nobody_token) as nobody:
+        access = Access(sa, nobody)
+        for scope in watched:
+            assert await access.granted(scope) == POD_RULES
+            for verb in POD_VERBS:
+                assert await can(sa, verb, "pods", namespace=scope)
+        for verb in POD_VERBS:
+            assert not await can(sa, verb, "pods"), f"cluster-wide {verb}"
+            assert not await can(sa, verb, "pods", namespace=outside)
+            assert not await can(sa, verb, "pods", namespace=namespace)
+        assert await access.granted(outside) == set()
+        assert await access.granted(namespace) == {
+            ("coordination.k8s.io", "leases", verb, lease) for verb in ("get", "update", "patch")
+        }
+        leases = "coordination.k8s.io"
+        assert await can(sa, "update", "leases", group=leases, namespace=namespace, name=lease)
+        assert not await can(sa, "update", "leases", group=leases, namespace=namespace, name="x")
+        assert not await can(sa, "create", "leases", group=leases, namespace=namespace)
+        assert not await can(sa, "list", "leases", group=leases, namespace=namespace)
+
+        assert (await sa.get("/api/v1/pods")).status_code == 403
+        assert (await sa.get(f"/api/v1/namespaces/{outside}/pods")).status_code == 403
+        assert (await sa.get(f"/api/v1/namespaces/{watched[0]}/pods")).status_code == 200
+        # The chart created the Lease, so the daemon can take it with get and update alone.
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}"
+        current = await sa.get(path)
+        assert current.status_code == 200, current.text
+        body = current.json()
+        body["spec"] = {"holderIdentity": "obs-0", "leaseDurationSeconds": 15}
+        assert (await sa.put(path, json=body)).status_code == 200
+
+
+# ------------------------------------------------------------------ the daemon as that account
+
+
+async def chart_environment(kube: KubePeer, deployment: Mapping[str, Any]) -> dict[str, str]:
+    """The container's env as the kubelet would resolve it (values and secretKeyRefs)."""
+    namespace = deployment["metadata"]["namespace"]
+    env: dict[str, str] = {}
+    entries = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    async with client_as(kube, kube.token) as admin:
+        for entry in entries:
+            if "value" in entry:
+                env[entry["name"]] = entry["value"]
+                continue
+            ref = entry["valueFrom"]["secretKeyRef"]
+            response = await admin.get(f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}")
+            assert response.status_code == 200, response.text
+            env[entry["name"]] = base64.b64decode(response.json()["data"][ref["key"]]).decode()
+    return env
+
+
+async def wait_for(url: str, *, process: asyncio.subprocess.Process, log: Path) -> str:
+    """Poll a health endpoint until it answers 200 (a bound on waiting, not a timing test)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    last = ""
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                output = await asyncio.to_thread(log.read_text)
+                raise AssertionError(f"daemon exited {process.returncode}:\n{output}")
+            try:
+                response = await client.get(url)
+                last = f"{response.status_code} {response.text}"
+                if response.status_code == 200:
+                    return response.text
+            except httpx.TransportError as exc:
+                last = repr(exc)
+            await asyncio.sleep(0.25)
+    output = await asyncio.to_thread(log.read_text)
+    raise AssertionError(f"{url} never answered 200 (last: {last}):\n{output}")
+
+
+@pytest.fixture
+def daemon_log(tmp_path: Path) -> Path:
+    path = tmp_path / "daemon.log"
+    path.touch()
+    return path
+
+
+async def test_daemon_runs_with_the_installed_service_account_and_secret(
+    kube: KubePeer,
+    prefect_basic_auth: PrefectPeer,
+    helm_env: dict[str, str],
+    daemon_log: Path,
+    tmp_path: Path,
+) -> None:
+    prefect = prefect_basic_auth
+    assert prefect.auth_string
+    namespace = unique("io-run")
+    flows = unique("io-flows")
+    outside = unique("io-outside")
+    for name in (namespace, flows, outside):
+        await ensure_namespace(kube, name)
+    release = "obs"
+    await helm_install(
+        kube,
+        helm_env,
+        release=release,
+        namespace=namespace,
+        values={
+            "prefect": {
+                "apiUrl": prefect.api_url,
+                "credentials": {"type": "authString", "value": prefect.auth_string},
+            },
+            "kubernetes": {"namespaces": [flows]},
+            "log": {"level": "debug"},
+        },
+    )
+    account = f"{release}-infra-observer"
+    _, kubeconfig = await service_account_kubeconfig(
+        kube, namespace, account, path=tmp_path / "sa-kubeconfig"
+    )
+    env = await chart_environment(kube, await read_deployment(kube, namespace, account))
+    assert env["PREFECT_API_AUTH_STRING"] == prefect.auth_string  # from the chart's Secret
+    health_port = free_port()
+    env.update(
+        {
+            # Here the daemon is a local process: loopback only, and the ServiceAccount's
+            # token in a kubeconfig instead of the in-cluster mount.
+            "INFRA_OBSERVER_HEALTH_HOST": "127.0.0.1",
+            "INFRA_OBSERVER_HEALTH_PORT": str(health_port),
+            "INFRA_OBSERVER_KUBERNETES_KUBECONFIG": str(kubeconfig),
+            "INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS": "0.05",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+        }
+    )
+    binary = Path(sys.executable).parent / "infra-observer"
+    with daemon_log.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            str(binary), "run", env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        base = f"http://127.0.0.1:{health_port}"
+        await wait_for(f"{base}/readyz", process=process, log=daemon_log)
+
+        flow_run = str(uuid.uuid4())
+        labels = {"prefect.io/flow-run-id": flow_run}
+        pod = await create_pod(kube, flows, "flow-pod", labels)
+        ignored = await create_pod(kube, outside, "flow-pod", labels)
+        await set_pod_phase(kube, flows, "flow-pod", "Running")
+        await set_pod_phase(kube, flows, "flow-pod", "Succeeded")
+        await set_pod_phase(kube, outside, "flow-pod", "Running")
+        stored = await prefect.wait_for_events(
+            expected_count=3,
+            timeout=WAIT_SECONDS,
+            resource_ids=[f"prefect.kubernetes.pod.{pod.metadata.uid}"],
+        )
+        assert sorted(e["event"] for e in stored) == sorted(
+            f"prefect.kubernetes.pod.{phase}" for phase in ("pending", "running", "succeeded")
+        )
+        assert {e["resource"]["kubernetes.namespace"] for e in stored} == {flows}
+        not_watched = await prefect.read_events(
+            resource_ids=[f"prefect.kubernetes.pod.{ignored.metadata.uid}"]
+        )
+        assert not_watched == []
+
+        async with httpx.AsyncClient(timeout=5) as client:
+            metrics = (await client.get(f"{base}/metrics")).text
+            assert (await client.get(f"{base}/healthz")).status_code == 200
+        emitted = re.search(
+            r'^infra_observer_events_emitted_total\{event="prefect\.kubernetes\.pod\.succeeded",'
+            r'source="kubernetes"\} (\S+)$',
+            metrics,
+            re.MULTILINE,
+        )
+        assert emitted, metrics
+        assert float(emitted.group(1)) >= 1
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=WAIT_SECONDS)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    output = await asyncio.to_thread(daemon_log.read_text)
+    assert process.returncode == 0, output
+    assert prefect.auth_string not in output
+    # A clean run as that account: no warning or error (a 403 would be one) in the JSON logs.
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(r.get("event") == "kubernetes_ready" for r in records), output
+    troubles = [r for r in records if r.get("level") in ("warning", "error", "critical")]
+    assert troubles == [], troubles
