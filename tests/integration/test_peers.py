@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import subprocess
 import uuid
 
 import httpx
 import pytest
 
 from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer
-from tests.peers._util import provisioned
 from tests.peers.kube import (
     container_status,
     create_pod,
@@ -158,15 +156,10 @@ async def test_kube_service_account_has_exactly_its_role(kube: KubePeer) -> None
         assert no_write.value.status == 403
 
 
-def test_helm_is_provisioned() -> None:
-    result = subprocess.run(
-        [str(provisioned("helm")), "version", "--short"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    assert result.stdout.startswith("v3.")
+def test_helm_talks_to_the_apiserver(kube: KubePeer) -> None:
+    assert kube.helm("version", "--short").stdout.startswith("v3.")
+    namespace = unique("helm")
+    kube.helm("list", "--namespace", namespace, "--output", "json")
 
 
 # ---------------------------------------------------------------- docker

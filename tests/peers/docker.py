@@ -52,6 +52,10 @@ class DockerPeer:
         self.api_version = API_VERSION
         self._dockerd: ManagedProcess | None = None
 
+    def env(self) -> dict[str, str]:
+        """Environment for a process (docker CLI, the daemon under test) using this dockerd."""
+        return {"DOCKER_HOST": self.host, "DOCKER_API_VERSION": self.api_version.lstrip("v")}
+
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> DockerPeer:
@@ -80,8 +84,7 @@ class DockerPeer:
                 "--iptables=false",
                 "--bridge=none",
                 "--ip-masq=false",
-                # Containers that ignore SIGTERM (sleep as PID 1) would hold a restart 10 s.
-                "--shutdown-timeout=2",
+                "--shutdown-timeout=5",
             ],
             log_path=self.state_dir / "dockerd.log",
         )
@@ -188,10 +191,14 @@ class DockerPeer:
         max_retries: int = 0,
         env: Mapping[str, str] | None = None,
         stop_signal: str | None = None,
+        stop_timeout: int | None = 1,
     ) -> str:
         """Create (not start) a busybox container; returns its id.
 
         ``memory`` (bytes) also caps swap at the same value, so exceeding it OOM-kills.
+        ``stop_timeout`` is the SIGTERM-to-SIGKILL grace when stopped without one, also at
+        daemon shutdown: 1 s (not Docker's 10 s) keeps ``restart()`` quick, since busybox
+        ``sleep`` as PID 1 ignores SIGTERM.
         """
         host_config: dict[str, Any] = {"NetworkMode": "none"}
         if memory is not None:
@@ -211,6 +218,8 @@ class DockerPeer:
         }
         if stop_signal:
             body["StopSignal"] = stop_signal
+        if stop_timeout is not None:
+            body["StopTimeout"] = stop_timeout
         params = {"name": name} if name else None
         response = await self._ok("POST", "/containers/create", json=body, params=params)
         container_id: str = response.json()["Id"]

@@ -251,6 +251,39 @@ class KubePeer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def env(self) -> dict[str, str]:
+        """Environment for a process that should use this apiserver."""
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+    def helm(
+        self, *args: str, kubeconfig: Path | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the provisioned helm against this apiserver (raises on a non-zero exit).
+
+        Helm's cache/config/data dirs live in the peer's state dir, never in $HOME.
+        """
+        helm_home = self.state_dir / "helm"
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+            "HELM_CACHE_HOME": str(helm_home / "cache"),
+            "HELM_CONFIG_HOME": str(helm_home / "config"),
+            "HELM_DATA_HOME": str(helm_home / "data"),
+        }
+        result = subprocess.run(
+            [str(provisioned("helm")), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
     # ------------------------------------------------------------ plain HTTP + etcd
 
     def _ssl_context(self) -> ssl.SSLContext:
