@@ -34,7 +34,9 @@ from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState
 log = structlog.get_logger(__name__)
 
 SOURCE = "kubernetes"
-LIST_PAGE_SIZE = 500
+# Pods per list request. A parsed page of worker-made pods is a few MB of Python objects:
+# 100 keeps the peak of a 10,000-pod re-list under 20 MB (500 measured about 45 MB).
+LIST_PAGE_SIZE = 100
 CONNECT_TIMEOUT_SECONDS = 30.0
 # A list page must arrive within this; pages are small (LIST_PAGE_SIZE pods).
 LIST_TIMEOUT_SECONDS = 120.0
@@ -346,7 +348,9 @@ class ScopeWatch:
                 limit=self._list_page_size,
                 continue_token=continue_token,
             )
-            for pod in page.get("items") or []:
+            items = page.pop("items", None) or []
+            for index, pod in enumerate(items):
+                items[index] = None  # let each parsed pod go as soon as it is handled
                 uid = await self._apply("LISTED", pod)
                 if uid is not None:
                     seen.add(uid)
