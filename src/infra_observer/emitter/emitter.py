@@ -16,6 +16,7 @@ from uuid import UUID
 
 import structlog
 import tenacity
+from prometheus_client import Counter
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from infra_observer.config import EmitterSettings
@@ -112,7 +113,8 @@ class Emitter:
             on_evict=metrics.bound_hits.labels("follows_resources").inc,
         )
         self._delivered = _IdMemory(settings.sent_ids_max)
-        self._queued: set[UUID] = set()
+        # Queued, not yet settled: a second submit of the same id shares the first's fate.
+        self._queued: dict[UUID, asyncio.Future[Outcome]] = {}
         self._stopping = asyncio.Event()
         self._stop_at = float("inf")
         self._sink_healthy: bool | None = None
@@ -120,7 +122,12 @@ class Emitter:
         self._spool_lock = asyncio.Lock()
         self._spool_freed = asyncio.Event()
         self._replay: list[_Pending] = []
-        self._last_delivered: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # resource id -> (event id, occurred) of its latest delivered event, for the
+        # checkpoint only; kept as objects and formatted when saved, off the delivery path.
+        self._last_delivered: OrderedDict[str, tuple[UUID, datetime]] = OrderedDict()
+        # Labelled metric children, looked up once per (source, event name).
+        self._observed: dict[tuple[str, str], Counter] = {}
+        self._emitted: dict[tuple[str, str], Counter] = {}
         self._checkpoint_due = 0.0
 
     async def open(self) -> None:
@@ -147,13 +154,13 @@ class Emitter:
     def _restore(self, resource_id: str, event_id: UUID, occurred: datetime) -> None:
         self._follows.remember(resource_id, event_id, occurred)
         self._delivered.add(event_id)
-        self._last_delivered[resource_id] = (str(event_id), occurred.isoformat())
+        self._last_delivered[resource_id] = (event_id, occurred)
 
     def _pending_from_spool(self, record: SpooledEvent) -> _Pending:
         event = record.event
-        self._queued.add(event.id)
         self._follows.remember(event.resource_id, event.id, event.occurred)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queued[event.id] = future
         size = _estimated_size(event)
         return _Pending(event=event, source=record.source, size=size, future=future)
 
@@ -167,9 +174,17 @@ class Emitter:
         return self._queue.qsize()
 
     async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
-        self._metrics.events_observed.labels(source, event.event).inc()
+        key = (source, event.event)
+        observed = self._observed.get(key)
+        if observed is None:
+            observed = self._observed[key] = self._metrics.events_observed.labels(*key)
+        observed.inc()
+        queued = self._queued.get(event.id)
+        if queued is not None:
+            self._metrics.events_duplicate.labels(source).inc()
+            return queued
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        if event.id in self._delivered or event.id in self._queued:
+        if event.id in self._delivered:
             self._metrics.events_duplicate.labels(source).inc()
             future.set_result(Outcome.DUPLICATE)
             return future
@@ -183,7 +198,7 @@ class Emitter:
             future.set_result(Outcome.REJECTED)
             return future
         pending = _Pending(event=event, source=source, size=size, future=future)
-        self._queued.add(event.id)
+        self._queued[event.id] = future
         if self._spool is None:
             await self._enqueue(pending)
         else:
@@ -251,7 +266,8 @@ class Emitter:
         if self._checkpoint is None:
             return
         self._checkpoint_due = time.monotonic() + self._settings.checkpoint_interval_seconds
-        await asyncio.to_thread(self._checkpoint.save, dict(self._last_delivered))
+        latest = list(self._last_delivered.items())
+        await asyncio.to_thread(_save_checkpoint, self._checkpoint, latest)
 
     async def _check_sink(self) -> None:
         try:
@@ -320,7 +336,7 @@ class Emitter:
         # One invalid event fails the whole batch: halve until the culprits are alone.
         if len(batch) == 1:
             item = batch[0]
-            self._queued.discard(item.event.id)
+            self._queued.pop(item.event.id, None)
             detail = f"{exc.status}: {exc.detail}"
             self._reject(item.event, source=item.source, reason="server_rejected", detail=detail)
             item.future.set_result(Outcome.REJECTED)
@@ -379,20 +395,26 @@ class Emitter:
             raise RetryableDeliveryError("shutdown deadline passed before delivery")
 
     def _settle_delivered(self, batch: Sequence[_Pending]) -> None:
+        remember = self._checkpoint is not None
         for item in batch:
             event = item.event
-            self._queued.discard(event.id)
+            self._queued.pop(event.id, None)
             if self._delivered.add(event.id):
                 self._metrics.bound_hits.labels("sent_ids").inc()
-            self._metrics.events_emitted.labels(item.source, event.event).inc()
-            self._remember_delivered(event)
+            key = (item.source, event.event)
+            emitted = self._emitted.get(key)
+            if emitted is None:
+                emitted = self._emitted[key] = self._metrics.events_emitted.labels(*key)
+            emitted.inc()
+            if remember:
+                self._remember_delivered(event)
             if not item.future.done():
                 item.future.set_result(Outcome.DELIVERED)
         self._metrics.last_delivery.set(time.time())
 
     def _remember_delivered(self, event: Event) -> None:
         resource_id = event.resource_id
-        self._last_delivered[resource_id] = (str(event.id), event.occurred.isoformat())
+        self._last_delivered[resource_id] = (event.id, event.occurred)
         self._last_delivered.move_to_end(resource_id)
         if len(self._last_delivered) > self._settings.follows_max_resources:
             self._last_delivered.popitem(last=False)
@@ -419,17 +441,30 @@ class Emitter:
             abandoned.append(self._queue.get_nowait())
         for item in abandoned:
             self._metrics.events_undelivered.labels(item.source).inc()
-            self._queued.discard(item.event.id)
+            self._queued.pop(item.event.id, None)
             item.future.set_result(Outcome.UNDELIVERED)
         self._metrics.queue_depth.set(0)
         return len(abandoned)
+
+
+def _save_checkpoint(
+    checkpoint: Checkpoint, latest: list[tuple[str, tuple[UUID, datetime]]]
+) -> None:
+    checkpoint.save(
+        {
+            resource: (str(event_id), occurred.isoformat())
+            for resource, (event_id, occurred) in latest
+        }
+    )
 
 
 def _estimated_size(event: Event) -> int:
     """Bytes of the event's JSON, estimated from its text without serializing it."""
     size = _EVENT_OVERHEAD_BYTES + len(event.event)
     for labels in (event.resource, *event.related):
-        size += sum(len(key) + len(value) + 6 for key, value in labels.items())
+        size += 6 * len(labels)
+        for key, value in labels.items():
+            size += len(key) + len(value)
     if event.payload:
         size += len(repr(event.payload))
     return size
