@@ -716,6 +716,91 @@ async def test_install_namespaced_with_leader_election_grants_nothing_more(
         assert (await sa.put(path, json=body)).status_code == 200
 
 
+async def test_upgrade_moves_the_roles_with_the_namespaces(
+    kube: KubePeer, helm_env: dict[str, str]
+) -> None:
+    """docs/production.md: an upgrade that changes the namespaces replaces the Roles, and
+    switching to cluster-wide swaps them for a ClusterRole."""
+    namespace = unique("io-up")
+    before, after = unique("io-flows"), unique("io-flows")
+    for name in (namespace, before, after):
+        await ensure_namespace(kube, name)
+    release = "obs"
+    await helm_install(
+        kube,
+        helm_env,
+        release=release,
+        namespace=namespace,
+        values={"kubernetes": {"namespaces": [before]}},
+    )
+    account = f"{release}-infra-observer"
+    token, _ = await service_account_kubeconfig(kube, namespace, account)
+
+    async def upgrade(values: Mapping[str, Any]) -> None:
+        path = Path(helm_env["HOME"]) / f"upgrade-{namespace}.json"
+        path.write_text(json.dumps(values))
+        result = await asyncio.to_thread(
+            run_helm,
+            helm_env,
+            "upgrade",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(kube.kubeconfig),
+            "--values",
+            str(path),
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    async with client_as(kube, token) as sa:
+        assert await can(sa, "list", "pods", namespace=before)
+        await upgrade({"kubernetes": {"namespaces": [after]}})
+        assert not await can(sa, "list", "pods", namespace=before)
+        assert await can(sa, "list", "pods", namespace=after)
+        assert not await can(sa, "list", "pods")
+        await upgrade({"kubernetes": {"namespaces": []}})
+        assert await can(sa, "list", "pods")
+    async with client_as(kube, kube.token) as admin:
+        roles = await admin.get(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{after}/roles")
+        assert roles.json()["items"] == []
+
+
+def test_kind_walkthrough_values_lint_and_render(helm_env: dict[str, str]) -> None:
+    values = ROOT / "deploy" / "kind" / "values.yaml"
+    linted = run_helm(helm_env, "lint", "--strict", str(CHART), "--values", str(values))
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    objects = render(helm_env, values, release="infra-observer", namespace="infra-observer")
+    assert container(objects)["image"] == "infra-observer:dev"
+    assert container(objects)["imagePullPolicy"] == "Never"
+    assert {o["metadata"]["namespace"] for o in objects if o["kind"] == "Role"} == {"flows"}
+
+
+async def test_kind_walkthrough_jobs_are_valid_and_carry_prefect_labels(kube: KubePeer) -> None:
+    """The demo Jobs pass the API server's validation, and their pods' labels are read by the
+    daemon without a problem (the walkthrough's last step depends on both)."""
+    from infra_observer.events.catalog import refs_from_labels
+
+    jobs = [
+        doc
+        for doc in yaml.safe_load_all((ROOT / "deploy" / "kind" / "demo-job.yaml").read_text())
+        if doc
+    ]
+    assert len(jobs) == 2
+    await ensure_namespace(kube, "flows")
+    async with client_as(kube, kube.token) as admin:
+        for job in jobs:
+            response = await admin.post(
+                "/apis/batch/v1/namespaces/flows/jobs", params={"dryRun": "All"}, json=job
+            )
+            assert response.status_code == 201, response.text
+            labels = job["spec"]["template"]["metadata"]["labels"]
+            refs, problems = refs_from_labels(labels)
+            assert problems == []
+            assert refs.flow_run_id == labels["prefect.io/flow-run-id"]
+
+
 # ------------------------------------------------------------------ the daemon as that account
 
 
