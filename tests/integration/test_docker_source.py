@@ -338,6 +338,10 @@ async def test_daemon_restart_resumes_without_duplicates(
             # (or just before), and the listing after the restart must report that once.
             await asyncio.to_thread(dockerd.restart)
             await until(lambda: sink.names(alive)[-1:] == ["exited"], "the exit across restart")
+            await until(
+                lambda: any(log["event"] == "docker_synced" for log in logs), "the new listing"
+            )
+            # Following the new stream: this container's every change must arrive.
             after = await harness.run(["sh", "-c", "exit 5"])
             await until(lambda: sink.names(after)[-1:] == ["exited"], "events after the restart")
         assert (
