@@ -6,6 +6,7 @@ resources and payload match the page's tables; sources and the CLI build events 
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -37,8 +38,10 @@ CONTAINER_STATUSES: tuple[ContainerStatus, ...] = get_args(ContainerStatus)
 ECS_TASK_STATUSES: tuple[EcsTaskStatus, ...] = get_args(EcsTaskStatus)
 
 _SLUG_INVALID = re.compile(r"[^a-z0-9]+")
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
+@functools.lru_cache(maxsize=1024)
 def slugify(text: str) -> str:
     """Lower-case words joined by dashes, as Prefect writes slugs."""
     return _SLUG_INVALID.sub("-", text.lower()).strip("-")
@@ -71,6 +74,11 @@ _REF_KEYS = {
     "worker_name": "worker-name",
 }
 _ID_FIELDS = ("flow_run_id", "deployment_id", "flow_id", "work_pool_id")
+# (field, key, Kubernetes label, Docker label, is a UUID), spelled out once.
+_REF_LABELS = tuple(
+    (field, key, f"prefect.io/{key}", f"io.prefect.{key}", field in _ID_FIELDS)
+    for field, key in _REF_KEYS.items()
+)
 
 
 def refs_from_labels(labels: Mapping[str, str]) -> tuple[FlowRunRefs, list[str]]:
@@ -81,9 +89,9 @@ def refs_from_labels(labels: Mapping[str, str]) -> tuple[FlowRunRefs, list[str]]
     """
     values: dict[str, str | None] = {}
     problems: list[str] = []
-    for field, key in _REF_KEYS.items():
-        value = labels.get(f"prefect.io/{key}") or labels.get(f"io.prefect.{key}")
-        if value and field in _ID_FIELDS and not _is_uuid(value):
+    for field, key, kube_key, docker_key, is_id in _REF_LABELS:
+        value = labels.get(kube_key) or labels.get(docker_key)
+        if value and is_id and not _is_uuid(value):
             problems.append(f"label prefect.io/{key}={value!r} is not a UUID")
             value = None
         values[field] = value or None
@@ -91,6 +99,8 @@ def refs_from_labels(labels: Mapping[str, str]) -> tuple[FlowRunRefs, list[str]]
 
 
 def _is_uuid(value: str) -> bool:
+    if _CANONICAL_UUID.fullmatch(value):
+        return True  # the usual spelling, without building a UUID
     try:
         uuid.UUID(value)
     except ValueError:
