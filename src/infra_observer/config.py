@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from infra_observer.errors import ConfigError
@@ -104,7 +104,7 @@ class EmitterSettings(_Section):
         ge=1,
         description="Delivered event ids remembered so one id is sent once per process (LRU).",
     )
-    ca_bundle: Path | None = Field(
+    ca_bundle: FilePath | None = Field(
         default=None, description="PEM file of CA certificates to verify the events API with."
     )
     spool_dir: Path | None = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import BinaryIO, Protocol
@@ -46,7 +47,9 @@ def events_api_client(prefect: PrefectSettings, emitter: EmitterSettings) -> htt
     elif prefect.api_auth_string is not None:
         token = base64.b64encode(prefect.api_auth_string.get_secret_value().encode()).decode()
         headers["Authorization"] = f"Basic {token}"
-    verify: str | bool = str(emitter.ca_bundle) if emitter.ca_bundle else True
+    verify: ssl.SSLContext | bool = True
+    if emitter.ca_bundle is not None:
+        verify = ssl.create_default_context(cafile=str(emitter.ca_bundle))
     return httpx.AsyncClient(
         headers=headers,
         timeout=httpx.Timeout(emitter.request_timeout_seconds),
@@ -83,12 +86,26 @@ class EventsApiSink:
         except httpx.TimeoutException as exc:
             raise RetryableDeliveryError(f"POST {self._url} timed out") from exc
         except httpx.TransportError as exc:
+            if _certificate_refused(exc):
+                raise MisconfiguredSinkError(
+                    f"POST {self._url} failed: the server's TLS certificate did not verify "
+                    f"({exc}); give the CA that signed it in INFRA_OBSERVER_EMITTER_CA_BUNDLE"
+                ) from exc
             reason = str(exc) or type(exc).__name__
             raise RetryableDeliveryError(
                 f"POST {self._url} failed: {reason}; is the Prefect server up, "
                 "and PREFECT_API_URL right?"
             ) from exc
         _raise_for_status(response, url=self._url)
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _raise_for_status(response: httpx.Response, *, url: str) -> None:
