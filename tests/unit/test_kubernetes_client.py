@@ -103,6 +103,9 @@ def test_loading_credentials_does_not_import_the_generated_api(two_contexts: Pat
         heavy = [name for name in sys.modules if name.startswith(generated)]
         assert not heavy, heavy[:5]
         assert "kubernetes_asyncio" not in sys.modules
+        again = asyncio.run(load_configuration(settings))  # a reload takes the same path
+        assert type(again) is type(configuration)
+        assert "kubernetes_asyncio.client.models" not in sys.modules
 
         import kubernetes_asyncio
         from kubernetes_asyncio import client, config

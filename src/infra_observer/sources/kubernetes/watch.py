@@ -127,6 +127,7 @@ class KubernetesSource:
         return sum(len(watch.pods) for watch in self._watches)
 
     async def run(self) -> None:
+        self._metrics.source_ready.labels(source=SOURCE).set(1 if self.ready else 0)
         client = await KubeClient.connect(self._settings)
         log.info(
             "kubernetes_watch_starting",
