@@ -583,6 +583,106 @@ async def read_deployment(kube: KubePeer, namespace: str, name: str) -> dict[str
         return deployment
 
 
+# Where the API server takes each kind the chart renders (namespaced: {ns} is filled in).
+API_PATHS = {
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "Secret": "/api/v1/namespaces/{ns}/secrets",
+    "Service": "/api/v1/namespaces/{ns}/services",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+    "Lease": "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+    "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+    "ServiceMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors",
+}
+
+# The Prometheus Operator's CRD, reduced to what the API server needs to accept objects.
+SERVICE_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "ServiceMonitor",
+            "plural": "servicemonitors",
+            "singular": "servicemonitor",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+async def ensure_service_monitor_crd(admin: httpx.AsyncClient) -> None:
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    created = await admin.post(path, json=SERVICE_MONITOR_CRD)
+    assert created.status_code in (201, 409), created.text
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        crd = (await admin.get(f"{path}/servicemonitors.monitoring.coreos.com")).json()
+        conditions = crd.get("status", {}).get("conditions", [])
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            probe = await admin.get("/apis/monitoring.coreos.com/v1")
+            if probe.status_code == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the ServiceMonitor CRD never became established")
+
+
+@pytest.mark.parametrize("values", ALL_VALUES, ids=values_id)
+async def test_every_combination_passes_server_side_validation(
+    kube: KubePeer, helm_env: dict[str, str], values: Path | None
+) -> None:
+    """Each rendered object, sent with dryRun=All: the API server's own validation and
+    admission (restricted Pod Security in warn mode included) accept it without a warning."""
+    namespace = unique("io-dry")
+    await create_namespace(
+        kube,
+        namespace,
+        {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        },
+    )
+    for name in ("flows-a", "flows-b"):  # named by ci/namespaced-values.yaml
+        await ensure_namespace(kube, name)
+    objects = render(helm_env, *([values] if values else []), namespace=namespace)
+    async with client_as(kube, kube.token) as admin:
+        if any(o["kind"] == "ServiceMonitor" for o in objects):
+            await ensure_service_monitor_crd(admin)
+        for obj in objects:
+            assert obj["kind"] in API_PATHS, f"add {obj['kind']} to API_PATHS"
+            target = obj["metadata"].get("namespace", "")
+            path = API_PATHS[obj["kind"]].format(ns=target)
+            response = await admin.post(path, params={"dryRun": "All"}, json=obj)
+            what = f"{obj['kind']} {obj['metadata']['name']}"
+            assert response.status_code == 201, f"{what}: {response.text}"
+            assert "warning" not in response.headers, f"{what}: {response.headers['warning']}"
+        # The warning check is live: the Deployment without the chart's security context warns.
+        deployment = json.loads(json.dumps(only(objects, "Deployment")))
+        del deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        path = API_PATHS["Deployment"].format(ns=namespace)
+        response = await admin.post(path, params={"dryRun": "All"}, json=deployment)
+        assert "PodSecurity" in response.headers.get("warning", ""), response.headers
+
+
 async def test_install_cluster_wide_grants_exactly_pod_reads(
     kube: KubePeer, helm_env: dict[str, str]
 ) -> None:
