@@ -186,3 +186,37 @@ async def test_events_during_the_listing_never_report_a_stale_status() -> None:
     )
     assert errors == 1
     assert any(log["event"] == "docker_input_error" and "JSON" in log["detail"] for log in logs)
+
+
+async def test_an_unreachable_daemon_is_retried_and_counted() -> None:
+    daemon = ScriptedDaemon()
+    failures = iter([True, False])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/version" and next(failures, False):
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return daemon.handler(request)
+
+    metrics = Metrics(CollectorRegistry())
+    recorder = Recorder()
+    source = DockerSource(
+        settings=DockerSettings(host="unix:///scripted.sock", backoff_max_seconds=0.1),
+        handoff=recorder,
+        metrics=metrics,
+        transport=httpx.MockTransport(flaky),
+    )
+    with capture_logs() as logs:
+        task = asyncio.create_task(source.run())
+        try:
+            await until(lambda: source.ready)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    reconnects = metrics.registry.get_sample_value(
+        "infra_observer_source_reconnects_total", {"source": "docker", "reason": "unavailable"}
+    )
+    assert reconnects == 1
+    (warning,) = [log for log in logs if log["event"] == "docker_unavailable"]
+    assert "Connection refused" in warning["error"]
+    assert "DOCKER_HOST" in warning["error"]
