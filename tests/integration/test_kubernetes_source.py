@@ -644,3 +644,7 @@ async def test_events_reach_a_real_prefect_server(kube: KubePeer, prefect: Prefe
     related: Iterable[dict[str, str]] = by_name["running"]["related"]
     assert [r["prefect.resource.id"] for r in related] == [f"prefect.flow-run.{flow_run}"]
     assert by_name["running"]["resource"]["kubernetes.namespace"] == ns
+    # The emitter chains one pod's events (all within 5 minutes here).
+    assert by_name["pending"]["follows"] is None
+    assert by_name["running"]["follows"] == by_name["pending"]["id"]
+    assert by_name["succeeded"]["follows"] == by_name["running"]["id"]
