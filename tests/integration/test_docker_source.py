@@ -270,8 +270,13 @@ async def test_unlabelled_and_filtered_containers_are_ignored(harness: Harness) 
             ["true"], labels=harness.labels(**{"io.prefect.worker-name": "Worker 7"})
         )
         plain = await harness.run(["true"])
+        # Both label forms: listed and streamed twice by the daemon, reported once.
+        twin = await harness.run(
+            ["true"], labels={**harness.labels(), **harness.labels(form="prefect.io/")}
+        )
         await until(lambda: sink.names(watched)[-1:] == ["exited"], "the watched container")
         await until(lambda: sink.names(plain)[-1:] == ["exited"], "the plain container")
+        await until(lambda: sink.names(twin)[-1:] == ["exited"], "the twin container")
         for container_id in (unlabelled, other_filter):
             await harness.dockerd.kill(container_id)
             await harness.dockerd.wait_exit(container_id)
@@ -280,7 +285,8 @@ async def test_unlabelled_and_filtered_containers_are_ignored(harness: Harness) 
         await until(lambda: sink.names(marker)[-1:] == ["exited"], "the marker")
 
     seen = {e.resource_id.rsplit(".", 1)[-1] for e in sink.events}
-    assert seen == {watched, plain, marker}
+    assert seen == {watched, plain, twin, marker}
+    assert sink.names(twin) == ["created", "running", "exited"]
     workers = {
         c: {r["prefect.resource.id"] for e in sink.of(c) for r in e.related if "worker" in str(r)}
         for c in (watched, plain)
