@@ -12,7 +12,13 @@ import structlog
 
 from infra_observer.config import LogSettings
 
-_QUIET_LIBRARIES = {"aiobotocore": logging.WARNING, "botocore": logging.WARNING}
+# Per-request INFO lines from HTTP clients would drown the daemon's own logs.
+_QUIET_LIBRARIES = {
+    "aiobotocore": logging.WARNING,
+    "botocore": logging.WARNING,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+}
 
 
 def _orjson_dumps(value: object, **_: object) -> str:
