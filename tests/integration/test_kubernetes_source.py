@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -28,7 +31,7 @@ from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
 from infra_observer.sources.kubernetes import KubernetesSource
 from tests.peers import KubePeer, PrefectPeer
-from tests.peers._util import free_port
+from tests.peers._util import free_port, provisioned
 from tests.peers.kube import (
     create_pod,
     delete_pod,
@@ -40,7 +43,43 @@ from tests.peers.kube import (
 )
 
 WAIT_SECONDS = 60.0
-POD_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+CHART = Path(__file__).resolve().parents[2] / "helm" / "infra-observer"
+
+
+def chart_role_rules(namespace: str | None, home: Path) -> list[dict[str, Any]]:
+    """The rules the Helm chart grants the watcher: its Role in `namespace`, or its
+    ClusterRole when no namespace is given (watching the whole cluster)."""
+    scope = ["--set", f"kubernetes.namespaces={{{namespace}}}"] if namespace else []
+    done = subprocess.run(
+        [
+            str(provisioned("helm")),
+            "template",
+            "obs",
+            str(CHART),
+            "--namespace",
+            "observability",
+            "--kube-version",
+            "1.30.0",
+            "--set",
+            "kubernetes.enabled=true",
+            *scope,
+        ],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    kind = "Role" if namespace else "ClusterRole"
+    roles = [
+        doc
+        for doc in yaml.safe_load_all(done.stdout)
+        if doc and doc["kind"] == kind and doc["metadata"].get("namespace") in (namespace, None)
+    ]
+    assert len(roles) == 1, roles
+    rules: list[dict[str, Any]] = roles[0]["rules"]
+    return rules
 
 
 class RecordingHandoff:
@@ -514,9 +553,11 @@ async def test_stalled_stream_is_replaced(kube: KubePeer, tmp_path: Path) -> Non
 # --- RBAC -----------------------------------------------------------------------------------
 
 
-async def test_runs_with_only_get_list_watch_on_pods(kube: KubePeer) -> None:
+async def test_runs_with_only_the_charts_role(kube: KubePeer, tmp_path: Path) -> None:
     ns = unique("rbac")
-    _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", rules=POD_RULES)
+    rules = chart_role_rules(ns, tmp_path)
+    assert rules == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", rules=rules)
     config = settings(kubeconfig, namespaces=[ns])
     source = KubernetesSource(
         settings=config, handoff=RecordingHandoff(), metrics=Metrics(CollectorRegistry())
@@ -551,9 +592,23 @@ async def test_runs_with_only_get_list_watch_on_pods(kube: KubePeer) -> None:
         await other.check()
 
 
-async def test_forbidden_scope_is_retried_not_fatal(kube: KubePeer) -> None:
+async def test_cluster_wide_with_the_charts_cluster_role(kube: KubePeer, tmp_path: Path) -> None:
+    ns, team = unique("rbac-cw"), unique("team")
+    rules = chart_role_rules(None, tmp_path)
+    _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", cluster_rules=rules)
+    config = settings(kubeconfig, label_selector=f"team={team}")
+    async with running(config) as run:
+        handoff: RecordingHandoff = run.handoff
+        uid = await new_pod(kube, ns, "p", labels(team=team))
+        await set_pod_phase(kube, ns, "p", "Running")
+        await until(lambda: len(handoff.of(uid)) == 2, "events under the ClusterRole")
+    assert handoff.names(uid) == ["pending", "running"]
+
+
+async def test_forbidden_scope_is_retried_not_fatal(kube: KubePeer, tmp_path: Path) -> None:
     ns = unique("rbac-retry")
-    _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", rules=POD_RULES)
+    rules = chart_role_rules(ns, tmp_path)
+    _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", rules=rules)
     metrics = Metrics(CollectorRegistry())
     source = KubernetesSource(
         settings=settings(kubeconfig), handoff=RecordingHandoff(), metrics=metrics
