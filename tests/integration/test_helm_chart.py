@@ -637,10 +637,11 @@ async def ensure_service_monitor_crd(admin: httpx.AsyncClient) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         crd = (await admin.get(f"{path}/servicemonitors.monitoring.coreos.com")).json()
-        conditions = crd.get("status", {}).get("conditions", [])
+        conditions = (crd.get("status") or {}).get("conditions") or []
         if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
             probe = await admin.get("/apis/monitoring.coreos.com/v1")
-            if probe.status_code == 200:
+            served = probe.json().get("resources") or [] if probe.status_code == 200 else []
+            if any(r["name"] == "servicemonitors" for r in served):
                 return
         await asyncio.sleep(0.2)
     raise AssertionError("the ServiceMonitor CRD never became established")
