@@ -378,6 +378,14 @@ async def test_many_pods_listed_in_pages_then_watched(kube: KubePeer) -> None:
             handoff: RecordingHandoff = run.handoff
             # The initial list (5 pages) was processed before ready.
             assert run.source.tracked_pods == count
+            tracked = run.metrics.registry.get_sample_value(
+                "infra_observer_kubernetes_tracked_pods"
+            )
+            assert tracked == count
+            ready = run.metrics.registry.get_sample_value(
+                "infra_observer_source_ready", {"source": "kubernetes"}
+            )
+            assert ready == 1
             assert len(handoff.events) == count
             for start in range(0, count, 20):
                 await asyncio.gather(

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
+from prometheus_client import Gauge
 
 from infra_observer.config import KubernetesSettings
 from infra_observer.errors import ConfigError, InputError, SourceError
@@ -117,6 +118,12 @@ class KubernetesSource:
             )
             for scope in scopes_of(settings)
         ]
+        self._tracked = Gauge(
+            "infra_observer_kubernetes_tracked_pods",
+            "Pods whose state the Kubernetes source holds (one small entry each).",
+            registry=metrics.registry,
+        )
+        self._tracked.set_function(lambda: self.tracked_pods)
 
     @property
     def ready(self) -> bool:
