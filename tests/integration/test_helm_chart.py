@@ -258,6 +258,7 @@ def test_default_values_watch_the_cluster_with_pod_read_access_only(
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == account["metadata"]["name"]
     assert pod["automountServiceAccountToken"] is True
+    assert pod["enableServiceLinks"] is False
     assert container(objects)["image"] == "infra-observer:0.1.0"
 
 
@@ -999,6 +1000,15 @@ async def test_daemon_runs_with_the_installed_service_account_and_secret(
         }
     )
     binary = Path(sys.executable).parent / "infra-observer"
+    # What NOTES.txt suggests (`kubectl exec ... infra-observer check`), with the same identity.
+    checked = await asyncio.create_subprocess_exec(
+        str(binary), "check", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    check_output = (await asyncio.wait_for(checked.communicate(), WAIT_SECONDS))[0].decode()
+    assert checked.returncode == 0, check_output
+    assert "PASS source kubernetes" in check_output
+    assert "PASS sink" in check_output
+    assert prefect.auth_string not in check_output
     with daemon_log.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             str(binary), "run", env=env, stdout=log_file, stderr=subprocess.STDOUT
