@@ -45,12 +45,13 @@ CONFIG_REFERENCE = ROOT / "docs" / "configuration.md"
 TEMPLATE_KUBE_VERSION = "1.30.0"
 WAIT_SECONDS = 90.0
 POD_VERBS = {"get", "list", "watch"}
-# Rendered before the daemon reads them (issue 8); AWS_* belong to the AWS credential chain.
+# Rendered by the chart before the daemon reads them (leader election is still to come).
 PENDING_ENV = {
     "INFRA_OBSERVER_LEADER_ELECTION_ENABLED",
     "INFRA_OBSERVER_LEADER_ELECTION_LEASE_NAME",
     "INFRA_OBSERVER_LEADER_ELECTION_NAMESPACE",
 }
+# Only ever through secretKeyRef.
 CREDENTIAL_ENV = {
     "PREFECT_API_KEY",
     "PREFECT_API_AUTH_STRING",
