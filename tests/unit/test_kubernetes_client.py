@@ -58,14 +58,32 @@ async def test_kubeconfig_variable_read_at_load_time(
 
 
 async def test_in_cluster_config_comes_before_kubeconfig_variable(
+    two_contexts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes_asyncio.config import incluster_config
+
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("sa-token")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBECONFIG", str(two_contexts))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    configuration = await load_configuration(KubernetesSettings())
+    assert configuration.host == "https://10.0.0.1:443"
+    assert configuration.ssl_ca_cert == str(ca)
+    assert await configuration.get_api_key_with_prefix("BearerToken") == "Bearer sa-token"
+
+
+async def test_a_context_means_the_kubeconfig_even_in_a_pod(
     two_contexts: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(two_contexts))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    # No ServiceAccount files on this machine: the error names the in-cluster attempt.
-    with pytest.raises(ConfigError, match="Service token file does not exist"):
-        await load_configuration(KubernetesSettings())
+    configuration = await load_configuration(KubernetesSettings(context="second"))
+    assert configuration.host == "https://second.example:6443"
 
 
 async def test_missing_credentials_say_how_to_provide_them(
