@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # infra-observer image: a virtual environment built on Debian 12, run on distroless Python.
 #
 # The runtime stage has no shell and no package manager, only Debian 12's Python 3.11. The
