@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import uuid
 
 import httpx
 import pytest
 
 from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer
+from tests.peers._util import manifest
 from tests.peers.kube import (
     container_status,
     create_pod,
@@ -31,6 +33,11 @@ def unique(prefix: str) -> str:
 
 
 # ---------------------------------------------------------------- kube
+
+
+def test_kube_version_is_the_selected_one(kube: KubePeer) -> None:
+    selected = os.environ.get("INFRA_OBSERVER_KUBE_VERSION") or manifest()["kube_version"]
+    assert kube.version == "v" + selected.removeprefix("v")
 
 
 async def test_kube_pod_driven_running_then_succeeded(kube: KubePeer) -> None:
