@@ -171,6 +171,29 @@ def test_lint_strict(helm_env: dict[str, str], values: Path | None) -> None:
     assert "[ERROR]" not in result.stdout
 
 
+def schema_paths_without_defaults(schema: Mapping[str, Any], values: Any, path: str) -> list[str]:
+    """Keys the schema declares for the chart's own objects that values.yaml leaves out."""
+    missing: list[str] = []
+    if schema.get("additionalProperties") is not False or not isinstance(values, dict):
+        return missing
+    for key, sub in schema.get("properties", {}).items():
+        where = f"{path}.{key}" if path else key
+        if key == "global":
+            continue  # set by a parent chart, never by this one
+        if key not in values:
+            missing.append(where)
+        else:
+            missing += schema_paths_without_defaults(sub, values[key], where)
+    return missing
+
+
+def test_schema_and_values_declare_the_same_keys() -> None:
+    """values.yaml documents every key (lint already checks the other direction)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema_paths_without_defaults(schema, values, "") == []
+
+
 # ------------------------------------------------------------------ rendered objects
 
 
