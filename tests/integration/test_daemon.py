@@ -197,6 +197,10 @@ async def test_pod_lifecycle_end_to_end(
         "infra_observer_events_emitted_total"
         '{event="prefect.kubernetes.pod.succeeded",source="kubernetes"} 1.0' in metrics
     )
+    assert (
+        "infra_observer_events_observed_total"
+        '{event="prefect.kubernetes.pod.succeeded",source="kubernetes"} 1.0' in metrics
+    )
     assert "infra_observer_source_ready" in metrics
 
     await delete_pod(kube, namespace, "flow-pod")

@@ -334,7 +334,6 @@ class DockerSource:
         for problem in result.problems:
             self._input_error(problem.kind, problem.detail, container_id=result.container_id[:12])
         for event in result.events:
-            self._metrics.events_observed.labels(source=SOURCE, event=event.event).inc()
             log.info(
                 "docker_container_status",
                 container_id=result.container_id[:12],
