@@ -393,6 +393,8 @@ def test_observability_objects_and_leader_election(helm_env: dict[str, str]) -> 
     assert env["INFRA_OBSERVER_LEADER_ELECTION_NAMESPACE"] == "observability"
     assert env["INFRA_OBSERVER_EMITTER_SPOOL_DIR"] == "/var/lib/infra-observer/spool"
     assert only(objects, "Deployment")["spec"]["replicas"] == 2
+    affinity = only(objects, "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert "podAntiAffinity" in affinity
 
 
 def test_persistent_spool_uses_a_claim_and_recreate(helm_env: dict[str, str]) -> None:
@@ -407,6 +409,10 @@ def test_persistent_spool_uses_a_claim_and_recreate(helm_env: dict[str, str]) ->
     assert env["INFRA_OBSERVER_EMITTER_SPOOL_MAX_BYTES"] == "268435456"
     assert env["INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS"] == "0.5"
     assert container(objects)["envFrom"] == [{"configMapRef": {"name": "infra-observer-tuning"}}]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["priorityClassName"] == "system-cluster-critical"
 
 
 # ------------------------------------------------------------------ bad values
