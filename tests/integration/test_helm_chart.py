@@ -415,6 +415,23 @@ def test_persistent_spool_uses_a_claim_and_recreate(helm_env: dict[str, str]) ->
     assert pod["priorityClassName"] == "system-cluster-critical"
 
 
+def doc_value_blocks(path: Path) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", path.read_text(), re.DOTALL)
+
+
+@pytest.mark.parametrize(
+    "block", doc_value_blocks(ROOT / "docs" / "production.md"), ids=lambda b: b.split(":")[0]
+)
+def test_values_shown_in_the_production_guide_render(
+    helm_env: dict[str, str], tmp_path: Path, block: str
+) -> None:
+    # Placeholders a reader fills in; everything else is taken as written.
+    text = block.replace("sha256:...", "sha256:" + "0" * 64)
+    values = tmp_path / "values.yaml"
+    values.write_text(text)
+    render(helm_env, values)
+
+
 # ------------------------------------------------------------------ bad values
 
 
