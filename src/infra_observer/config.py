@@ -173,8 +173,26 @@ class KubernetesSettings(_Section):
     backoff_max_seconds: float = Field(
         default=30.0, gt=0, description="Longest delay between reconnection attempts."
     )
+    shard_count: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas sharing the pods by uid hash (each watches all labelled pods "
+        "but holds and reports only its share).",
+    )
+    shard_index: int = Field(
+        default=0, ge=0, description="This replica's share, from 0 to SHARD_COUNT - 1."
+    )
 
     _split = field_validator("namespaces", mode="before")(_split_commas)
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> KubernetesSettings:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(
+                f"INFRA_OBSERVER_KUBERNETES_SHARD_INDEX={self.shard_index} must be below "
+                f"INFRA_OBSERVER_KUBERNETES_SHARD_COUNT={self.shard_count}"
+            )
+        return self
 
 
 class DockerSettings(_Section):

@@ -71,3 +71,10 @@ def test_the_configuration_reference_is_up_to_date() -> None:
         "docs/configuration.md is stale: run "
         "`.venv/bin/python -m infra_observer.config > docs/configuration.md`"
     )
+
+
+def test_a_shard_index_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFRA_OBSERVER_KUBERNETES_SHARD_COUNT", "2")
+    monkeypatch.setenv("INFRA_OBSERVER_KUBERNETES_SHARD_INDEX", "2")
+    with pytest.raises(ConfigError, match="SHARD_INDEX=2 must be below"):
+        load_settings()

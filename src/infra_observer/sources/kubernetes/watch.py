@@ -14,6 +14,7 @@ classes cost far more than the few fields `translate` reads (see `client.py`).
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -446,6 +447,8 @@ class ScopeWatch:
     async def _apply(self, kind: str, pod: object) -> str | None:
         """Translate one pod, update its state, hand its events over; the pod's uid."""
         uid = _get(_get(pod, "metadata"), "uid")
+        if isinstance(uid, str) and not self._in_shard(uid):
+            return None  # another replica's pod: neither held nor reported here
         previous = self.pods.get(uid) if isinstance(uid, str) else None
         try:
             result = translate(pod, previous, observed=datetime.now(UTC))
@@ -474,6 +477,11 @@ class ScopeWatch:
             # watch has nothing to acknowledge.
             await self._handoff.submit(event, source=SOURCE)
         return result.uid
+
+    def _in_shard(self, uid: str) -> bool:
+        count = self._settings.shard_count
+        # crc32, not hash(): every replica must compute the same share for a uid.
+        return count == 1 or zlib.crc32(uid.encode()) % count == self._settings.shard_index
 
     def _input_error(self, kind: str, detail: str, **fields: Any) -> None:
         self._metrics.input_errors.labels(source=SOURCE, kind=kind).inc()
