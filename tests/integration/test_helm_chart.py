@@ -249,6 +249,42 @@ def test_every_combination_is_hardened_and_keeps_secrets_out_of_env(
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
+@pytest.mark.parametrize("values", ALL_VALUES, ids=values_id)
+def test_every_combination_is_a_configuration_the_daemon_accepts(
+    helm_env: dict[str, str],
+    values: Path | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The rendered environment (Secrets and mounted files stood in for) loads without a
+    configuration error."""
+    from infra_observer.config import load_settings
+
+    objects = render(helm_env, *([values] if values else []))
+    for name in list(os.environ):
+        if name.startswith(("INFRA_OBSERVER_", "PREFECT_", "AWS_")):
+            monkeypatch.delenv(name)
+    for name, entry in env_entries(objects).items():
+        value = entry.get("value", "user:secret-from-the-secret")
+        if value.startswith("/etc/infra-observer/"):  # a volume the pod mounts
+            mounted = tmp_path / value.removeprefix("/")
+            if name.endswith("_CERT_PATH"):  # a directory of PEM files
+                mounted.mkdir(parents=True)
+            else:
+                mounted.parent.mkdir(parents=True, exist_ok=True)
+                mounted.touch()
+            value = str(mounted)
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    env = plain_env(objects)
+    assert settings.kubernetes.enabled is (env["INFRA_OBSERVER_KUBERNETES_ENABLED"] == "true")
+    assert settings.docker.enabled is (env["INFRA_OBSERVER_DOCKER_ENABLED"] == "true")
+    assert settings.ecs.enabled is (env["INFRA_OBSERVER_ECS_ENABLED"] == "true")
+    assert settings.health.host == "0.0.0.0"
+    namespaces = env.get("INFRA_OBSERVER_KUBERNETES_NAMESPACES", "")
+    assert settings.kubernetes.namespaces == [n for n in namespaces.split(",") if n]
+
+
 def test_default_values_watch_the_cluster_with_pod_read_access_only(
     helm_env: dict[str, str],
 ) -> None:
