@@ -42,6 +42,12 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self.events_retried = Counter(
+            f"{_PREFIX}_events_retried",
+            "Events in a batch whose delivery attempt failed and will be retried.",
+            ["source", "event"],
+            registry=registry,
+        )
         self.delivery_retries = Counter(
             f"{_PREFIX}_delivery_retries",
             "Failed delivery attempts that will be retried, by reason.",

@@ -303,3 +303,23 @@ async def test_two_replicas_with_leader_election_fail_over(
     assert any(entry["event"] == "leader_acquired" for entry in second.logs())
     assert await asyncio.to_thread(second.stop) == 0
     assert any(entry["event"] == "leader_released" for entry in second.logs())
+
+
+def test_a_source_that_cannot_start_stops_the_daemon_with_its_reason(tmp_path: Path) -> None:
+    env = base_env(
+        INFRA_OBSERVER_KUBERNETES_ENABLED="true",
+        INFRA_OBSERVER_KUBERNETES_KUBECONFIG=str(tmp_path / "missing-kubeconfig"),
+        INFRA_OBSERVER_HEALTH_PORT="0",
+    )
+    result = subprocess.run(
+        [str(BIN), "run"], check=False, env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 1
+    failures = [
+        orjson.loads(line)
+        for line in result.stderr.splitlines()
+        if line.startswith(b"{") and b"daemon_failed" in line
+    ]
+    assert failures, result.stderr.decode()
+    assert "INFRA_OBSERVER_KUBERNETES_KUBECONFIG" in str(failures[0]["error"])
+    assert b"emitter_drained" in result.stderr

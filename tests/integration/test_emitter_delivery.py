@@ -187,6 +187,13 @@ async def test_server_errors_are_retried_until_accepted(flaky: FlakyEventsApi) -
     assert await asyncio.wait_for(asyncio.gather(*futures), 30) == [Outcome.DELIVERED] * 3
     await running.finish()
     assert [status for _, _, status in flaky.requests] == [500, 500, 500, 204]
+    retried = sample(
+        running.metrics,
+        "infra_observer_events_retried_total",
+        source="test",
+        event="prefect.kubernetes.pod.running",
+    )
+    assert retried == 9  # three events, three failed attempts
     assert sorted(event["resource"]["prefect.resource.id"] for event in flaky.stored) == [
         f"prefect.kubernetes.pod.pod-{i}" for i in range(3)
     ]

@@ -354,7 +354,7 @@ class Emitter:
                 maximum=self._settings.retry_max_seconds,
             ),
             sleep=self._sleep_until_deadline,
-            before_sleep=self._before_retry,
+            before_sleep=lambda state: self._before_retry(state, batch),
             reraise=True,
         )
         try:
@@ -365,8 +365,10 @@ class Emitter:
             raise _DeadlinePassed from None
         self._sink_healthy = True
 
-    def _before_retry(self, retry_state: tenacity.RetryCallState) -> None:
+    def _before_retry(self, retry_state: tenacity.RetryCallState, batch: list[_Pending]) -> None:
         self._sink_healthy = False
+        for item in batch:
+            self._metrics.events_retried.labels(item.source, item.event.event).inc()
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
         reason = type(error).__name__ if error is not None else "unknown"
