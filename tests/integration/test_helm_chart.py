@@ -962,6 +962,18 @@ def test_kind_walkthrough_values_lint_and_render(helm_env: dict[str, str]) -> No
     assert {o["metadata"]["namespace"] for o in objects if o["kind"] == "Role"} == {"flows"}
 
 
+async def test_kind_walkthrough_values_install(kube: KubePeer, helm_env: dict[str, str]) -> None:
+    namespace = unique("io-kind")
+    await ensure_namespace(kube, namespace)
+    await ensure_namespace(kube, "flows")  # step 4 creates it before installing
+    values = yaml.safe_load((ROOT / "deploy" / "kind" / "values.yaml").read_text())
+    await helm_install(kube, helm_env, release="infra-observer", namespace=namespace, values=values)
+    token, _ = await service_account_kubeconfig(kube, namespace, "infra-observer")
+    async with client_as(kube, token) as sa:
+        assert await can(sa, "watch", "pods", namespace="flows")
+        assert not await can(sa, "watch", "pods")
+
+
 async def test_kind_walkthrough_jobs_are_valid_and_carry_prefect_labels(kube: KubePeer) -> None:
     """The demo Jobs pass the API server's validation, and their pods' labels are read by the
     daemon without a problem (the walkthrough's last step depends on both)."""
