@@ -119,12 +119,19 @@ def only(objects: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
     return dict(found[0])
 
 
+def workload(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Deployment, or the StatefulSet when the Kubernetes source is sharded."""
+    found = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    assert len(found) == 1, [o["kind"] for o in found]
+    return dict(found[0])
+
+
 def kinds(objects: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(o["kind"] for o in objects)
 
 
 def container(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    containers = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = workload(objects)["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return dict(containers[0])
 
@@ -159,6 +166,7 @@ def test_ci_values_cover_the_documented_combinations() -> None:
         "existing-secret",
         "docker-ecs",
         "observability",
+        "sharded",
     }
 
 
@@ -208,7 +216,7 @@ def test_every_combination_is_hardened_and_keeps_secrets_out_of_env(
         assert not missing, f"{obj['kind']} {obj['metadata']['name']} lacks {missing}"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
 
-    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = workload(objects)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -242,10 +250,7 @@ def test_every_combination_is_hardened_and_keeps_secrets_out_of_env(
     assert not undocumented, f"not in docs/configuration.md: {sorted(undocumented)}"
 
     service = only(objects, "Service")
-    assert (
-        service["spec"]["selector"]
-        == only(objects, "Deployment")["spec"]["selector"]["matchLabels"]
-    )
+    assert service["spec"]["selector"] == workload(objects)["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
@@ -265,7 +270,10 @@ def test_every_combination_is_a_configuration_the_daemon_accepts(
         if name.startswith(("INFRA_OBSERVER_", "PREFECT_", "AWS_")):
             monkeypatch.delenv(name)
     for name, entry in env_entries(objects).items():
-        value = entry.get("value", "user:secret-from-the-secret")
+        if "fieldRef" in entry.get("valueFrom", {}):
+            value = "0"  # the downward API: here, the StatefulSet ordinal of the first shard
+        else:
+            value = entry.get("value", "user:secret-from-the-secret")
         if value.startswith("/etc/infra-observer/"):  # a volume the pod mounts
             mounted = tmp_path / value.removeprefix("/")
             if name.endswith("_CERT_PATH"):  # a directory of PEM files
@@ -433,6 +441,30 @@ def test_observability_objects_and_leader_election(helm_env: dict[str, str]) -> 
     assert "podAntiAffinity" in affinity
 
 
+def test_shards_make_a_statefulset_whose_ordinals_are_the_shard_indexes(
+    helm_env: dict[str, str],
+) -> None:
+    objects = render(helm_env, CHART / "ci" / "sharded-values.yaml")
+    assert "Deployment" not in kinds(objects)
+    shards = only(objects, "StatefulSet")
+    assert shards["spec"]["replicas"] == 3
+    assert shards["spec"]["podManagementPolicy"] == "Parallel"
+    assert shards["spec"]["serviceName"] == only(objects, "Service")["metadata"]["name"]
+    env = env_entries(objects)
+    assert env["INFRA_OBSERVER_KUBERNETES_SHARD_COUNT"]["value"] == "3"
+    assert env["INFRA_OBSERVER_KUBERNETES_SHARD_INDEX"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
+    }
+    assert "INFRA_OBSERVER_KUBERNETES_SHARD_COUNT" not in env_entries(render(helm_env))
+
+
+def test_shards_need_the_pod_index_label(helm_env: dict[str, str]) -> None:
+    args = ["template", "obs", str(CHART), "--kube-version", "1.27.0"]
+    result = run_helm(helm_env, *args, "--set", "kubernetes.shards=2")
+    assert result.returncode != 0
+    assert "kubernetes.shards needs Kubernetes 1.28 or later" in result.stderr
+
+
 def test_persistent_spool_uses_a_claim_and_recreate(helm_env: dict[str, str]) -> None:
     objects = render(helm_env, CHART / "ci" / "spool-persistence-values.yaml")
     claim = only(objects, "PersistentVolumeClaim")
@@ -503,6 +535,12 @@ def test_schema_rejects_bad_values_readably(
             'prefect.credentials.type is "apiKey": set prefect.credentials.existingSecret',
         ),
         (["kubernetes.enabled=false"], "no source is enabled"),
+        (
+            ["kubernetes.shards=2", "leaderElection.enabled=true"],
+            "kubernetes.shards and leaderElection.enabled exclude each other",
+        ),
+        (["kubernetes.shards=2", "replicaCount=2"], "leave replicaCount at 1"),
+        (["kubernetes.shards=2", "docker.enabled=true"], "every shard would report them all"),
         (["ecs.enabled=true"], "ecs.enabled is true but ecs.queueUrl is empty"),
         (["terminationGracePeriodSeconds=10"], "must be longer than emitter.drainSeconds"),
         (
@@ -674,6 +712,7 @@ API_PATHS = {
     "Service": "/api/v1/namespaces/{ns}/services",
     "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
     "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
@@ -761,9 +800,9 @@ async def test_every_combination_passes_server_side_validation(
             assert response.status_code == 201, f"{what}: {response.text}"
             assert "warning" not in response.headers, f"{what}: {response.headers['warning']}"
         # The warning check is live: the Deployment without the chart's security context warns.
-        deployment = json.loads(json.dumps(only(objects, "Deployment")))
+        deployment = json.loads(json.dumps(workload(objects)))
         del deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
-        path = API_PATHS["Deployment"].format(ns=namespace)
+        path = API_PATHS[deployment["kind"]].format(ns=namespace)
         response = await admin.post(path, params={"dryRun": "All"}, json=deployment)
         assert "PodSecurity" in response.headers.get("warning", ""), response.headers
 

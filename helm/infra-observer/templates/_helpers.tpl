@@ -112,6 +112,26 @@ and the fix.
 {{- fail (printf "extraEnv sets %s as a plain value: credentials belong in a Secret (prefect.credentials.existingSecret, aws.existingSecret, or valueFrom.secretKeyRef)" .name) }}
 {{- end }}
 {{- end }}
+{{- if gt (int .Values.kubernetes.shards) 1 }}
+{{- if not .Values.kubernetes.enabled }}
+{{- fail "kubernetes.shards is above 1 but kubernetes.enabled is false: shards split the Kubernetes source" }}
+{{- end }}
+{{- if or .Values.docker.enabled .Values.ecs.enabled }}
+{{- fail "kubernetes.shards is above 1 with the Docker or ECS source on: every shard would report them all; run those sources in a release of their own" }}
+{{- end }}
+{{- if .Values.leaderElection.enabled }}
+{{- fail "kubernetes.shards and leaderElection.enabled exclude each other: shards already split the work, each pod reporting its own share" }}
+{{- end }}
+{{- if ne (int .Values.replicaCount) 1 }}
+{{- fail (printf "replicaCount is %v with kubernetes.shards %v: with shards the number of pods is kubernetes.shards; leave replicaCount at 1" .Values.replicaCount .Values.kubernetes.shards) }}
+{{- end }}
+{{- if and .Values.spool.enabled .Values.spool.persistence.enabled }}
+{{- fail "spool.persistence with kubernetes.shards is not supported: each shard needs its own volume; use the emptyDir spool (spool.persistence.enabled=false)" }}
+{{- end }}
+{{- if not (semverCompare ">=1.28.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "kubernetes.shards needs Kubernetes 1.28 or later (the apps.kubernetes.io/pod-index label); this cluster is %s" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.spool.enabled .Values.spool.persistence.enabled (not .Values.spool.persistence.existingClaim) (gt (int .Values.replicaCount) 1) }}
 {{- fail "spool.persistence creates one PersistentVolumeClaim, which replicas cannot share: use replicaCount 1 or an existingClaim that allows it" }}
 {{- end }}
