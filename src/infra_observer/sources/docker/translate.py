@@ -143,7 +143,7 @@ def _event_time(raw: Mapping[str, Any], action: str) -> int:
 
 
 def parse_inspect(raw: Any) -> Inspected:
-    if not isinstance(raw, dict) or not isinstance(raw.get("Id"), str):
+    if not isinstance(raw, dict) or not isinstance(raw.get("Id"), str) or not raw["Id"]:
         raise InputError("inspected container has no Id")
     state = raw.get("State")
     if not isinstance(state, dict):
@@ -153,6 +153,8 @@ def parse_inspect(raw: Any) -> Inspected:
         raise InputError(f"container {raw['Id'][:12]} has unknown State.Status {status!r}")
     config = raw.get("Config") or {}
     labels = config.get("Labels") if isinstance(config, dict) else None
+    if labels is not None and not isinstance(labels, dict):
+        raise InputError(f"container {raw['Id'][:12]} has Config.Labels that is not an object")
     return Inspected(
         container_id=raw["Id"],
         name=(_str_or_none(raw.get("Name")) or "").lstrip("/") or None,
