@@ -13,6 +13,7 @@ import pytest
 
 from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer
 from tests.peers._util import manifest
+from tests.peers.docker import oom_command
 from tests.peers.kube import (
     container_status,
     create_pod,
@@ -190,8 +191,7 @@ async def test_docker_exit_code_and_labels(dockerd: DockerPeer) -> None:
 
 
 async def test_docker_oom_kill(dockerd: DockerPeer) -> None:
-    # tail keeps the last "line" of /dev/zero, which never ends: memory grows until OOM.
-    container = await dockerd.run_container(["tail", "/dev/zero"], memory=16 * 1024 * 1024)
+    container = await dockerd.run_container(oom_command(), memory=16 * 1024 * 1024)
     try:
         assert await dockerd.wait_exit(container, timeout=60) == 137
         # The OOM flag can trail the exit by a moment (it comes from a separate event).

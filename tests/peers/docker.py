@@ -33,6 +33,16 @@ API_VERSION = "v1.41"
 IMAGE = "infra-observer-busybox:latest"
 
 
+def oom_command(delay: float = 0.5) -> list[str]:
+    """A command that exhausts any memory limit after ``delay`` seconds.
+
+    ``tail`` keeps the last "line" of /dev/zero, which never ends. The delay gives the
+    runtime time to arm its OOM notification: a process killed within milliseconds of
+    starting can exit without dockerd ever setting ``State.OOMKilled``.
+    """
+    return ["sh", "-c", f"sleep {delay}; exec tail /dev/zero"]
+
+
 class DockerPeer:
     """dockerd with private data/exec roots under a short temp dir.
 
