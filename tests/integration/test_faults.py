@@ -336,3 +336,83 @@ async def test_refused_credentials_name_the_variable_without_a_retry_storm(
         await pods.delete_all()
     finally:
         await counting.stop()
+
+
+async def test_a_full_queue_makes_the_source_wait_and_loses_nothing(
+    kube: KubePeer,
+    prefect: PrefectPeer,
+    proxy: FaultyProxy,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    """A queue of one event and a failing sink: the watch waits (backpressure), the bound
+    is logged and counted, and every change still arrives once the sink is back."""
+    namespace = unique("queue")
+    env = kube_env(
+        kube, namespace, PREFECT_API_URL=proxy.api_url, INFRA_OBSERVER_EMITTER_QUEUE_SIZE="1"
+    )
+    daemon = Daemon(env, tmp_path / "daemon.log")
+    daemons.append(daemon)
+    await asyncio.to_thread(daemon.wait_ready)
+    await proxy.set_mode(Mode.ERROR_500)
+    pods = PodDriver(kube, namespace)
+    for _ in range(4):
+        await pods.step()
+    await wait_for_metric(daemon, "infra_observer_bound_hits_total", 1)
+    assert logged(daemon, "emitter_queue_full")
+
+    await proxy.set_mode(Mode.PASS)
+    await pods.finish()
+    expected = pods.expected()
+    stored = await stored_events(prefect, expected)
+    assert_stored_once_and_chained(stored, expected)
+    metrics = (await asyncio.to_thread(daemon.get, "/metrics")).text
+    assert 'infra_observer_bound_hits_total{bound="queue"}' in metrics
+    assert await asyncio.to_thread(daemon.stop) == 0
+    await pods.delete_all()
+
+
+async def test_sigkill_without_spool_reports_the_current_phases_after_restart(
+    kube: KubePeer,
+    prefect: PrefectPeer,
+    proxy: FaultyProxy,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    """Without a spool, what was queued at a SIGKILL is gone; the restarted daemon's listing
+    reports each pod's current phase (same ids), so only the phases passed through while
+    nothing could be delivered are missing. With the spool nothing is: see
+    test_daemon.py::test_sigkill_with_spool_loses_nothing_and_stores_no_duplicates."""
+    namespace = unique("nospool")
+    env = kube_env(kube, namespace, PREFECT_API_URL=proxy.api_url)
+    first = Daemon(env, tmp_path / "first.log")
+    daemons.append(first)
+    await asyncio.to_thread(first.wait_ready)
+    pods = PodDriver(kube, namespace)
+    delivered = await pods.create()  # delivered before the fault: pending
+    await prefect.wait_for_events(expected_count=1, resource_ids=[delivered.resource_id])
+    await proxy.set_mode(Mode.REFUSE)
+    await pods.step()  # p0 runs, p1 is created
+    await pods.step()  # p0 succeeds, p1 runs, p2 is created: all queued in memory only
+    await wait_for_metric(first, "infra_observer_events_observed_total", 6)
+    await asyncio.to_thread(first.stop, signal.SIGKILL)
+
+    await proxy.set_mode(Mode.PASS)
+    second = Daemon(env, tmp_path / "second.log")
+    daemons.append(second)
+    await asyncio.to_thread(second.wait_ready)
+    p0, p1, p2 = pods.pods
+    now = {
+        p0.resource_id: ["prefect.kubernetes.pod.pending", "prefect.kubernetes.pod.succeeded"],
+        p1.resource_id: ["prefect.kubernetes.pod.running"],
+        p2.resource_id: ["prefect.kubernetes.pod.pending"],
+    }
+    stored = await stored_events(prefect, now)
+    # Lost with the process: p0 running and p1 pending, passed through while queued.
+    got = sorted((event["resource"]["prefect.resource.id"], event["event"]) for event in stored)
+    assert got == sorted((resource, name) for resource, names in now.items() for name in names)
+    # The restarted process has no memory of the pending event: no chain across the kill.
+    succeeded = next(e for e in stored if e["event"] == "prefect.kubernetes.pod.succeeded")
+    assert succeeded["follows"] is None
+    assert await asyncio.to_thread(second.stop) == 0
+    await pods.delete_all()
