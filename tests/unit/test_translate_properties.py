@@ -35,6 +35,8 @@ from infra_observer.errors import InputError
 from infra_observer.events.catalog import ecs_task_id, refs_from_labels, worker_resource
 from infra_observer.events.conformance import PLACEHOLDERS, check_against_catalog
 from infra_observer.events.model import Event, limit_problems
+from infra_observer.sources.docker.translate import ContainerState
+from infra_observer.sources.kubernetes.translate import PodState
 
 # The modules themselves: the kubernetes package exports its `translate` function under
 # the module's name.
@@ -204,7 +206,7 @@ _pod_states = st.none() | st.builds(
 @PROPERTY
 @given(pod=_pods(), previous=_pod_states)
 def test_any_pod_gives_acceptable_events_or_an_input_error(
-    pod: dict[str, Any], previous: kubernetes.PodState | None
+    pod: dict[str, Any], previous: PodState | None
 ) -> None:
     try:
         result = kubernetes.translate(pod, previous, observed=OBSERVED)
@@ -304,7 +306,7 @@ _nanos = st.integers(min_value=1, max_value=2**62)
 def test_any_docker_event_gives_acceptable_events_or_an_input_error(
     raw: dict[str, Any],
     data: st.DataObject,
-    previous: docker.ContainerState | None,
+    previous: ContainerState | None,
     worker_name: str,
 ) -> None:
     """The stream's path: parse the line, inspect when needed, translate."""
@@ -335,7 +337,7 @@ def test_any_docker_event_gives_acceptable_events_or_an_input_error(
 def test_any_listed_container_gives_acceptable_events_or_an_input_error(
     data: st.DataObject,
     container_id: str,
-    previous: docker.ContainerState | None,
+    previous: ContainerState | None,
     worker_name: str,
     observed: int,
 ) -> None:
