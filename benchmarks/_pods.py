@@ -26,7 +26,7 @@ def flow_run_labels(index: int) -> dict[str, str]:
         "prefect.io/flow-name": "etl",
         "prefect.io/work-pool-id": "b3a1d0c2-77f4-4f0e-9d8b-1e2f3a4b5c6d",
         "prefect.io/work-pool-name": "kubernetes-pool",
-        "prefect.io/worker-name": "KubernetesWorker 1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718",
+        "prefect.io/worker-name": "kubernetesworker-1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718",
         "prefect.io/version": "3.8.8",
         "job-name": f"bench-run-{index}-x7k2p",
         "batch.kubernetes.io/job-name": f"bench-run-{index}-x7k2p",

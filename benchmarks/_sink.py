@@ -32,7 +32,7 @@ HOP_HEADERS = frozenset(
 class Recorder:
     def __init__(self, upstream: str | None) -> None:
         self.upstream = upstream.rstrip("/") if upstream else None
-        self.arrivals: list[tuple[str, float]] = []
+        self.arrivals: list[tuple[str, str, str, float]] = []
         self.requests: Counter[str] = Counter()
         self.session: aiohttp.ClientSession | None = None
 
@@ -41,7 +41,9 @@ class Recorder:
             events = [events]
         if isinstance(events, list):
             self.arrivals.extend(
-                (str(event.get("id")), arrived) for event in events if isinstance(event, dict)
+                (str(event.get("id")), str(event.get("event")), _resource_id(event), arrived)
+                for event in events
+                if isinstance(event, dict)
             )
 
     async def post_events(self, request: web.Request) -> web.StreamResponse:
@@ -78,9 +80,13 @@ class Recorder:
         assert self.session is not None
         assert self.upstream is not None
         self.requests["WS /api/events/in"] += 1
-        client_ws = web.WebSocketResponse()
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        protocols = tuple(p.strip() for p in offered.split(",") if p.strip())
+        client_ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0)
         await client_ws.prepare(request)
-        async with self.session.ws_connect(self.upstream + request.path_qs) as server_ws:
+        async with self.session.ws_connect(
+            self.upstream + request.path_qs, protocols=protocols, max_msg_size=0
+        ) as server_ws:
 
             async def downstream() -> None:
                 async for message in server_ws:
@@ -107,6 +113,11 @@ class Recorder:
         since = int(request.query.get("since", "0"))
         body = {"arrivals": self.arrivals[since:], "requests": dict(self.requests)}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _resource_id(event: dict[str, Any]) -> str:
+    resource = event.get("resource")
+    return str(resource.get("prefect.resource.id")) if isinstance(resource, dict) else ""
 
 
 def _route(path: str) -> str:
