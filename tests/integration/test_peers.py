@@ -281,6 +281,22 @@ async def test_prefect_event_read_back_by_id(prefect: PrefectPeer) -> None:
     assert stored["resource"]["prefect.resource.id"] == event["resource"]["prefect.resource.id"]
 
 
+async def test_prefect_read_events_sees_old_and_slightly_future_events(
+    prefect: PrefectPeer,
+) -> None:
+    resource = f"infra-observer.smoke.{uuid.uuid4()}"
+    now = dt.datetime.now(dt.UTC)
+    events = [
+        make_event("infra-observer.old", resource, occurred=dt.datetime(2021, 5, 6, tzinfo=dt.UTC)),
+        make_event("infra-observer.ahead", resource, occurred=now + dt.timedelta(minutes=5)),
+    ]
+    assert (await prefect.post_events(events)).status_code == 204
+    stored = await prefect.wait_for_events(expected_count=2, resource_ids=[resource], settle=0)
+    assert {e["event"] for e in stored} == {"infra-observer.old", "infra-observer.ahead"}
+    recent = await prefect.read_events(resource_ids=[resource], since=now - dt.timedelta(hours=1))
+    assert [e["event"] for e in recent] == ["infra-observer.ahead"]
+
+
 async def test_prefect_read_events_follows_pages(prefect: PrefectPeer) -> None:
     resource = f"infra-observer.smoke.{uuid.uuid4()}"
     events = [make_event("infra-observer.page", resource) for _ in range(60)]

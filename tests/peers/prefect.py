@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 50  # the server refuses larger pages
 TEST_AUTH_STRING = "observer:integration-secret"  # for servers started with basic auth
+WIDEST_SINCE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 class PrefectPeer:
@@ -146,8 +147,9 @@ class PrefectPeer:
     ) -> list[dict[str, Any]]:
         """All stored events matching the filters, following ``next_page``.
 
-        The server's default ``occurred`` window is the last day only; ``since``
-        widens or narrows it.
+        The server's own default ``occurred`` window is the last day up to now, which
+        would hide events whose source timestamps are older or a little ahead; without
+        ``since``/``until`` this reads from 2000-01-01 to a day from now instead.
         """
         event_filter: dict[str, Any] = {}
         if ids is not None:
@@ -156,13 +158,12 @@ class PrefectPeer:
             event_filter["resource"] = {"id": list(resource_ids)}
         if names is not None:
             event_filter["event"] = {"name": list(names)}
-        occurred: dict[str, str] = {}
-        if since is not None:
-            occurred["since"] = _timestamp(since)
-        if until is not None:
-            occurred["until"] = _timestamp(until)
-        if occurred:
-            event_filter["occurred"] = occurred
+        event_filter["occurred"] = {
+            "since": _timestamp(since if since is not None else WIDEST_SINCE),
+            "until": _timestamp(
+                until if until is not None else dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+            ),
+        }
         events: list[dict[str, Any]] = []
         async with self._client() as client:
             response = await client.post(
