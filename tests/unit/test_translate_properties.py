@@ -440,8 +440,6 @@ def test_any_sqs_body_gives_acceptable_events_or_an_input_error(
         return
     if with_flow_run:
         tags = {**tags, ecs.FLOW_RUN_TAG: flow_run}
-    if not tags.get(ecs.FLOW_RUN_TAG):
-        tags.pop(ecs.FLOW_RUN_TAG, None)  # an empty tag value is a known defect (pinned)
     decision = ecs.translate(change, tags=tags, last_version=last_version)
     assert (decision.event is not None) == (decision.verdict is ecs.Verdict.EMIT)
     if decision.event is not None and TOKEN.fullmatch(ecs_task_id(change.task_arn)):
@@ -452,11 +450,6 @@ def test_any_sqs_body_gives_acceptable_events_or_an_input_error(
 # --- known defects, pinned: each turns into an XPASS failure once fixed -------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="refs_from_labels accepts non-canonical UUID spellings and keeps them in the "
-    "related id, which then matches no flow run (events/catalog.py refs_from_labels)",
-)
 @pytest.mark.parametrize("spelling", ["hex", "braces", "urn"])
 def test_non_canonical_uuid_labels_give_canonical_related_ids(spelling: str) -> None:
     value = uuid.uuid4()
@@ -465,21 +458,11 @@ def test_non_canonical_uuid_labels_give_canonical_related_ids(spelling: str) -> 
     assert refs.flow_run_id == str(value) or problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker name without ASCII letters or digits slugifies to '' and gives the "
-    "related id prefect.worker.<type>. (events/catalog.py worker_resource)",
-)
 def test_a_worker_name_without_ascii_letters_still_has_a_slug() -> None:
     labels = worker_resource(worker_type="docker", worker_name="日本語")
     assert not labels["prefect.resource.id"].endswith(".")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ECS task whose flow-run tag is empty is selected and its event has no "
-    "flow-run, with no tag problem reported (sources/ecs/translate.py translate)",
-)
 def test_an_empty_flow_run_tag_is_reported_or_not_selected() -> None:
     change = ecs.parse_message(
         json.dumps(
@@ -496,11 +479,6 @@ def test_an_empty_flow_run_tag_is_reported_or_not_selected() -> None:
     assert decision.verdict is not ecs.Verdict.EMIT or decision.tag_problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ids that are not tokens (spaces, a leading dash, an ARN ending in '/') are "
-    "accepted and give resource ids the reference page does not allow",
-)
 @pytest.mark.parametrize("uid", ["a b", "-x", "é"])
 def test_a_pod_uid_that_is_not_a_token_is_an_input_error(uid: str) -> None:
     pod = {

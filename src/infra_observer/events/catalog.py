@@ -7,7 +7,9 @@ resources and payload match the page's tables; sources and the CLI build events 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,13 +40,18 @@ CONTAINER_STATUSES: tuple[ContainerStatus, ...] = get_args(ContainerStatus)
 ECS_TASK_STATUSES: tuple[EcsTaskStatus, ...] = get_args(EcsTaskStatus)
 
 _SLUG_INVALID = re.compile(r"[^a-z0-9]+")
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 
 
 @functools.lru_cache(maxsize=1024)
 def slugify(text: str) -> str:
-    """Lower-case words joined by dashes, as Prefect writes slugs."""
-    return _SLUG_INVALID.sub("-", text.lower()).strip("-")
+    """Lower-case ASCII words joined by dashes, as Prefect writes slugs (accents dropped).
+
+    A name with no ASCII letter or digit at all gets a stable hash, never an empty slug.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = _SLUG_INVALID.sub("-", ascii_text.lower()).strip("-")
+    return slug or f"x{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +98,23 @@ def refs_from_labels(labels: Mapping[str, str]) -> tuple[FlowRunRefs, list[str]]
     problems: list[str] = []
     for field, key, kube_key, docker_key, is_id in _REF_LABELS:
         value = labels.get(kube_key) or labels.get(docker_key)
-        if value and is_id and not _is_uuid(value):
-            problems.append(f"label prefect.io/{key}={value!r} is not a UUID")
-            value = None
+        if value and is_id:
+            canonical = _canonical_uuid(value)
+            if canonical is None:
+                problems.append(f"label prefect.io/{key}={value!r} is not a UUID")
+            value = canonical
         values[field] = value or None
     return FlowRunRefs(**values), problems
 
 
-def _is_uuid(value: str) -> bool:
+def _canonical_uuid(value: str) -> str | None:
+    """Prefect's spelling of a UUID (lower case, dashes), or None when it is not one."""
     if _CANONICAL_UUID.fullmatch(value):
-        return True  # the usual spelling, without building a UUID
+        return value  # the usual spelling, without building a UUID
     try:
-        uuid.UUID(value)
+        return str(uuid.UUID(value))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _resource(resource_id: str, *, name: str | None = None, **extra: str) -> dict[str, str]:

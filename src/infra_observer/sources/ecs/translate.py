@@ -201,7 +201,8 @@ def translate(
     tag_filters: Sequence[TagFilter] = (),
 ) -> Decision:
     """Decide what `change` becomes, given the task's tags and its last delivered version."""
-    if FLOW_RUN_TAG not in tags or not all(f.matches(tags) for f in tag_filters):
+    # An empty flow-run tag names no flow run: such a task is not Prefect's to report.
+    if not tags.get(FLOW_RUN_TAG) or not all(f.matches(tags) for f in tag_filters):
         return Decision(Verdict.NOT_SELECTED)
     if change.version is not None and last_version is not None:
         if change.version == last_version:

@@ -6,6 +6,7 @@ No I/O and no clock: the caller passes the observation time. A pod is the raw JS
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,12 +118,18 @@ class _PodFields:
     status: Mapping[str, Any]
 
 
+# The apiserver's uids are UUIDs; anything else would not make a valid resource id.
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def _read(pod: object) -> _PodFields:
     if not isinstance(pod, Mapping):
         raise InputError(f"pod is a {type(pod).__name__}, not an object")
     metadata = _mapping(pod, "metadata", "pod")
     status = _mapping(pod, "status", "pod")
     uid = _text(metadata, "uid", "metadata")
+    if not _UID.fullmatch(uid):
+        raise InputError(f"metadata.uid {uid!r} is not an identifier")
     name = _text(metadata, "name", "metadata")
     namespace = _text(metadata, "namespace", "metadata")
     phase = _text(status, "phase", "status")
