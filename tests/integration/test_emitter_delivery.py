@@ -69,7 +69,8 @@ class FlakyEventsApi:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/api/events", self._events)
-        self.runner = web.AppRunner(app)
+        # A handler told to hang must not hold the test's teardown for a minute.
+        self.runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
@@ -339,7 +340,10 @@ async def test_delivery_to_a_real_prefect_server(prefect: PrefectPeer) -> None:
     assert by_id[ids[0]]["related"][0]["prefect.resource.role"] == "flow-run"
 
 
-async def test_the_same_id_from_two_processes_is_stored_once(prefect: PrefectPeer) -> None:
+async def test_the_same_id_from_two_processes_is_stored_once(
+    prefect_isolated: PrefectPeer,
+) -> None:
+    prefect = prefect_isolated  # an id posted twice: kept off the shared server
     event = pod_event(0)
     for _ in range(2):  # two emitters stand for a restart, or a second replica
         running = start_emitter(prefect.api_url)
@@ -424,3 +428,23 @@ async def test_spooled_events_survive_a_stop_and_keep_their_chain(tmp_path: Path
         assert len(server.stored) == 5
     finally:
         await server.stop()
+
+
+async def test_the_drain_deadline_cuts_a_delivery_in_flight(flaky: FlakyEventsApi) -> None:
+    arrived = asyncio.Event()
+
+    async def hang(_: web.Request, __: list[dict[str, Any]]) -> web.Response | None:
+        arrived.set()
+        await asyncio.sleep(60)
+        return None
+
+    flaky.behaviour = hang
+    slow = FAST.model_copy(update={"request_timeout_seconds": 30.0})
+    running = start_emitter(flaky.api_url, settings=slow)
+    futures = await running.submit_all([pod_event(0)])
+    await asyncio.wait_for(arrived.wait(), 30)
+    running.emitter.stop(0.5)
+    # Without the cut, the run would last the 30 s request timeout.
+    await asyncio.wait_for(running.task, 10)
+    await running.sink.aclose()
+    assert await futures[0] == Outcome.UNDELIVERED

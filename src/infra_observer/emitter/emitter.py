@@ -360,10 +360,29 @@ class Emitter:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await self._sink.send(events)
+                    await self._send_before_deadline(events)
         except RetryableDeliveryError:
             raise _DeadlinePassed from None
         self._sink_healthy = True
+
+    async def _send_before_deadline(self, events: list[Event]) -> None:
+        """One attempt, cut short when the shutdown deadline passes while it is in flight."""
+        send = asyncio.ensure_future(self._sink.send(events))
+        deadline = asyncio.ensure_future(self._deadline_passed())
+        try:
+            await asyncio.wait({send, deadline}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            deadline.cancel()
+            if not send.done():
+                send.cancel()
+                await asyncio.gather(send, return_exceptions=True)
+        if send.cancelled():
+            raise RetryableDeliveryError("shutdown deadline passed during a delivery attempt")
+        send.result()
+
+    async def _deadline_passed(self) -> None:
+        await self._stopping.wait()
+        await asyncio.sleep(max(0.0, self._stop_at - time.monotonic()))
 
     def _before_retry(self, retry_state: tenacity.RetryCallState, batch: list[_Pending]) -> None:
         self._sink_healthy = False
