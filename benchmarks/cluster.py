@@ -359,11 +359,20 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         log.info("peers up; logs in %s", bench.logs)
         if "e2e" in args.scenarios:
             for kind in args.observers:
-                results[kind]["memory"] = await bench.e2e_and_memory(kind)
+                try:
+                    results[kind]["memory"] = await bench.e2e_and_memory(kind)
+                except Exception as exc:  # report what was measured, and why the rest was not
+                    log.exception("%s e2e failed", kind)
+                    results[kind]["memory_error"] = repr(exc)
         if "startup" in args.scenarios:
             for size in args.startup_sizes:
-                for kind, data in (await bench.startup(args.observers, size)).items():
-                    results[kind][f"startup_{size}"] = data
+                try:
+                    for kind, data in (await bench.startup(args.observers, size)).items():
+                        results[kind][f"startup_{size}"] = data
+                except Exception as exc:
+                    log.exception("startup %d failed", size)
+                    for kind in args.observers:
+                        results[kind][f"startup_{size}_error"] = repr(exc)
     _missing_totals(results)
     return results
 
