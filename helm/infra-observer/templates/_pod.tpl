@@ -157,7 +157,6 @@ spec:
         {{- end }}
         {{- end }}
         {{- if .Values.leaderElection.enabled }}
-        # Take effect once the daemon supports leader election.
         - name: INFRA_OBSERVER_LEADER_ELECTION_ENABLED
           value: "true"
         - name: INFRA_OBSERVER_LEADER_ELECTION_LEASE_NAME
