@@ -6,7 +6,10 @@ change (so clock skew between replicas does not matter). The leader renews every
 period; if it cannot renew within the renew deadline it steps down by raising
 `LeadershipLostError`, which stops the process after the emitter drained: the pod restarts
 as a candidate. On a clean shutdown the leader releases the Lease so a standby takes over
-at once.
+at once. Writes carry the resourceVersion read, so two candidates never both win.
+
+Requests go through the Kubernetes source's small raw-JSON client (see its module for why
+the generated kubernetes_asyncio client is not used).
 """
 
 from __future__ import annotations
@@ -17,17 +20,27 @@ import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
+import orjson
 import structlog
 
 from infra_observer.config import KubernetesSettings, LeaderElectionSettings
 from infra_observer.errors import SourceError
+from infra_observer.sources.kubernetes.client import KubeClient
 
 log = structlog.get_logger(__name__)
+
+_REQUEST_LIMITS = aiohttp.ClientTimeout(total=10)
 
 
 class LeadershipLostError(SourceError):
     """The Lease could not be renewed in time: another replica may be leading now."""
+
+
+class _Conflict(Exception):
+    """Another replica wrote the Lease first (409)."""
 
 
 def _micro_time(moment: datetime) -> str:
@@ -39,22 +52,13 @@ class LeaderElector:
         self._settings = settings
         self._kubernetes = kubernetes
         self.identity = settings.identity or f"{socket.gethostname()}-{os.getpid()}"
-        self._api: Any = None
-        self._api_client: Any = None
+        namespace = quote(settings.namespace, safe="")
+        self._collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        self._path = f"{self._collection}/{quote(settings.lease_name, safe='')}"
+        self._client: KubeClient | None = None
         self._observed: tuple[str, str] | None = None
         self._observed_at = 0.0
         self.is_leader = False
-
-    async def _coordination(self) -> Any:
-        if self._api is None:
-            from kubernetes_asyncio import client
-
-            from infra_observer.sources.kubernetes.client import load_configuration
-
-            configuration = await load_configuration(self._kubernetes)
-            self._api_client = client.ApiClient(configuration=configuration)
-            self._api = client.CoordinationV1Api(self._api_client)
-        return self._api
 
     async def acquire(self) -> None:
         """Wait until this replica holds the Lease."""
@@ -89,75 +93,57 @@ class LeaderElector:
         """Give the Lease up, so a standby replica takes over without waiting for expiry."""
         if not self.is_leader:
             return
-        from kubernetes_asyncio.client.exceptions import ApiException
-
-        api = await self._coordination()
-        try:
-            lease = await api.read_namespaced_lease(
-                self._settings.lease_name, self._settings.namespace
-            )
-            if lease.spec.holder_identity == self.identity:
-                lease.spec.holder_identity = None
-                lease.spec.lease_duration_seconds = 1
-                lease.spec.renew_time = datetime.now(UTC)
-                await api.replace_namespaced_lease(
-                    self._settings.lease_name, self._settings.namespace, lease
-                )
-                log.info("leader_released", identity=self.identity)
-        except (ApiException, OSError) as exc:
-            log.warning("leader_release_failed", error=str(exc))
         self.is_leader = False
+        try:
+            lease = await self._read()
+            spec = (lease or {}).get("spec") or {}
+            if lease is not None and spec.get("holderIdentity") == self.identity:
+                spec.pop("holderIdentity", None)
+                spec["leaseDurationSeconds"] = 1
+                spec["renewTime"] = _micro_time(datetime.now(UTC))
+                await self._write("PUT", self._path, {**lease, "spec": spec})
+                log.info("leader_released", identity=self.identity)
+        except (aiohttp.ClientError, OSError, TimeoutError, SourceError, _Conflict) as exc:
+            log.warning("leader_release_failed", error=str(exc) or type(exc).__name__)
 
     async def aclose(self) -> None:
-        if self._api_client is not None:
-            await self._api_client.close()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def _try_acquire_or_renew(self) -> bool:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         try:
             return await self._attempt()
-        except ApiException as exc:
-            if exc.status == 409:  # another replica wrote first; look again next period
-                return False
-            log.warning("leader_election_error", status=exc.status, reason=exc.reason)
-            return False
-        except (OSError, TimeoutError) as exc:
+        except _Conflict:
+            return False  # another replica wrote first; look again next period
+        except (aiohttp.ClientError, OSError, TimeoutError, SourceError) as exc:
             log.warning("leader_election_error", error=str(exc) or type(exc).__name__)
             return False
 
     async def _attempt(self) -> bool:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
-        api = await self._coordination()
-        name, namespace = self._settings.lease_name, self._settings.namespace
-        now = datetime.now(UTC)
-        try:
-            lease = await api.read_namespaced_lease(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            await api.create_namespaced_lease(namespace, self._spec_body(now, transitions=0))
+        now = _micro_time(datetime.now(UTC))
+        lease = await self._read()
+        if lease is None:
+            await self._write("POST", self._collection, self._body(now, transitions=0))
             return True
-        spec = lease.spec
-        holder = spec.holder_identity or ""
-        record = (holder, str(spec.renew_time))
+        spec = lease.get("spec") or {}
+        holder = str(spec.get("holderIdentity") or "")
+        record = (holder, str(spec.get("renewTime") or ""))
         if record != self._observed:
             self._observed, self._observed_at = record, time.monotonic()
-        duration = spec.lease_duration_seconds or self._settings.lease_duration_seconds
+        duration = spec.get("leaseDurationSeconds") or self._settings.lease_duration_seconds
         expired = time.monotonic() - self._observed_at > duration
         if holder and holder != self.identity and not expired:
             return False
-        transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
-        body = self._spec_body(now, transitions=transitions)
-        body["metadata"]["resourceVersion"] = lease.metadata.resource_version
-        if holder == self.identity and spec.acquire_time is not None:
-            body["spec"]["acquireTime"] = _micro_time(spec.acquire_time)
-        await api.replace_namespaced_lease(name, namespace, body)
+        ours = holder == self.identity
+        body = self._body(now, transitions=int(spec.get("leaseTransitions") or 0) + (not ours))
+        body["metadata"]["resourceVersion"] = (lease.get("metadata") or {}).get("resourceVersion")
+        if ours and spec.get("acquireTime"):
+            body["spec"]["acquireTime"] = spec["acquireTime"]
+        await self._write("PUT", self._path, body)
         self._observed, self._observed_at = None, time.monotonic()
         return True
 
-    def _spec_body(self, now: datetime, *, transitions: int) -> dict[str, Any]:
+    def _body(self, now: str, *, transitions: int) -> dict[str, Any]:
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -165,8 +151,41 @@ class LeaderElector:
             "spec": {
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": self._settings.lease_duration_seconds,
-                "acquireTime": _micro_time(now),
-                "renewTime": _micro_time(now),
+                "acquireTime": now,
+                "renewTime": now,
                 "leaseTransitions": transitions,
             },
         }
+
+    async def _kube(self) -> KubeClient:
+        if self._client is None:
+            self._client = await KubeClient.connect(self._kubernetes)
+        return self._client
+
+    async def _read(self) -> dict[str, Any] | None:
+        status, body = await self._call("GET", self._path, None)
+        if status == 404:
+            return None
+        lease: dict[str, Any] = orjson.loads(body)
+        return lease
+
+    async def _write(self, method: str, path: str, lease: dict[str, Any]) -> None:
+        await self._call(method, path, orjson.dumps(lease))
+
+    async def _call(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        client = await self._kube()
+        response = await client.request(method, path, body=body, limits=_REQUEST_LIMITS)
+        try:
+            content = await response.read()
+        finally:
+            response.close()
+        if response.status == 409:
+            raise _Conflict
+        if response.status >= 400 and not (method == "GET" and response.status == 404):
+            message = content[:300].decode(errors="replace")
+            raise SourceError(
+                f"{method} Lease {self._settings.namespace}/{self._settings.lease_name}: "
+                f"{response.status} {message}; the ServiceAccount needs get and update on it "
+                "(and create, unless the Lease exists)"
+            )
+        return response.status, content

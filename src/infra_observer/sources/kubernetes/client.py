@@ -116,7 +116,7 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext:
 
 
 class KubeClient:
-    """GETs against the apiserver with the loaded credentials; raw responses out."""
+    """Requests to the apiserver with the loaded credentials; raw responses out."""
 
     def __init__(self, *, settings: KubernetesSettings, configuration: Any) -> None:
         self._settings = settings
@@ -141,14 +141,27 @@ class KubeClient:
     async def get(
         self, path: str, params: Mapping[str, str], *, limits: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
-        headers = {}
+        return await self.request("GET", path, params=params, limits=limits)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        limits: aiohttp.ClientTimeout,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> aiohttp.ClientResponse:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         # Runs the loaders' refresh hook: in-cluster tokens are re-read from their file.
         authorization = await self._configuration.get_api_key_with_prefix("BearerToken")
         if authorization:
             headers["Authorization"] = authorization
-        response: aiohttp.ClientResponse = await self._session.get(
+        response: aiohttp.ClientResponse = await self._session.request(
+            method,
             self.host + path,
             params=params,
+            data=body,
             headers=headers,
             timeout=limits,
             proxy=self._configuration.proxy or None,
