@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from infra_observer.config import Settings
 from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, events_api_client
-from infra_observer.emitter.spool import Checkpoint, Spool
+from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.health import HealthServer
@@ -59,7 +59,12 @@ def build_emitter(settings: Settings, *, sink: Sink, metrics: Metrics) -> Emitte
         sink=sink,
         settings=settings.emitter,
         metrics=metrics,
-        spool=Spool(spool_dir) if spool_dir else None,
+        # Segments small next to the bound, so freeing space never waits on a huge segment.
+        spool=Spool(
+            spool_dir, segment_bytes=min(SEGMENT_BYTES, settings.emitter.spool_max_bytes // 8)
+        )
+        if spool_dir
+        else None,
         checkpoint=Checkpoint(spool_dir / "checkpoint.json") if spool_dir else None,
     )
 

@@ -448,3 +448,45 @@ async def test_the_drain_deadline_cuts_a_delivery_in_flight(flaky: FlakyEventsAp
     await asyncio.wait_for(running.task, 10)
     await running.sink.aclose()
     assert await futures[0] == Outcome.UNDELIVERED
+
+
+def spooled_segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("segment-*.jsonl"))
+
+
+async def test_a_full_spool_makes_sources_wait_and_loses_nothing(tmp_path: Path) -> None:
+    server = FlakyEventsApi(port=free_port())
+    settings = FAST.model_copy(update={"spool_max_bytes": 1024 * 1024})
+    metrics = Metrics(CollectorRegistry())
+    prefect = PrefectSettings(api_url=server.api_url)
+    sink = EventsApiSink(client=events_api_client(prefect, settings), api_url=server.api_url)
+    emitter = Emitter(
+        sink=sink,
+        settings=settings,
+        metrics=metrics,
+        spool=Spool(tmp_path, segment_bytes=128 * 1024),
+        checkpoint=Checkpoint(tmp_path / "checkpoint.json"),
+    )
+    await emitter.open()
+    running = Running(emitter, sink, metrics, asyncio.create_task(emitter.run()))
+    events = [pod_event(index) for index in range(3000)]  # about 1.5 MiB spooled
+
+    async def source() -> list[asyncio.Future[Outcome]]:
+        return await running.submit_all(events)
+
+    submitting = asyncio.create_task(source())
+    while not sample(metrics, "infra_observer_bound_hits_total", bound="spool"):
+        assert not submitting.done(), "the spool bound was never reached"
+        await asyncio.sleep(0.05)
+    assert not submitting.done()  # the source waits: nothing is dropped
+    await server.start()
+    try:
+        futures = await asyncio.wait_for(submitting, 60)
+        assert await asyncio.wait_for(asyncio.gather(*futures), 60) == [Outcome.DELIVERED] * 3000
+        await running.finish()
+        assert sorted(event["id"] for event in server.stored) == sorted(
+            str(event.id) for event in events
+        )
+        assert not spooled_segments(tmp_path)  # all settled, all space freed
+    finally:
+        await server.stop()

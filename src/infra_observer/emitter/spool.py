@@ -66,6 +66,8 @@ class Spool:
         self._settled_in_first = 0
         self._writer: IO[bytes] | None = None
         self._cursor_path = directory / "cursor.json"
+        # Segment numbers only grow, so a cursor never points behind a newer segment.
+        self._next_number = 0
 
     @property
     def bytes_used(self) -> int:
@@ -83,6 +85,8 @@ class Spool:
             records = _repair_and_count(path)
             self._segments.append(_Segment(number, path, records, path.stat().st_size))
         first_unsettled = self._read_cursor()
+        last = self._segments[-1].number + 1 if self._segments else 0
+        self._next_number = max(last, first_unsettled[0])
         while self._segments and self._segments[0].number < first_unsettled[0]:
             self._drop_first_segment()
         if self._segments and self._segments[0].number == first_unsettled[0]:
@@ -135,7 +139,8 @@ class Spool:
             if last.size + incoming <= self._segment_bytes or last.records == 0:
                 return self._writer
             self._writer.close()
-        number = last.number + 1 if last is not None else 0
+        number = self._next_number
+        self._next_number += 1
         path = self._directory / f"{_SEGMENT_PREFIX}{number:012d}{_SEGMENT_SUFFIX}"
         self._segments.append(_Segment(number, path, 0, 0))
         self._writer = path.open("ab")
@@ -146,11 +151,11 @@ class Spool:
         cursor to hand to `save_cursor` (which may run in a thread: it touches no state)."""
         self._settled_in_first += count
         while self._segments and self._settled_in_first >= self._segments[0].records:
-            if len(self._segments) == 1 and self._writer is not None:
-                break  # keep appending to the open segment
+            if len(self._segments) == 1:
+                self.close()  # the next record opens a new segment
             self._settled_in_first -= self._segments[0].records
             self._drop_first_segment()
-        first = self._segments[0].number if self._segments else 0
+        first = self._segments[0].number if self._segments else self._next_number
         return orjson.dumps({"segment": first, "line": self._settled_in_first})
 
     def save_cursor(self, cursor: bytes) -> None:
