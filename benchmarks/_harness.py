@@ -217,7 +217,19 @@ class Observer:
                 "PREFECT_API_URL": self.api_url,
                 **self.extra_env,
             }
-            return [str(REPO / ".venv" / "bin" / "infra-observer"), "run"], env
+            argv = [str(REPO / ".venv" / "bin" / "infra-observer"), "run"]
+            profile = os.environ.get("BENCH_PROFILE_OURS")
+            if profile:
+                # cProfile writes its file when the daemon exits after SIGTERM.
+                argv = [
+                    str(REPO / ".venv" / "bin" / "python"),
+                    "-m",
+                    "cProfile",
+                    "-o",
+                    profile,
+                    *argv,
+                ]
+            return argv, env
         self.home.mkdir(parents=True, exist_ok=True)
         env = {
             **base,
