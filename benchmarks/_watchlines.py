@@ -112,3 +112,14 @@ def pod_lifecycle_lines(index: int, *, namespace: str = "flows") -> list[bytes]:
 def watch_lines(pods: int) -> Iterator[bytes]:
     for index in range(pods):
         yield from pod_lifecycle_lines(index)
+
+
+def replayed_lines(recorded: list[bytes], pods: int) -> Iterator[bytes]:
+    """The recorded life of one pod, once per pod, each time with a fresh uid and flow run."""
+    first = orjson.loads(recorded[0])["object"]["metadata"]
+    uid = first["uid"].encode()
+    flow_run = first["labels"]["prefect.io/flow-run-id"].encode()
+    for _ in range(pods):
+        new_uid, new_run = str(uuid.uuid4()).encode(), str(uuid.uuid4()).encode()
+        for line in recorded:
+            yield line.replace(uid, new_uid).replace(flow_run, new_run)
