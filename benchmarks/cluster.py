@@ -319,7 +319,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
             "MiB",
         ),
     ]
-    for size in args.startup_sizes:
+    for size in args.startup_sizes if "startup" in args.scenarios else []:
         key = f"startup_{size}"
         rows += [
             (f"start-up {size:,}: time to all delivered", f"{key}.seconds_to_all_delivered", "s"),

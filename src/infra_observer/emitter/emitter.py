@@ -7,6 +7,7 @@ in the order they were submitted, so events of one resource arrive in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -284,24 +285,20 @@ class Emitter:
         if first is None:
             return []
         batch, size = [first], first.size
-        flush_at = time.monotonic() + self._settings.flush_interval_seconds
-        while len(batch) < self._settings.batch_max_events:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = flush_at - time.monotonic()
-                if remaining <= 0 or self._stopping.is_set():
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if size + item.size > self._settings.batch_max_bytes:
-                # Keep order: the item opens the next batch.
-                self._carry = item
-                break
-            batch.append(item)
-            size += item.size
+        flush_at = asyncio.get_running_loop().time() + self._settings.flush_interval_seconds
+        # One deadline for the whole batch: `wait_for` per item would cost a task each.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(flush_at):
+                while len(batch) < self._settings.batch_max_events:
+                    if self._queue.empty() and self._stopping.is_set():
+                        break
+                    item = await self._queue.get()
+                    if size + item.size > self._settings.batch_max_bytes:
+                        # Keep order: the item opens the next batch.
+                        self._carry = item
+                        break
+                    batch.append(item)
+                    size += item.size
         self._metrics.queue_depth.set(self._queue.qsize())
         return batch
 
