@@ -1,9 +1,10 @@
 """The Dockerfile's promises, checked without a Docker engine.
 
-No base image can be pulled here, so the image itself is built and measured elsewhere (see
-docs/production.md). These tests hold the Dockerfile to what the chart and the docs rely on:
-a non-root numeric user, the entry point, a shell-free runtime stage, a health check that
-really probes /healthz, and a build context that holds what the build copies.
+The image itself is built and run by tests/integration/test_image.py (peers tier, on Debian 12
+stand-ins for the base images). These tests hold the Dockerfile to what the chart and the docs
+rely on, in a second: a non-root numeric user, the entry point, a shell-free runtime stage, a
+health check that really probes /healthz, a build context that holds what the build copies,
+and default base images that are the public ones.
 """
 
 from __future__ import annotations
@@ -128,6 +129,17 @@ def test_multi_stage_with_venv_copied_into_a_distroless_runtime(
     assert ["--from=build", "/opt/venv", "/opt/venv"] in copies
     # Nothing else from the build context reaches the runtime stage.
     assert all(c[0].startswith("--from=") for c in copies)
+
+
+def test_base_images_are_build_args_defaulting_to_the_public_ones(
+    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+) -> None:
+    """Users get the public images; the image test swaps in local stand-ins by build arg."""
+    global_args, stages = dockerfile
+    assert stages[0].base == "${BUILD_IMAGE}"
+    assert runtime.base == "${RUNTIME_IMAGE}"
+    assert global_args["BUILD_IMAGE"] == "debian:12-slim"
+    assert global_args["RUNTIME_IMAGE"] == "gcr.io/distroless/python3-debian12:nonroot"
 
 
 def test_runtime_needs_no_shell(runtime: Stage) -> None:
