@@ -120,8 +120,9 @@ def build(image: Image, *, build_base: str, saved: Path) -> None:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         pytest.fail(f"docker build failed (exit {result.returncode}); log {log}:\n{tail}")
     # Only the newest build is kept: each is about 140 MB.
-    for old in saved.parent.glob("infra-observer-*.tar"):
-        old.unlink()
+    for old in saved.parent.glob("infra-observer-*"):
+        if not old.name.startswith(saved.stem + "."):
+            old.unlink()
     image.cli("save", "-o", str(saved.with_suffix(".tmp")), image.tag, timeout=300)
     saved.with_suffix(".tmp").rename(saved)
 
