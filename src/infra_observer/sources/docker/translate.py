@@ -134,12 +134,15 @@ def parse_event(raw: Any) -> DockerEvent | None:
 
 def _event_time(raw: Mapping[str, Any], action: str) -> int:
     time_nano = raw.get("timeNano")
-    if isinstance(time_nano, int) and time_nano > 0:
-        return time_nano
     seconds = raw.get("time")
-    if isinstance(seconds, int) and seconds > 0:
-        return seconds * 1_000_000_000
-    raise InputError(f"{action} event has neither timeNano nor time")
+    if isinstance(time_nano, int) and time_nano > 0:
+        nanos = time_nano
+    elif isinstance(seconds, int) and seconds > 0:
+        nanos = seconds * 1_000_000_000
+    else:
+        raise InputError(f"{action} event has neither timeNano nor time")
+    to_datetime(nanos)  # out of datetime's range: refused here, not when the event is built
+    return nanos
 
 
 def parse_inspect(raw: Any) -> Inspected:
@@ -190,7 +193,10 @@ def parse_timestamp(value: object) -> int | None:
 
 
 def to_datetime(nanos: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=nanos // 1000)
+    try:
+        return _EPOCH + timedelta(microseconds=nanos // 1000)
+    except OverflowError as exc:
+        raise InputError(f"timestamp of {nanos} ns since the epoch is out of range") from exc
 
 
 def to_nanos(moment: datetime) -> int:

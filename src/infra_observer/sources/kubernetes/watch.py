@@ -400,20 +400,24 @@ class ScopeWatch:
             "resourceVersion": self.resource_version or "",
             "timeoutSeconds": str(self._settings.watch_timeout_seconds),
         }
-        async with _StallGuard(inactivity):
+        guard = _StallGuard(inactivity)
+        async with guard:
+            guard.arm()
             response = await _request(
                 client, scope=self.scope, limits=_timeout(None), params=params
             )
-        try:
-            log.debug("watch_opened", scope=self.scope.label, rv=self.resource_version)
-            while True:
-                async with _StallGuard(inactivity):
+            try:
+                log.debug("watch_opened", scope=self.scope.label, rv=self.resource_version)
+                while True:
+                    guard.arm()
                     line = await response.content.readline()
-                if not line:
-                    return  # the server ended the watch (timeoutSeconds): resume
-                await self._handle_line(line)
-        finally:
-            response.close()
+                    # Handling may wait on a full emitter queue: that is not a stall.
+                    guard.disarm()
+                    if not line:
+                        return  # the server ended the watch (timeoutSeconds): resume
+                    await self._handle_line(line)
+            finally:
+                response.close()
 
     async def _handle_line(self, line: bytes) -> None:
         try:
@@ -470,9 +474,7 @@ class ScopeWatch:
         if result.repeated:
             log.debug("pod_state_repeated", pod=pod_name, phase=result.state.phase)
         for event in result.events:
-            log.debug(
-                "pod_event", pod=pod_name, watch_event=kind, name=event.event, id=str(event.id)
-            )
+            log.debug("pod_event", pod=pod_name, watch_event=kind, name=event.event, id=event.id)
             # The outcome future is not awaited: delivery is the emitter's job, and a pod
             # watch has nothing to acknowledge.
             await self._handoff.submit(event, source=SOURCE)
@@ -495,7 +497,16 @@ class _StallGuard:
     """
 
     def __init__(self, seconds: float) -> None:
-        self._timeout = asyncio.timeout(seconds)
+        self._seconds = seconds
+        # One timeout per watch, re-armed per line: cheaper than a new one per line.
+        self._timeout = asyncio.timeout(None)
+        self._clock = asyncio.get_running_loop().time
+
+    def arm(self) -> None:
+        self._timeout.reschedule(self._clock() + self._seconds)
+
+    def disarm(self) -> None:
+        self._timeout.reschedule(None)
 
     async def __aenter__(self) -> None:
         await self._timeout.__aenter__()
