@@ -77,15 +77,20 @@ class Daemon:
         finally:
             self._log.close()
 
+    def kill(self) -> None:
+        """Teardown: whatever the test left running goes, and the log file is closed."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
 
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
     started: list[Daemon] = []
     yield started
     for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait()
+        daemon.kill()
 
 
 def kube_env(kube: KubePeer, namespace: str, **extra: str) -> dict[str, str]:

@@ -357,8 +357,14 @@ async def test_a_full_queue_makes_the_source_wait_and_loses_nothing(
     await asyncio.to_thread(daemon.wait_ready)
     await proxy.set_mode(Mode.ERROR_500)
     pods = PodDriver(kube, namespace)
-    for _ in range(4):
+    # Changes that arrive within one flush interval all join the batch that is failing;
+    # the queue fills only with those that come later, so keep the pods moving until it does.
+    for _ in range(20):
         await pods.step()
+        metrics = (await asyncio.to_thread(daemon.get, "/metrics")).text
+        if metric_total(metrics, "infra_observer_bound_hits_total") >= 1:
+            break
+        await asyncio.sleep(0.3)
     await wait_for_metric(daemon, "infra_observer_bound_hits_total", 1)
     assert logged(daemon, "emitter_queue_full")
 
