@@ -11,14 +11,6 @@ class ConfigError(InfraObserverError):
     """The configuration is invalid or incomplete; the message names the variable and the fix."""
 
 
-class InvalidEventError(InfraObserverError):
-    """An event breaks the catalog or the events API limits and must not be sent."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
 class InputError(InfraObserverError):
     """An observed object (pod, container event, SQS message) is malformed."""
 

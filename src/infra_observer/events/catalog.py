@@ -138,28 +138,25 @@ def worker_resource(*, worker_type: WorkerType, worker_name: str) -> dict[str, s
     return labels
 
 
+def _ref_related(kind: str, ref_id: str | None, name: str | None) -> dict[str, str] | None:
+    """`prefect.{kind}.{id}` with role `kind`, when the id is known."""
+    return None if ref_id is None else _related(f"prefect.{kind}.{ref_id}", kind, name)
+
+
 def _flow_run_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    if refs.flow_run_id is None:
-        return None
-    return _related(f"prefect.flow-run.{refs.flow_run_id}", "flow-run", refs.flow_run_name)
+    return _ref_related("flow-run", refs.flow_run_id, refs.flow_run_name)
 
 
 def _deployment_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    if refs.deployment_id is None:
-        return None
-    return _related(f"prefect.deployment.{refs.deployment_id}", "deployment", refs.deployment_name)
+    return _ref_related("deployment", refs.deployment_id, refs.deployment_name)
 
 
 def _flow_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    if refs.flow_id is None:
-        return None
-    return _related(f"prefect.flow.{refs.flow_id}", "flow", refs.flow_name)
+    return _ref_related("flow", refs.flow_id, refs.flow_name)
 
 
 def _work_pool_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    if refs.work_pool_id is None:
-        return None
-    return _related(f"prefect.work-pool.{refs.work_pool_id}", "work-pool", refs.work_pool_name)
+    return _ref_related("work-pool", refs.work_pool_id, refs.work_pool_name)
 
 
 def _present(*related: dict[str, str] | None) -> tuple[dict[str, str], ...]:
@@ -170,6 +167,17 @@ def _worker_if_named(refs: FlowRunRefs, worker_type: WorkerType) -> dict[str, st
     if refs.worker_name is None:
         return None
     return worker_resource(worker_type=worker_type, worker_name=refs.worker_name)
+
+
+def _labelled_related(refs: FlowRunRefs, worker_type: WorkerType) -> tuple[dict[str, str], ...]:
+    """The related resources of a pod's labels or a task's tags, in the page's order."""
+    return _present(
+        _flow_run_related(refs),
+        _deployment_related(refs),
+        _flow_related(refs),
+        _work_pool_related(refs),
+        _worker_if_named(refs, worker_type),
+    )
 
 
 # --- Kubernetes ---------------------------------------------------------------------------
@@ -196,13 +204,7 @@ def kubernetes_pod_event(
         occurred=utc(occurred),
         event=f"prefect.kubernetes.pod.{phase}",
         resource=_resource(f"prefect.kubernetes.pod.{pod_uid}", name=pod_name, **extra),
-        related=_present(
-            _flow_run_related(refs),
-            _deployment_related(refs),
-            _flow_related(refs),
-            _work_pool_related(refs),
-            _worker_if_named(refs, "kubernetes"),
-        ),
+        related=_labelled_related(refs, "kubernetes"),
         id=event_id,
     )
 
@@ -318,13 +320,7 @@ def ecs_task_event(
         occurred=utc(occurred),
         event=f"prefect.ecs.task.{status}",
         resource=_resource(f"prefect.ecs.task.{ecs_task_id(task_arn)}", **extra),
-        related=_present(
-            _flow_run_related(refs),
-            _deployment_related(refs),
-            _flow_related(refs),
-            _work_pool_related(refs),
-            _worker_if_named(refs, "ecs"),
-        ),
+        related=_labelled_related(refs, "ecs"),
         id=event_id,
     )
 

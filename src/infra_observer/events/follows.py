@@ -55,6 +55,3 @@ class FollowsTracker:
         """Seed the tracker (from a checkpoint) without producing a link."""
         self._latest[resource_id] = (event_id, occurred)
         self._latest.move_to_end(resource_id)
-
-    def forget(self, resource_id: str) -> None:
-        self._latest.pop(resource_id, None)
