@@ -7,7 +7,6 @@ in the order they were submitted, so events of one resource arrive in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from prometheus_client import Counter
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from infra_observer.config import EmitterSettings
+from infra_observer.emitter.backlog import Backlog
 from infra_observer.emitter.sinks import Sink
 from infra_observer.emitter.spool import Checkpoint, Spool, SpooledEvent
 from infra_observer.errors import (
@@ -32,13 +32,10 @@ from infra_observer.errors import (
 )
 from infra_observer.events.follows import FollowsTracker
 from infra_observer.events.handoff import Outcome
-from infra_observer.events.model import MAX_EVENT_BYTES, Event, limit_problems
+from infra_observer.events.model import MAX_EVENT_BYTES, Event, checked_size, limit_problems
 from infra_observer.metrics import Metrics
 
 log = structlog.get_logger(__name__)
-
-# Each event adds its JSON punctuation and field names to the label and payload text.
-_EVENT_OVERHEAD_BYTES = 256
 
 
 @dataclass(slots=True)
@@ -47,6 +44,8 @@ class _Pending:
     source: str
     size: int
     future: asyncio.Future[Outcome] = field(repr=False)
+    arrived: float = 0.0
+    """The loop's clock when it was queued: its batch leaves a flush interval later."""
 
 
 class _IdMemory:
@@ -108,7 +107,13 @@ class Emitter:
         self._checkpoint = checkpoint
         self._settings = settings
         self._metrics = metrics
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=settings.queue_size)
+        self._backlog: Backlog[_Pending] = Backlog(
+            limit=settings.queue_size,
+            batch_events=settings.batch_max_events,
+            batch_bytes=settings.batch_max_bytes,
+        )
+        # Read when scraped, not written per event.
+        metrics.queue_depth.set_function(self._backlog.__len__)
         self._follows = FollowsTracker(
             max_resources=settings.follows_max_resources,
             on_evict=metrics.bound_hits.labels("follows_resources").inc,
@@ -119,7 +124,6 @@ class Emitter:
         self._stopping = asyncio.Event()
         self._stop_at = float("inf")
         self._sink_healthy: bool | None = None
-        self._carry: _Pending | None = None
         self._spool_lock = asyncio.Lock()
         self._spool_freed = asyncio.Event()
         self._replay: list[_Pending] = []
@@ -130,6 +134,7 @@ class Emitter:
         self._observed: dict[tuple[str, str], Counter] = {}
         self._emitted: dict[tuple[str, str], Counter] = {}
         self._checkpoint_due = 0.0
+        self._full_reported = False
 
     async def open(self) -> None:
         """Load the checkpoint and the spool; call before any source submits."""
@@ -162,7 +167,7 @@ class Emitter:
         self._follows.remember(event.resource_id, event.id, event.occurred)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queued[event.id] = future
-        size = _estimated_size(event)
+        size = len(event.to_json())
         return _Pending(event=event, source=record.source, size=size, future=future)
 
     @property
@@ -172,7 +177,7 @@ class Emitter:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._backlog)
 
     async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
         key = (source, event.event)
@@ -192,13 +197,17 @@ class Emitter:
         follows = self._follows.link(event.resource_id, event.id, event.occurred)
         if follows is not None:
             event = event.with_follows(follows)
-        size = _estimated_size(event)
-        problems = limit_problems(event, exact_size=size * 2 >= MAX_EVENT_BYTES)
-        if problems:
-            self._reject(event, source=source, reason="invalid", detail="; ".join(problems))
-            future.set_result(Outcome.REJECTED)
-            return future
-        pending = _Pending(event=event, source=source, size=size, future=future)
+        size = checked_size(event)
+        # Serialized only when the estimate comes near the limit, or a check failed.
+        if size is None or size * 2 >= MAX_EVENT_BYTES:
+            problems = limit_problems(event)
+            if problems:
+                self._reject(event, source=source, reason="invalid", detail="; ".join(problems))
+                future.set_result(Outcome.REJECTED)
+                return future
+            size = len(event.to_json())
+        arrived = asyncio.get_running_loop().time()
+        pending = _Pending(event=event, source=source, size=size, future=future, arrived=arrived)
         self._queued[event.id] = future
         if self._spool is None:
             await self._enqueue(pending)
@@ -211,11 +220,16 @@ class Emitter:
         return future
 
     async def _enqueue(self, pending: _Pending) -> None:
-        if self._queue.full():
+        if self._backlog.full:
             self._metrics.bound_hits.labels("queue").inc()
-            log.warning("emitter_queue_full", source=pending.source, size=self._settings.queue_size)
-        await self._queue.put(pending)
-        self._metrics.queue_depth.set(self._queue.qsize())
+            if not self._full_reported:
+                # Once until the queue empties again: every waiting event is counted,
+                # but a burst must not become a line of log per event.
+                self._full_reported = True
+                log.warning(
+                    "emitter_queue_full", source=pending.source, size=self._settings.queue_size
+                )
+        await self._backlog.put(pending)
 
     async def _wait_for_spool_space(self, source: str) -> None:
         assert self._spool is not None
@@ -281,43 +295,16 @@ class Emitter:
             log.info("sink_reachable", sink=self._sink.name, detail=detail)
 
     async def _next_batch(self) -> list[_Pending]:
-        first = await self._first_or_stop()
-        if first is None:
+        """The next batch: once full, or a flush interval after its oldest event arrived."""
+        if not await self._backlog.wait_for_first(self._stopping):
             return []
-        batch, size = [first], first.size
-        flush_at = asyncio.get_running_loop().time() + self._settings.flush_interval_seconds
-        # One deadline for the whole batch: `wait_for` per item would cost a task each.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(flush_at):
-                while len(batch) < self._settings.batch_max_events:
-                    if self._queue.empty() and self._stopping.is_set():
-                        break
-                    item = await self._queue.get()
-                    if size + item.size > self._settings.batch_max_bytes:
-                        # Keep order: the item opens the next batch.
-                        self._carry = item
-                        break
-                    batch.append(item)
-                    size += item.size
-        self._metrics.queue_depth.set(self._queue.qsize())
+        if not self._stopping.is_set():
+            flush_at = self._backlog.oldest().arrived + self._settings.flush_interval_seconds
+            await self._backlog.wait_for_batch(flush_at)
+        batch = self._backlog.take()
+        if not self._backlog:
+            self._full_reported = False
         return batch
-
-    async def _first_or_stop(self) -> _Pending | None:
-        if self._carry is not None:
-            item, self._carry = self._carry, None
-            return item
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        if self._stopping.is_set():
-            return None
-        getter = asyncio.ensure_future(self._queue.get())
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        return None
 
     async def _deliver_batch(self, batch: list[_Pending]) -> None:
         started = time.monotonic()
@@ -414,20 +401,23 @@ class Emitter:
 
     def _settle_delivered(self, batch: Sequence[_Pending]) -> None:
         remember = self._checkpoint is not None
+        counts: dict[tuple[str, str], int] = {}
         for item in batch:
             event = item.event
             self._queued.pop(event.id, None)
             if self._delivered.add(event.id):
                 self._metrics.bound_hits.labels("sent_ids").inc()
             key = (item.source, event.event)
-            emitted = self._emitted.get(key)
-            if emitted is None:
-                emitted = self._emitted[key] = self._metrics.events_emitted.labels(*key)
-            emitted.inc()
+            counts[key] = counts.get(key, 0) + 1
             if remember:
                 self._remember_delivered(event)
             if not item.future.done():
                 item.future.set_result(Outcome.DELIVERED)
+        for key, count in counts.items():
+            emitted = self._emitted.get(key)
+            if emitted is None:
+                emitted = self._emitted[key] = self._metrics.events_emitted.labels(*key)
+            emitted.inc(count)
         self._metrics.last_delivery.set(time.time())
 
     def _remember_delivered(self, event: Event) -> None:
@@ -452,16 +442,11 @@ class Emitter:
     def _abandon(self, in_flight: list[_Pending]) -> int:
         """Settle everything not delivered by the deadline as UNDELIVERED; return the count."""
         abandoned = [item for item in in_flight if not item.future.done()]
-        if self._carry is not None:
-            abandoned.append(self._carry)
-            self._carry = None
-        while not self._queue.empty():
-            abandoned.append(self._queue.get_nowait())
+        abandoned += self._backlog.take_all()
         for item in abandoned:
             self._metrics.events_undelivered.labels(item.source).inc()
             self._queued.pop(item.event.id, None)
             item.future.set_result(Outcome.UNDELIVERED)
-        self._metrics.queue_depth.set(0)
         return len(abandoned)
 
 
@@ -474,15 +459,3 @@ def _save_checkpoint(
             for resource, (event_id, occurred) in latest
         }
     )
-
-
-def _estimated_size(event: Event) -> int:
-    """Bytes of the event's JSON, estimated from its text without serializing it."""
-    size = _EVENT_OVERHEAD_BYTES + len(event.event)
-    for labels in (event.resource, *event.related):
-        size += 6 * len(labels)
-        for key, value in labels.items():
-            size += len(key) + len(value)
-    if event.payload:
-        size += len(repr(event.payload))
-    return size

@@ -123,8 +123,8 @@ _UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _read(pod: object) -> _PodFields:
-    # Objects are checked with `dict`, not `Mapping`: orjson decodes JSON objects to dicts,
-    # and the ABC check costs several times more, dozens of times per watch line.
+    # Objects are checked with `dict`, not `Mapping`: decoded JSON objects are dicts, and
+    # the ABC check costs several times more, dozens of times per watch line.
     if not isinstance(pod, dict):
         raise InputError(f"pod is a {type(pod).__name__}, not an object")
     metadata = _mapping(pod, "metadata", "pod")
@@ -137,8 +137,16 @@ def _read(pod: object) -> _PodFields:
     phase = _text(status, "phase", "status")
     if phase not in _PHASES:
         raise InputError(f"pod {namespace}/{name}: status.phase {phase!r} is not a known phase")
-    labels = _labels(metadata, where=f"pod {namespace}/{name}")
-    restarts = _restart_count(status, where=f"pod {namespace}/{name}")
+    labels = _mapping(metadata, "labels", "metadata")
+    for value in labels.values():
+        if type(value) is not str:
+            raise InputError(
+                f"pod {namespace}/{name}: metadata.labels has values that are not strings"
+            )
+    try:
+        restarts = _restart_count(status)
+    except InputError as exc:
+        raise InputError(f"pod {namespace}/{name}: {exc}") from None
     return _PodFields(uid, name, namespace, phase, restarts, labels, metadata, status)
 
 
@@ -158,31 +166,20 @@ def _text(parent: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _labels(metadata: Mapping[str, Any], *, where: str) -> Mapping[str, str]:
-    labels = _mapping(metadata, "labels", "metadata")
-    if not all(isinstance(value, str) for value in labels.values()):
-        raise InputError(f"{where}: metadata.labels has values that are not strings")
-    return labels
-
-
-def _restart_count(status: Mapping[str, Any], *, where: str) -> int:
+def _restart_count(status: Mapping[str, Any]) -> int:
     """Sum of restartCount over containerStatuses; init containers excluded (contract)."""
+    containers = status.get("containerStatuses")
+    if containers is None:
+        return 0
+    if type(containers) is not list or not all(type(item) is dict for item in containers):
+        raise InputError("status.containerStatuses is not a list of objects")
     total = 0
-    for container in _list(status, "containerStatuses", where=where):
+    for container in containers:
         count = container.get("restartCount", 0)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise InputError(f"{where}: a restartCount is {count!r}, not a count")
+        if type(count) is not int or count < 0:  # `type`, not isinstance: True is no count
+            raise InputError(f"a restartCount is {count!r}, not a count")
         total += count
     return total
-
-
-def _list(status: Mapping[str, Any], key: str, *, where: str) -> list[Mapping[str, Any]]:
-    value = status.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise InputError(f"{where}: status.{key} is not a list of objects")
-    return value
 
 
 def _event(fields: _PodFields, *, observed: datetime, problems: list[Problem]) -> Event:

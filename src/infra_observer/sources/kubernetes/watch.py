@@ -7,15 +7,15 @@ resourceVersion seen. A 410 Gone means the history is compacted: list again. A s
 silent for longer than the inactivity timeout is presumed dead and replaced. Every other
 failure reconnects after a capped, jittered backoff.
 
-Objects are read as raw JSON (orjson) straight off the response: the generated model
-classes cost far more than the few fields `translate` reads (see `client.py`).
+Objects are read as plain JSON straight off the response, decoded only as far as the fields
+`translate` reads (see `wire.py`): the generated model classes cost far more (see `client.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from infra_observer.metrics import Metrics
 from infra_observer.retry import Backoff
 from infra_observer.sources.kubernetes.client import KubeClient, pods_path
 from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState, translate
+from infra_observer.sources.kubernetes.wire import Decoder
 
 log = structlog.get_logger(__name__)
 
@@ -165,7 +166,9 @@ class KubernetesSource:
         try:
             for scope in scopes_of(self._settings):
                 try:
-                    await list_page(client, scope=scope, selector=selector, limit=1)
+                    await list_page(
+                        client, scope=scope, selector=selector, limit=1, decoder=Decoder()
+                    )
                 except ApiStatusError as exc:
                     raise SourceError(_status_advice(exc, host=host, scope=scope)) from exc
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -252,6 +255,7 @@ async def list_page(
     scope: Scope,
     selector: str,
     limit: int,
+    decoder: Decoder,
     continue_token: str | None = None,
 ) -> dict[str, Any]:
     params = {"labelSelector": selector, "limit": str(limit)}
@@ -265,7 +269,7 @@ async def list_page(
             body = await response.read()
         finally:
             response.close()
-    page = orjson.loads(body)
+    page = decoder.pod_list(body)
     if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
         raise ValueError("a pod list answer is not a PodList")
     return page
@@ -297,6 +301,8 @@ class ScopeWatch:
         self._selector = label_selector(settings)
         self._backoff = Backoff(maximum=settings.backoff_max_seconds)
         self._listed_version: str | None = None
+        self._decoder = Decoder()
+        self._shard_count = settings.shard_count
 
     async def run(self, client: KubeClient) -> None:
         """Forever: list when there is no usable resourceVersion, then watch from it."""
@@ -355,6 +361,7 @@ class ScopeWatch:
                 scope=self.scope,
                 selector=self._selector,
                 limit=self._list_page_size,
+                decoder=self._decoder,
                 continue_token=continue_token,
             )
             items = page.pop("items", None) or []
@@ -421,7 +428,7 @@ class ScopeWatch:
 
     async def _handle_line(self, line: bytes) -> None:
         try:
-            message = orjson.loads(line)
+            message = self._decoder.watch_line(line)
             kind = message["type"]
             obj = message["object"]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
@@ -450,27 +457,31 @@ class ScopeWatch:
 
     async def _apply(self, kind: str, pod: object) -> str | None:
         """Translate one pod, update its state, hand its events over; the pod's uid."""
-        uid = _get(_get(pod, "metadata"), "uid")
-        if isinstance(uid, str) and not self._in_shard(uid):
+        metadata = _get(pod, "metadata")
+        raw_uid = _get(metadata, "uid")
+        uid: str | None = raw_uid if type(raw_uid) is str else None
+        if uid is not None and self._shard_count > 1 and not self._in_shard(uid):
             return None  # another replica's pod: neither held nor reported here
-        previous = self.pods.get(uid) if isinstance(uid, str) else None
+        previous = self.pods.get(uid) if uid is not None else None
         try:
             result = translate(pod, previous, observed=datetime.now(UTC))
         except Exception as exc:  # one odd pod must not stop the watch of all the others
             detail = str(exc) if isinstance(exc, InputError) else _describe(exc)
             self._input_error("pod", detail, uid=uid, exc_info=not isinstance(exc, InputError))
-            if not isinstance(uid, str):
+            if uid is None:
                 return None
             if kind == "DELETED":
                 self.pods.pop(uid, None)
             return uid
-        pod_name = _pod_name(pod)
-        for problem in result.problems:
-            self._input_error(problem.kind, problem.detail, pod=pod_name, uid=result.uid)
         if kind == "DELETED":
             self.pods.pop(result.uid, None)
         else:
             self.pods[result.uid] = result.state
+        if not (result.events or result.problems or result.repeated):
+            return result.uid  # the usual update: same phase, nothing to report
+        pod_name = f"{_get(metadata, 'namespace')}/{_get(metadata, 'name')}"
+        for problem in result.problems:
+            self._input_error(problem.kind, problem.detail, pod=pod_name, uid=result.uid)
         if result.repeated:
             log.debug("pod_state_repeated", pod=pod_name, phase=result.state.phase)
         for event in result.events:
@@ -481,9 +492,8 @@ class ScopeWatch:
         return result.uid
 
     def _in_shard(self, uid: str) -> bool:
-        count = self._settings.shard_count
         # crc32, not hash(): every replica must compute the same share for a uid.
-        return count == 1 or zlib.crc32(uid.encode()) % count == self._settings.shard_index
+        return zlib.crc32(uid.encode()) % self._shard_count == self._settings.shard_index
 
     def _input_error(self, kind: str, detail: str, **fields: Any) -> None:
         self._metrics.input_errors.labels(source=SOURCE, kind=kind).inc()
@@ -491,27 +501,45 @@ class ScopeWatch:
 
 
 class _StallGuard:
-    """`asyncio.timeout` that reports its own expiry as a stall.
+    """`asyncio.timeout` that fires when the stream stays silent while a line is awaited,
+    and reports its expiry as a stall.
 
-    aiohttp's own timeouts are also `TimeoutError`s; only this one means "silent stream".
+    Marking a wait costs a clock read: the one timer re-arms itself lazily, once per
+    `seconds` at most, instead of being rescheduled for every line. aiohttp's own timeouts
+    are also `TimeoutError`s; only this one means "silent stream".
     """
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-        # One timeout per watch, re-armed per line: cheaper than a new one per line.
         self._timeout = asyncio.timeout(None)
-        self._clock = asyncio.get_running_loop().time
+        self._loop = asyncio.get_running_loop()
+        self._waiting_since: float | None = None
+        self._check: asyncio.TimerHandle | None = None
 
     def arm(self) -> None:
-        self._timeout.reschedule(self._clock() + self._seconds)
+        """A line is awaited from now on."""
+        self._waiting_since = self._loop.time()
 
     def disarm(self) -> None:
-        self._timeout.reschedule(None)
+        """A line is being handled (it may wait on a full emitter queue: not a stall)."""
+        self._waiting_since = None
+
+    def _on_check(self) -> None:
+        since = self._waiting_since
+        now = self._loop.time()
+        if since is not None and now - since >= self._seconds:
+            self._timeout.reschedule(now)  # expire: cancels the watch like any timeout
+            return
+        next_check = (since if since is not None else now) + self._seconds
+        self._check = self._loop.call_at(next_check, self._on_check)
 
     async def __aenter__(self) -> None:
         await self._timeout.__aenter__()
+        self._check = self._loop.call_at(self._loop.time() + self._seconds, self._on_check)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if self._check is not None:
+            self._check.cancel()
         try:
             await self._timeout.__aexit__(exc_type, exc, tb)
         except TimeoutError as error:
@@ -522,12 +550,8 @@ class _StallGuard:
 
 
 def _get(obj: object, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else None
-
-
-def _pod_name(pod: object) -> str:
-    metadata = _get(pod, "metadata")
-    return f"{_get(metadata, 'namespace')}/{_get(metadata, 'name')}"
+    # Decoded JSON objects are dicts: the `Mapping` ABC check costs several times more.
+    return obj.get(key) if isinstance(obj, dict) else None
 
 
 def _describe(exc: BaseException) -> str:
