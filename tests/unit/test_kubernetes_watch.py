@@ -23,6 +23,7 @@ from infra_observer.sources.kubernetes.watch import (
     Scope,
     ScopeWatch,
     _GoneError,
+    _LineSplitter,
     label_selector,
     scopes_of,
 )
@@ -188,3 +189,19 @@ def test_selector_and_scopes() -> None:
     assert scopes_of(KubernetesSettings()) == [Scope(None)]
     both = KubernetesSettings(namespaces=["a", "b", "a"])
     assert scopes_of(both) == [Scope("a"), Scope("b")]
+
+
+def test_lines_are_split_across_chunks() -> None:
+    splitter = _LineSplitter(limit=100)
+    assert splitter.feed(b'{"a":') == []
+    assert splitter.feed(b"1}\n{") == [b'{"a":1}']
+    assert splitter.feed(b'"b":2}\n\n{"c":3}\n{"d"') == [b'{"b":2}', b'{"c":3}']
+    assert splitter.rest() == b'{"d"'
+    assert splitter.rest() == b""
+
+
+def test_a_line_beyond_the_limit_ends_the_watch() -> None:
+    splitter = _LineSplitter(limit=10)
+    splitter.feed(b"0123456")
+    with pytest.raises(ValueError, match="longer than 10 bytes"):
+        splitter.feed(b"789abc")

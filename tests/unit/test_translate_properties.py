@@ -517,7 +517,7 @@ def test_decoding_only_the_read_fields_translates_like_a_full_decode(
         full = None
     # Integers beyond 64 bits (no apiserver sends them): orjson refuses them or makes
     # floats of them, where the decoder keeps them exact; only error texts would differ.
-    assume(full is not None and full == json.loads(line))
+    assume(full is not None and json.dumps(full) == json.dumps(json.loads(line)))
     decoded = Decoder().watch_line(line)
     assert decoded["type"] == kind
     assert _outcome(decoded["object"], previous) == _outcome(full["object"], previous)

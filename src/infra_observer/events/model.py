@@ -70,6 +70,8 @@ def batch_to_json(events: Sequence[Event]) -> bytes:
 
 def utc(moment: datetime) -> datetime:
     """The same instant in UTC; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is UTC:
+        return moment  # the usual case (RFC 3339 "Z" times), without a copy
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
