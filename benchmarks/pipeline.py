@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks._common import REPO, table, write_results
 from benchmarks._watchlines import replayed_lines, watch_lines
+from infra_observer.cli import daemon_loop_factory
 from infra_observer.config import EmitterSettings, KubernetesSettings, LogSettings, PrefectSettings
 from infra_observer.emitter import Emitter, EventsApiSink, events_api_client
 from infra_observer.logs import configure_logging
@@ -119,7 +120,9 @@ def main() -> int:
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
-        result = asyncio.run(pipeline(lines, sink_url))
+        # The daemon's own event loop (uvloop where installed).
+        with asyncio.Runner(loop_factory=daemon_loop_factory()) as runner:
+            result = runner.run(pipeline(lines, sink_url))
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
