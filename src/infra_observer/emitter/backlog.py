@@ -62,28 +62,42 @@ class Backlog(Generic[Item]):
         if len(self._items) >= self._batch_events or self._bytes >= self._batch_bytes:
             self._batch_ready.set()
 
+    def wake(self) -> None:
+        """Make `wait_for_first` look at its `stopping` event again."""
+        self._arrived.set()
+
     async def wait_for_first(self, stopping: asyncio.Event) -> bool:
-        """Until an item is waiting (True) or `stopping` is set with none (False)."""
+        """Until an item is waiting (True) or `stopping` is set with none (False); whoever
+        sets `stopping` calls `wake`."""
         while not self._items:
             if stopping.is_set():
                 return False
             self._arrived.clear()
-            arrived = asyncio.ensure_future(self._arrived.wait())
-            stopped = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait({arrived, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            arrived.cancel()
-            stopped.cancel()
+            await self._arrived.wait()
         return True
 
     async def wait_for_batch(self, deadline: float) -> None:
         """Until a whole batch is waiting, or the loop's clock reaches `deadline`."""
-        while len(self._items) < self._batch_events and self._bytes < self._batch_bytes:
-            self._batch_ready.clear()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._batch_ready.wait()
-            except TimeoutError:
-                return
+        expired = False
+
+        def expire() -> None:
+            # A flag, not a clock comparison: uvloop's timers have millisecond resolution
+            # and may fire a fraction of a millisecond before `deadline` by its clock.
+            nonlocal expired
+            expired = True
+            self._batch_ready.set()
+
+        # A timer that sets the event, not a timeout: an exception per batch would leave
+        # reference cycles (traceback, frames) for the garbage collector.
+        timer = asyncio.get_running_loop().call_at(deadline, expire)
+        try:
+            while len(self._items) < self._batch_events and self._bytes < self._batch_bytes:
+                self._batch_ready.clear()
+                await self._batch_ready.wait()
+                if expired:
+                    return
+        finally:
+            timer.cancel()
 
     def take(self) -> list[Item]:
         """The oldest items, up to one batch by count and bytes (always at least one)."""

@@ -135,6 +135,19 @@ class Emitter:
         self._emitted: dict[tuple[str, str], Counter] = {}
         self._checkpoint_due = 0.0
         self._full_reported = False
+        # Built once: one per batch, with a closure over the batch, made reference cycles
+        # that kept whole batches alive until the next full garbage collection.
+        self._retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(RetryableDeliveryError),
+            wait=_WaitHonouringRetryAfter(
+                initial=settings.retry_initial_seconds, maximum=settings.retry_max_seconds
+            ),
+            sleep=self._sleep_until_deadline,
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
+        self._sending: list[_Pending] = []
+        self._in_flight: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         """Load the checkpoint and the spool; call before any source submits."""
@@ -245,6 +258,9 @@ class Emitter:
         """Deliver what is queued within the deadline, then make `run` return."""
         self._stop_at = min(self._stop_at, time.monotonic() + deadline_seconds)
         self._stopping.set()
+        self._backlog.wake()
+        if self._in_flight is not None:
+            self._schedule_cut(self._in_flight)
 
     async def run(self) -> None:
         await self._check_sink()
@@ -330,47 +346,43 @@ class Emitter:
             await self._deliver_batch(half)
 
     async def _send_with_retries(self, batch: list[_Pending]) -> None:
-        events = [item.event for item in batch]
-        retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type(RetryableDeliveryError),
-            wait=_WaitHonouringRetryAfter(
-                initial=self._settings.retry_initial_seconds,
-                maximum=self._settings.retry_max_seconds,
-            ),
-            sleep=self._sleep_until_deadline,
-            before_sleep=lambda state: self._before_retry(state, batch),
-            reraise=True,
-        )
+        self._sending = batch
         try:
-            async for attempt in retrying:
+            async for attempt in self._retrying:
                 with attempt:
-                    await self._send_before_deadline(events)
+                    await self._send_before_deadline([item.event for item in batch])
         except RetryableDeliveryError:
             raise _DeadlinePassed from None
+        finally:
+            self._sending = []
         self._sink_healthy = True
 
     async def _send_before_deadline(self, events: list[Event]) -> None:
         """One attempt, cut short when the shutdown deadline passes while it is in flight."""
         send = asyncio.ensure_future(self._sink.send(events))
-        deadline = asyncio.ensure_future(self._deadline_passed())
+        self._in_flight = send
+        cut = self._schedule_cut(send) if self._stopping.is_set() else None
         try:
-            await asyncio.wait({send, deadline}, return_when=asyncio.FIRST_COMPLETED)
+            await send
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this task is being cancelled, not just the attempt
+            raise RetryableDeliveryError(
+                "shutdown deadline passed during a delivery attempt"
+            ) from None
         finally:
-            deadline.cancel()
-            if not send.done():
-                send.cancel()
-                await asyncio.gather(send, return_exceptions=True)
-        if send.cancelled():
-            raise RetryableDeliveryError("shutdown deadline passed during a delivery attempt")
-        send.result()
+            self._in_flight = None
+            if cut is not None:
+                cut.cancel()
 
-    async def _deadline_passed(self) -> None:
-        await self._stopping.wait()
-        await asyncio.sleep(max(0.0, self._stop_at - time.monotonic()))
+    def _schedule_cut(self, send: asyncio.Future[None]) -> asyncio.TimerHandle:
+        delay = max(0.0, self._stop_at - time.monotonic())
+        return asyncio.get_running_loop().call_later(delay, send.cancel)
 
-    def _before_retry(self, retry_state: tenacity.RetryCallState, batch: list[_Pending]) -> None:
+    def _before_retry(self, retry_state: tenacity.RetryCallState) -> None:
         self._sink_healthy = False
-        for item in batch:
+        for item in self._sending:
             self._metrics.events_retried.labels(item.source, item.event.event).inc()
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None

@@ -1,0 +1,129 @@
+"""The emitter's backlog, on both event loops the project runs on (asyncio and uvloop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvloop
+
+from infra_observer.emitter.backlog import Backlog
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+# Long enough never to be hit by a working backlog, short enough to fail fast on a hang.
+HANG_SECONDS = 5.0
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request: pytest.FixtureRequest) -> Run:
+    def run_on_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
+        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
+            return runner.run(coroutine)
+
+    return run_on_loop
+
+
+@dataclass
+class Item:
+    name: str
+    size: int = 10
+
+
+def backlog(*, limit: int = 100, events: int = 3, size: int = 1_000) -> Backlog[Item]:
+    return Backlog(limit=limit, batch_events=events, batch_bytes=size)
+
+
+def test_a_lone_item_leaves_when_its_deadline_passes(run: Run) -> None:
+    async def scenario() -> None:
+        pending = backlog()
+        loop = asyncio.get_running_loop()
+        # Many rounds: a timer that fires a fraction of a millisecond early must still end
+        # the wait (uvloop's timers have millisecond resolution).
+        for round_ in range(30):
+            await pending.put(Item(f"lone-{round_}"))
+            async with asyncio.timeout(HANG_SECONDS):
+                await pending.wait_for_batch(loop.time() + 0.003)
+            assert [item.name for item in pending.take()] == [f"lone-{round_}"]
+
+    run(scenario())
+
+
+def test_a_full_batch_ends_the_wait_before_the_deadline(run: Run) -> None:
+    async def scenario() -> None:
+        pending = backlog(events=3)
+        loop = asyncio.get_running_loop()
+        await pending.put(Item("a"))
+
+        async def producer() -> None:
+            await asyncio.sleep(0.01)
+            await pending.put(Item("b"))
+            await pending.put(Item("c"))
+
+        task = asyncio.ensure_future(producer())
+        async with asyncio.timeout(HANG_SECONDS):
+            await pending.wait_for_batch(loop.time() + 3600)
+        await task
+        assert [item.name for item in pending.take()] == ["a", "b", "c"]
+
+    run(scenario())
+
+
+def test_batches_keep_order_and_respect_count_and_bytes(run: Run) -> None:
+    async def scenario() -> None:
+        pending = backlog(events=3, size=25)
+        for name, size in [("big", 40), ("a", 10), ("b", 10), ("c", 10), ("d", 1), ("e", 1)]:
+            await pending.put(Item(name, size))
+        # An item larger than a batch still goes, alone; the others fill up to the bounds.
+        assert [item.name for item in pending.take()] == ["big"]
+        assert [item.name for item in pending.take()] == ["a", "b"]
+        assert [item.name for item in pending.take()] == ["c", "d", "e"]
+        assert pending.take() == []
+        assert len(pending) == 0
+
+    run(scenario())
+
+
+def test_put_waits_while_full_and_resumes_when_a_batch_is_taken(run: Run) -> None:
+    async def scenario() -> None:
+        pending = backlog(limit=2, events=2)
+        await pending.put(Item("a"))
+        await pending.put(Item("b"))
+        assert pending.full
+        blocked = asyncio.ensure_future(pending.put(Item("c")))
+        await asyncio.sleep(0.01)
+        assert not blocked.done()
+        assert [item.name for item in pending.take()] == ["a", "b"]
+        async with asyncio.timeout(HANG_SECONDS):
+            await blocked
+        assert [item.name for item in pending.take_all()] == ["c"]
+
+    run(scenario())
+
+
+def test_waiting_for_the_first_item_ends_on_an_item_or_on_stop(run: Run) -> None:
+    async def scenario() -> None:
+        pending = backlog()
+        stopping = asyncio.Event()
+        waiter = asyncio.ensure_future(pending.wait_for_first(stopping))
+        await asyncio.sleep(0.01)
+        await pending.put(Item("a"))
+        async with asyncio.timeout(HANG_SECONDS):
+            assert await waiter is True
+        pending.take_all()
+
+        waiter = asyncio.ensure_future(pending.wait_for_first(stopping))
+        await asyncio.sleep(0.01)
+        stopping.set()
+        pending.wake()
+        async with asyncio.timeout(HANG_SECONDS):
+            assert await waiter is False
+
+    run(scenario())
