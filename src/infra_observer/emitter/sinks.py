@@ -68,6 +68,10 @@ def events_api_client(prefect: PrefectSettings, emitter: EmitterSettings) -> htt
     verify: ssl.SSLContext | bool = True
     if emitter.ca_bundle is not None:
         verify = ssl.create_default_context(cafile=str(emitter.ca_bundle))
+    elif prefect.api_url is not None and prefect.api_url.scheme == "http":
+        # Plain HTTP never uses it (redirects are not followed), and loading the default
+        # CA bundle would cost about 0.8 MiB; with no CA at all, TLS could only fail.
+        verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return httpx.AsyncClient(
         headers=headers,
         timeout=httpx.Timeout(emitter.request_timeout_seconds),
