@@ -7,10 +7,12 @@ and the health server stops last, so probes answer until the very end.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -20,10 +22,12 @@ from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, eve
 from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
-from infra_observer.health import HealthServer
-from infra_observer.leader import LeaderElector
 from infra_observer.metrics import Metrics
 from infra_observer.sources.base import Source
+
+if TYPE_CHECKING:
+    from infra_observer.health import HealthServer
+    from infra_observer.leader import LeaderElector
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +73,16 @@ def build_emitter(settings: Settings, *, sink: Sink, metrics: Metrics) -> Emitte
     )
 
 
+def _lean_imports() -> None:
+    """Settings that dependencies read when first imported; call before aiohttp is imported.
+
+    frozenlist's C++ build loads libstdc++, about 1 MiB resident, for the few lists aiohttp
+    freezes at start-up; its pure-Python build serves those as well. An operator's own
+    setting wins.
+    """
+    os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
+
+
 def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics) -> list[Source]:
     # Imported only when enabled, so an unused source costs neither import time nor memory.
     sources: list[Source] = []
@@ -91,6 +105,7 @@ def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics
 
 async def run(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT; raise when a source fails for good."""
+    _lean_imports()
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)
     emitter = build_emitter(settings, sink=sink, metrics=metrics)
@@ -99,25 +114,31 @@ async def run(settings: Settings) -> None:
         await sink.aclose()
         raise ConfigError(NO_SOURCES)
     await emitter.open()
-    elector = (
-        LeaderElector(settings=settings.leader_election, kubernetes=settings.kubernetes)
-        if settings.leader_election.enabled
-        else None
-    )
+    # Leader election and the health server are imported only when enabled, as sources are.
+    elector: LeaderElector | None = None
+    if settings.leader_election.enabled:
+        from infra_observer.leader import LeaderElector
+
+        elector = LeaderElector(settings=settings.leader_election, kubernetes=settings.kubernetes)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
-    health = HealthServer(
-        settings=settings.health,
-        registry=metrics.registry,
-        liveness=lambda: [f"task {task.get_name()} ended" for task in tasks if task.done()],
-        readiness=lambda: _readiness_problems(sources, emitter, elector),
-    )
+    health: HealthServer | None = None
+    if settings.health.enabled:
+        from infra_observer.health import HealthServer
+
+        health = HealthServer(
+            settings=settings.health,
+            registry=metrics.registry,
+            liveness=lambda: [f"task {task.get_name()} ended" for task in tasks if task.done()],
+            readiness=lambda: _readiness_problems(sources, emitter, elector),
+        )
     log.info("starting", sources=[source.name for source in sources], sink=sink.name)
     try:
         with _signals_set(stop):
             async with asyncio.TaskGroup() as outer:
-                if settings.health.enabled:
-                    health_task = outer.create_task(health.run(), name="health")
+                health_task = (
+                    outer.create_task(health.run(), name="health") if health is not None else None
+                )
                 emitter_task = outer.create_task(emitter.run(), name="emitter")
                 tasks.append(emitter_task)
                 try:
@@ -126,7 +147,7 @@ async def run(settings: Settings) -> None:
                     log.info("stopping", queued=emitter.queued)
                     emitter.stop(settings.emitter.drain_seconds)
                     await emitter_task
-                    if settings.health.enabled:
+                    if health_task is not None:
                         health_task.cancel()
     finally:
         await sink.aclose()
@@ -203,6 +224,7 @@ def _signals_set(stop: asyncio.Event) -> Iterator[None]:
 
 async def check(settings: Settings) -> list[tuple[str, bool, str]]:
     """Reach every configured peer once: (peer, passed, detail) per peer."""
+    _lean_imports()
     results: list[tuple[str, bool, str]] = []
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -489,6 +488,8 @@ async def _already_stored(event: Event, settings: Settings) -> bool:
     body = {"filter": {"id": {"id": [str(event.id)]}, "occurred": window}, "limit": 1}
     url = f"{str(settings.prefect.api_url).rstrip('/')}/events/filter"
     async with events_api_client(settings.prefect, settings.emitter) as client:
+        import httpx  # loaded with the client; at the top, every command would load it
+
         try:
             response = await client.post(url, json=body)
             response.raise_for_status()

@@ -13,7 +13,6 @@ import orjson
 import pydantic
 from pydantic_core import ErrorDetails
 
-from infra_observer.events.conformance import check_against_catalog
 from infra_observer.events.model import limit_problems, parse_wire_event
 
 # Fields the events API adds to what it stores; not part of an event as sent.
@@ -32,6 +31,9 @@ class LineReport:
 
 def check_line(raw: bytes) -> list[str]:
     """Every problem of one JSON line holding one event; empty when it conforms."""
+    # Imported on use: `cli` imports this module for every command, the daemon's too.
+    from infra_observer.events.conformance import check_against_catalog
+
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

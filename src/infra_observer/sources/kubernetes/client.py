@@ -7,7 +7,8 @@ tokens that rotate) come from kubernetes_asyncio's own loaders, into a fresh
 Requests do not go through its generated `ApiClient`: importing `kubernetes_asyncio.client`
 loads about 1,500 generated API and model modules, measured at 35 MB of resident memory
 (the whole daemon otherwise starts at about 53 MB), for two GET requests whose answers
-are read as raw JSON anyway. So only the configuration and loader modules are imported.
+are read as raw JSON anyway. So only the configuration module and the one loader in use
+are imported.
 """
 
 from __future__ import annotations
@@ -32,35 +33,60 @@ from infra_observer.errors import ConfigError
 READ_BUFFER_BYTES = 2**21
 _PACKAGE = "kubernetes_asyncio"
 _CLIENT_PACKAGE = "kubernetes_asyncio.client"
+_CONFIG_PACKAGE = "kubernetes_asyncio.config"
+# Imported at the top of the configuration module, used only by the generated client's
+# basic auth: about 1 MiB resident that the daemon would never use.
+_DEFERRED = ("urllib3",)
 
 
-def _config_package() -> Any:
-    """`kubernetes_asyncio.config`, importing as little of the library as possible.
+class _Deferred(types.ModuleType):
+    """Stands in for a module that is imported on first attribute access."""
 
-    Its package `__init__`s import every generated module. When nothing imported them yet,
-    stand-in package objects make only the configuration and loader modules load; the
-    stand-ins are removed again, so a later ordinary `import kubernetes_asyncio` runs the
-    real `__init__`s, which reuse the modules already loaded.
+    def __getattr__(self, attribute: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            raise AttributeError(attribute)  # an import now would return the stand-in itself
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+def _package(name: str, path: list[str]) -> types.ModuleType:
+    package = types.ModuleType(name)
+    package.__path__ = path
+    return package
+
+
+def _loader(loader: str) -> Any:
+    """`kubernetes_asyncio.config.<loader>`, importing as little of the library as possible.
+
+    Its package `__init__`s import every generated module, and that of `config` both
+    loaders (the kubeconfig one brings yaml, exec plugins and OIDC). When nothing imported
+    them yet, stand-in package objects make only the configuration module and the one
+    loader load; the stand-ins are removed again, so a later ordinary `import
+    kubernetes_asyncio` runs the real `__init__`s, which reuse the modules already loaded.
     """
+    module = f"{_CONFIG_PACKAGE}.{loader}"
     if _PACKAGE in sys.modules:
-        return importlib.import_module(f"{_PACKAGE}.config")
+        return importlib.import_module(module)
     spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("kubernetes_asyncio is not installed")
     roots = list(spec.submodule_search_locations)
-    package = types.ModuleType(_PACKAGE)
-    package.__path__ = roots
-    client = types.ModuleType(_CLIENT_PACKAGE)
-    client.__path__ = [os.path.join(root, "client") for root in roots]
-    sys.modules[_PACKAGE] = package
-    sys.modules[_CLIENT_PACKAGE] = client
+    client = _package(_CLIENT_PACKAGE, [os.path.join(root, "client") for root in roots])
+    stand_ins = {
+        _PACKAGE: _package(_PACKAGE, roots),
+        _CLIENT_PACKAGE: client,
+        _CONFIG_PACKAGE: _package(
+            _CONFIG_PACKAGE, [os.path.join(root, "config") for root in roots]
+        ),
+    }
+    stand_ins.update({lazy: _Deferred(lazy) for lazy in _DEFERRED if lazy not in sys.modules})
+    sys.modules.update(stand_ins)
     try:
         configuration = importlib.import_module(f"{_CLIENT_PACKAGE}.configuration")
         client.Configuration = configuration.Configuration  # type: ignore[attr-defined]
         client.ApiClient = _api_client  # type: ignore[attr-defined]
-        return importlib.import_module(f"{_PACKAGE}.config")
+        return importlib.import_module(module)
     finally:
-        for name, stand_in in ((_PACKAGE, package), (_CLIENT_PACKAGE, client)):
+        for name, stand_in in stand_ins.items():
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
 
@@ -80,22 +106,24 @@ async def load_configuration(settings: KubernetesSettings) -> Any:
     """A fresh `Configuration`: the configured kubeconfig (and context); else in-cluster;
     else $KUBECONFIG (or ~/.kube/config), read now rather than when a library was imported.
     """
-    config = _config_package()
+    in_cluster = (
+        settings.kubeconfig is None
+        and settings.context is None
+        and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    )
+    loader = _loader("incluster_config" if in_cluster else "kube_config")
     configuration = importlib.import_module(f"{_CLIENT_PACKAGE}.configuration").Configuration()
     try:
-        if settings.kubeconfig is not None:
-            path = str(settings.kubeconfig)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST") and settings.context is None:
-            config.load_incluster_config(client_configuration=configuration)
-            return configuration
+        if in_cluster:
+            loader.load_incluster_config(client_configuration=configuration)
         else:
-            path = _default_kubeconfig()
-        await config.load_kube_config(
-            config_file=path,
-            context=settings.context,
-            client_configuration=configuration,
-            persist_config=False,  # never write to the user's kubeconfig
-        )
+            path = settings.kubeconfig
+            await loader.load_kube_config(
+                config_file=str(path) if path is not None else _default_kubeconfig(),
+                context=settings.context,
+                client_configuration=configuration,
+                persist_config=False,  # never write to the user's kubeconfig
+            )
     except Exception as exc:  # the loaders raise anything from yaml errors to KeyError
         raise ConfigError(
             f"cannot load Kubernetes credentials ({type(exc).__name__}: {exc}); set "

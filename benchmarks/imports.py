@@ -1,0 +1,334 @@
+"""Idle memory of the daemon and what its imports cost, on a real kube-apiserver.
+
+    .venv/bin/python -m benchmarks.imports [--sink loopback|stdout|both] [--repeat N] [--top N]
+
+Starts a kube-apiserver (the test peers) and runs `infra-observer run` with only the
+Kubernetes source enabled, as its own process, from this checkout's `src/` (compiled to
+bytecode first, as the image is, so no run pays for compiling). Events go to the loopback
+sink (`benchmarks._sink`, through the events API client) or to stdout. Once the source is
+synced and the process has used almost no CPU for a while, its VmRSS is read from /proc:
+that is the idle figure, median of `--repeat` runs per sink.
+
+One more run carries an import meter, set up before the daemon's first import: every
+module load (create + exec, so a C extension's dlopen too) is timed and the process's
+resident memory read before and after it. "Self" is what a module's own load added,
+without the modules it imported; "total" includes them. The meter's own bookkeeping
+makes that run's RSS a little higher, so it is reported apart. The table lists the
+modules with the largest self cost, who first imported each, and the same summed per
+top-level package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import REPO, cpu_seconds, rss_mib, table, write_results
+from benchmarks._harness import KubePeer, Sink
+
+RUN = (
+    "import sys\n"
+    "from infra_observer.cli import main\n"
+    "sys.argv[0] = 'infra-observer'\n"
+    "sys.exit(main())\n"
+)
+
+# Runs first in the metered daemon. Only modules every interpreter has loaded by then
+# (frozen importlib, posix, signal), so the meter adds no module of its own to the count.
+METER = r"""
+import _frozen_importlib as _bootstrap
+import os as _os
+import signal as _signal
+import time as _time
+
+def _install_meter(out_path):
+    page = _os.sysconf("SC_PAGE_SIZE")
+    load = _bootstrap._load_unlocked
+    rows = []
+    stack = []
+
+    def rss():
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * page
+
+    def metered_load(spec):
+        parent = stack[-1][0] if stack else "-"
+        frame = [spec.name, 0, 0]  # name, children's bytes, children's ns
+        stack.append(frame)
+        bytes_before, ns_before = rss(), _time.perf_counter_ns()
+        try:
+            return load(spec)
+        finally:
+            stack.pop()
+            total_bytes = rss() - bytes_before
+            total_ns = _time.perf_counter_ns() - ns_before
+            rows.append((spec.name, parent, total_bytes - frame[1], total_bytes,
+                         (total_ns - frame[2]) // 1000, total_ns // 1000))
+            if stack:
+                stack[-1][1] += total_bytes
+                stack[-1][2] += total_ns
+
+    def report(signum, frame):
+        import sys
+        lines = ["\t".join(map(str, row)) for row in rows]
+        lines.append("#modules\t" + " ".join(sorted(sys.modules)))
+        lines.append("#rss\t" + str(rss()))
+        with open(out_path, "w") as out:
+            out.write("\n".join(lines) + "\n")
+
+    _bootstrap._load_unlocked = metered_load
+    _signal.signal(_signal.SIGUSR1, report)
+
+_install_meter(_os.environ.pop("IMPORT_METER_OUT"))
+del _install_meter
+"""
+
+
+@dataclass
+class Load:
+    module: str
+    importer: str
+    self_kib: float
+    total_kib: float
+    self_ms: float
+    total_ms: float
+
+
+class Daemon:
+    """`infra-observer run`, Kubernetes source only, as a process of its own."""
+
+    def __init__(self, kube: KubePeer, *, sink: Sink | None, log_dir: Path) -> None:
+        self.kube = kube
+        self.sink = sink
+        self.log_path = log_dir / f"daemon-{time.time_ns()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, meter_out: Path | None = None) -> None:
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PREFECT_", "INFRA_OBSERVER_", "KUBECONFIG", "PYTHON"))
+        }
+        env = {
+            **base,
+            # This checkout's code, whichever tree the interpreter was installed from.
+            "PYTHONPATH": str(REPO / "src"),
+            "INFRA_OBSERVER_KUBERNETES_ENABLED": "true",
+            "INFRA_OBSERVER_KUBERNETES_KUBECONFIG": str(self.kube.kubeconfig),
+            "INFRA_OBSERVER_HEALTH_PORT": "0",
+            "INFRA_OBSERVER_LOG_FORMAT": "json",
+        }
+        if self.sink is not None:
+            env["PREFECT_API_URL"] = self.sink.api_url
+        code = RUN
+        if meter_out is not None:
+            env["IMPORT_METER_OUT"] = str(meter_out)
+            code = METER + RUN
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code, "run"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                cwd=tempfile.gettempdir(),
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def wait_idle(self, *, limit: float = 90, window: float = 2.0) -> None:
+        """Until the source has synced and the process used < 30 ms of CPU in `window` s."""
+        assert self.process is not None
+        deadline = time.monotonic() + limit
+        while b'"kubernetes_ready"' not in self.log_path.read_bytes():
+            self._check_alive(deadline)
+            time.sleep(0.2)
+        last = cpu_seconds(self.pid)
+        while True:
+            time.sleep(window)
+            self._check_alive(deadline)
+            now = cpu_seconds(self.pid)
+            if now - last < 0.03:
+                return
+            last = now
+
+    def _check_alive(self, deadline: float) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the daemon exited; see {self.log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not become idle; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+def idle_rss(kube: KubePeer, *, sink: Sink | None, log_dir: Path) -> float:
+    daemon = Daemon(kube, sink=sink, log_dir=log_dir)
+    daemon.start()
+    try:
+        daemon.wait_idle()
+        samples = []
+        for _ in range(3):
+            samples.append(rss_mib(daemon.pid))
+            time.sleep(0.5)
+        return statistics.median(samples)
+    finally:
+        daemon.stop()
+
+
+def metered(
+    kube: KubePeer, *, sink: Sink | None, log_dir: Path
+) -> tuple[list[Load], list[str], float]:
+    out = log_dir / f"meter-{time.time_ns()}.tsv"
+    daemon = Daemon(kube, sink=sink, log_dir=log_dir)
+    daemon.start(meter_out=out)
+    try:
+        daemon.wait_idle()
+        os.kill(daemon.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not (out.exists() and out.read_text().rstrip().split("\n")[-1].startswith("#rss")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no meter report; see {daemon.log_path}")
+            time.sleep(0.1)
+    finally:
+        daemon.stop()
+    loads: list[Load] = []
+    modules: list[str] = []
+    rss = 0.0
+    for line in out.read_text().splitlines():
+        fields = line.split("\t")
+        if fields[0] == "#modules":
+            modules = fields[1].split()
+        elif fields[0] == "#rss":
+            rss = int(fields[1]) / 2**20
+        else:
+            name, importer, self_b, total_b, self_us, total_us = fields
+            loads.append(
+                Load(
+                    name,
+                    importer,
+                    int(self_b) / 1024,
+                    int(total_b) / 1024,
+                    int(self_us) / 1000,
+                    int(total_us) / 1000,
+                )
+            )
+    return loads, modules, rss
+
+
+def by_package(loads: list[Load]) -> list[tuple[str, int, float, float]]:
+    totals: dict[str, list[float]] = {}
+    for load in loads:
+        entry = totals.setdefault(load.module.split(".")[0], [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += load.self_kib
+        entry[2] += load.self_ms
+    rows = [(name, int(n), kib, ms) for name, (n, kib, ms) in totals.items()]
+    return sorted(rows, key=lambda row: -row[2])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sink", choices=["loopback", "stdout", "both"], default="both")
+    parser.add_argument("--repeat", type=int, default=3, help="idle runs per sink")
+    parser.add_argument("--top", type=int, default=25, help="rows in the module tables")
+    args = parser.parse_args()
+    sinks = ["loopback", "stdout"] if args.sink == "both" else [args.sink]
+    log_dir = Path(tempfile.mkdtemp(prefix="io-bench-imports-"))
+    compileall.compile_dir(REPO / "src", quiet=1)
+
+    kube = KubePeer().start()
+    loopback = Sink(upstream=None) if "loopback" in sinks else None
+    try:
+        idle: dict[str, list[float]] = {}
+        for name in sinks:
+            sink = loopback if name == "loopback" else None
+            idle[name] = [idle_rss(kube, sink=sink, log_dir=log_dir) for _ in range(args.repeat)]
+        loads, modules, metered_rss = metered(kube, sink=loopback, log_dir=log_dir)
+    finally:
+        if loopback is not None:
+            loopback.stop()
+        kube.stop()
+
+    ranked = sorted(loads, key=lambda load: -load.self_kib)
+    packages = by_package(loads)
+    data: dict[str, Any] = {
+        "idle_rss_mib": {name: statistics.median(values) for name, values in idle.items()},
+        "idle_rss_runs_mib": idle,
+        "metered_sink": sinks[0],
+        "metered_rss_mib": metered_rss,
+        "modules_loaded": len(loads),
+        "modules_at_idle": len(modules),
+        "loads": [vars(load) for load in loads],
+        "packages": [
+            {"package": name, "modules": n, "self_kib": kib, "self_ms": ms}
+            for name, n, kib, ms in packages
+        ],
+        "sys_modules_at_idle": modules,
+        "logs": str(log_dir),
+    }
+    print(
+        table(
+            "Idle daemon (Kubernetes source only, synced, no pods), VmRSS",
+            ["sink", "median MiB", "runs"],
+            [
+                [name, statistics.median(values), " ".join(f"{v:.2f}" for v in values)]
+                for name, values in idle.items()
+            ],
+        )
+    )
+    print()
+    print(
+        table(
+            f"Top {args.top} module loads by resident memory added "
+            f"({len(loads)} loads; metered run, {sinks[0]} sink, {metered_rss:.2f} MiB)",
+            ["module", "first imported by", "self KiB", "total KiB", "self ms", "total ms"],
+            [
+                [
+                    load.module,
+                    load.importer,
+                    load.self_kib,
+                    load.total_kib,
+                    load.self_ms,
+                    load.total_ms,
+                ]
+                for load in ranked[: args.top]
+            ],
+        )
+    )
+    print()
+    print(
+        table(
+            f"Top {args.top} top-level packages (sum of their modules' self cost)",
+            ["package", "modules", "self KiB", "self ms"],
+            [list(row) for row in packages[: args.top]],
+        )
+    )
+    print(f"results: {write_results('imports', data)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
