@@ -95,6 +95,8 @@ class Run:
         extra = {}
         if kind == "ours" and self.args.flush_interval is not None:
             extra["INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS"] = str(self.args.flush_interval)
+        if kind == "ours" and self.args.read_coalesce is not None:
+            extra["INFRA_OBSERVER_KUBERNETES_READ_COALESCE_SECONDS"] = str(self.args.read_coalesce)
         return Observer(
             kind,
             kubeconfig=self.kube.kubeconfig,
@@ -392,6 +394,12 @@ def main() -> int:
         type=float,
         default=None,
         help="INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS for ours (default: the daemon's)",
+    )
+    parser.add_argument(
+        "--read-coalesce",
+        type=float,
+        default=None,
+        help="INFRA_OBSERVER_KUBERNETES_READ_COALESCE_SECONDS for ours (default: the daemon's)",
     )
     parser.add_argument(
         "--startup-timeout-per-pod", type=float, default=0.05, help="seconds of waiting per pod"

@@ -109,7 +109,7 @@ def refs_from_labels(labels: Mapping[str, str]) -> tuple[FlowRunRefs, list[str]]
 
 # The same few ids recur (a flow run's pod changes several times; its deployment, flow
 # and work pool are shared by many pods): a hit costs one dictionary lookup.
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _canonical_uuid(value: str) -> str | None:
     """Prefect's spelling of a UUID (lower case, dashes), or None when it is not one."""
     if _CANONICAL_UUID.fullmatch(value):
@@ -174,7 +174,7 @@ def _worker_if_named(refs: FlowRunRefs, worker_type: WorkerType) -> dict[str, st
 
 # Events share these label sets (never mutated: `Event` exposes them as read-only
 # Mappings); a flow run's pod or task changes state several times with the same refs.
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def _labelled_related(refs: FlowRunRefs, worker_type: WorkerType) -> tuple[dict[str, str], ...]:
     """The related resources of a pod's labels or a task's tags, in the page's order."""
     return _present(
