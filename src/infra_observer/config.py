@@ -78,7 +78,7 @@ class EmitterSettings(_Section):
         default=4_000_000, ge=1_500_000, description="Serialized bytes per POST."
     )
     flush_interval_seconds: float = Field(
-        default=0.05,
+        default=0.04,
         gt=0,
         description="Longest wait of an event for its batch to fill before the batch is sent.",
     )
@@ -176,7 +176,7 @@ class KubernetesSettings(_Section):
         default=30.0, gt=0, description="Longest delay between reconnection attempts."
     )
     read_coalesce_seconds: float = Field(
-        default=0.12,
+        default=0.15,
         ge=0,
         le=1,
         description="After the watch events at hand are handled, the stream is left unread "
