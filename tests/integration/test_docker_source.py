@@ -32,6 +32,7 @@ from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
 from infra_observer.sources.docker import DockerSource
 from infra_observer.sources.docker.translate import parse_timestamp
+from tests.integration.source_runner import source_with_emitter
 from tests.peers import DockerPeer, PrefectPeer
 
 EMITTER = EmitterSettings(
@@ -143,19 +144,12 @@ async def running(
     source = DockerSource(
         settings=harness.settings(**settings), handoff=emitter, metrics=harness.metrics
     )
-    emitter_task = asyncio.create_task(emitter.run(), name="emitter")
-    source_task = asyncio.create_task(source.run(), name="source")
-    try:
-        await until(lambda: source.ready or source_task.done(), "the first listing")
-        assert not source_task.done(), "the source loop stopped"
+
+    async def listed(task: asyncio.Task[None]) -> None:
+        await until(lambda: source.ready or task.done(), "the first listing")
+
+    async with source_with_emitter(source, emitter, drain_seconds=10, started=listed):
         yield source, emitter
-        assert not source_task.done(), "the source loop stopped"
-    finally:
-        source_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await source_task
-        emitter.stop(10)
-        await emitter_task
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:

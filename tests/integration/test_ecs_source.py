@@ -28,6 +28,7 @@ from infra_observer.events.catalog import ECS_TASK_STATUSES
 from infra_observer.metrics import Metrics
 from infra_observer.sources.ecs.queue import EcsSource
 from tests.integration.ecs_support import ListSink, eventually
+from tests.integration.source_runner import source_with_emitter
 from tests.peers.moto import MotoPeer
 from tests.peers.prefect import PrefectPeer
 
@@ -118,17 +119,8 @@ async def running(
     source = EcsSource(
         settings=harness.settings(**settings), handoff=emitter, metrics=harness.metrics
     )
-    emitter_task = asyncio.create_task(emitter.run(), name="emitter")
-    source_task = asyncio.create_task(source.run(), name="source")
-    try:
+    async with source_with_emitter(source, emitter, drain_seconds=5):
         yield source, emitter
-        assert not source_task.done(), "the source loop stopped"
-    finally:
-        source_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await source_task
-        emitter.stop(5)
-        await emitter_task
 
 
 async def queue_drained(harness: Harness) -> bool:
