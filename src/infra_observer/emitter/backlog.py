@@ -52,7 +52,7 @@ class Backlog(Generic[Item]):
         return self._items[0]
 
     async def put(self, item: Item) -> None:
-        while len(self._items) >= self._limit:
+        while self.full:
             self._space.clear()
             await self._space.wait()
         self._items.append(item)

@@ -202,7 +202,8 @@ class Emitter:
         if queued is not None:
             self._metrics.events_duplicate.labels(source).inc()
             return queued
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
         if event.id in self._delivered:
             self._metrics.events_duplicate.labels(source).inc()
             future.set_result(Outcome.DUPLICATE)
@@ -219,8 +220,9 @@ class Emitter:
                 future.set_result(Outcome.REJECTED)
                 return future
             size = len(event.to_json())
-        arrived = asyncio.get_running_loop().time()
-        pending = _Pending(event=event, source=source, size=size, future=future, arrived=arrived)
+        pending = _Pending(
+            event=event, source=source, size=size, future=future, arrived=loop.time()
+        )
         self._queued[event.id] = future
         if self._spool is None:
             await self._enqueue(pending)

@@ -302,7 +302,6 @@ class ScopeWatch:
         self._backoff = Backoff(maximum=settings.backoff_max_seconds)
         self._listed_version: str | None = None
         self._decoder = Decoder()
-        self._shard_count = settings.shard_count
 
     async def run(self, client: KubeClient) -> None:
         """Forever: list when there is no usable resourceVersion, then watch from it."""
@@ -483,7 +482,7 @@ class ScopeWatch:
         metadata = _get(pod, "metadata")
         raw_uid = _get(metadata, "uid")
         uid: str | None = raw_uid if type(raw_uid) is str else None
-        if uid is not None and self._shard_count > 1 and not self._in_shard(uid):
+        if uid is not None and not self._in_shard(uid):
             return None  # another replica's pod: neither held nor reported here
         previous = self.pods.get(uid) if uid is not None else None
         try:
@@ -515,8 +514,9 @@ class ScopeWatch:
         return result.uid
 
     def _in_shard(self, uid: str) -> bool:
+        count = self._settings.shard_count
         # crc32, not hash(): every replica must compute the same share for a uid.
-        return zlib.crc32(uid.encode()) % self._shard_count == self._settings.shard_index
+        return count == 1 or zlib.crc32(uid.encode()) % count == self._settings.shard_index
 
     def _input_error(self, kind: str, detail: str, **fields: Any) -> None:
         self._metrics.input_errors.labels(source=SOURCE, kind=kind).inc()
