@@ -33,6 +33,21 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def environment_without(*prefixes: str) -> dict[str, str]:
+    """This process's environment minus the variables starting with any of `prefixes`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     if not values:
         return float("nan")

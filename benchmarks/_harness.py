@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._common import REPO, cpu_seconds, rss_mib
+from benchmarks._common import REPO, cpu_seconds, environment_without, rss_mib, stop_process
 from benchmarks._pods import flow_run_labels, now_rfc3339, pod_body, status_patch
 from tests.peers import KubePeer, PrefectPeer
 from tests.peers._util import cache_dir
@@ -202,11 +202,7 @@ class Observer:
         self.started_at = 0.0
 
     def argv_env(self) -> tuple[list[str], dict[str, str]]:
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PREFECT_", "INFRA_OBSERVER_", "KUBECONFIG", "VIRTUAL_ENV"))
-        }
+        base = environment_without("PREFECT_", "INFRA_OBSERVER_", "KUBECONFIG", "VIRTUAL_ENV")
         if self.kind == "ours":
             env = {
                 **base,
@@ -282,12 +278,7 @@ class Observer:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process)
         self.process = None
 
 

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import REPO, cpu_seconds, rss_mib, table, write_results
+from benchmarks._common import (
+    REPO,
+    cpu_seconds,
+    environment_without,
+    rss_mib,
+    stop_process,
+    table,
+    write_results,
+)
 from benchmarks._harness import KubePeer, Sink
 
 RUN = (
@@ -114,11 +122,7 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, meter_out: Path | None = None) -> None:
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PREFECT_", "INFRA_OBSERVER_", "KUBECONFIG", "PYTHON"))
-        }
+        base = environment_without("PREFECT_", "INFRA_OBSERVER_", "KUBECONFIG", "PYTHON")
         env = {
             **base,
             # This checkout's code, whichever tree the interpreter was installed from.
@@ -175,12 +179,7 @@ class Daemon:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process)
         self.process = None
 
 
