@@ -161,6 +161,22 @@ def logged(daemon: Daemon, event: str) -> list[dict[str, Any]]:
     return [entry for entry in daemon.logs() if entry.get("event") == event]
 
 
+async def ready_daemon(env: dict[str, str], log_path: Path, daemons: list[Daemon]) -> Daemon:
+    """A daemon started (stopped by the `daemons` fixture) and ready."""
+    daemon = Daemon(env, log_path)
+    daemons.append(daemon)
+    await asyncio.to_thread(daemon.wait_ready)
+    return daemon
+
+
+async def until_events_posted(proxy: FaultyProxy, daemon: Daemon) -> None:
+    """Until a POST carrying events reached the proxy (whatever the proxy answered)."""
+    deadline = time.monotonic() + 60
+    while not any(seen.events for seen in proxy.posts()):
+        assert time.monotonic() < deadline, daemon.logs_text()
+        await asyncio.sleep(0.2)
+
+
 async def test_events_api_faults_lose_nothing_and_store_each_event_once(
     kube: KubePeer,
     prefect: PrefectPeer,
@@ -177,9 +193,7 @@ async def test_events_api_faults_lose_nothing_and_store_each_event_once(
         PREFECT_API_URL=proxy.api_url,
         INFRA_OBSERVER_EMITTER_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT_SECONDS),
     )
-    daemon = Daemon(env, tmp_path / "daemon.log")
-    daemons.append(daemon)
-    await asyncio.to_thread(daemon.wait_ready)
+    daemon = await ready_daemon(env, tmp_path / "daemon.log", daemons)
     pods = PodDriver(kube, namespace)
     windows: dict[Mode, tuple[float, float]] = {}
     for mode in FAULTS:
@@ -230,18 +244,13 @@ async def test_sigterm_with_a_hanging_sink_exits_after_the_drain_deadline(
         PREFECT_API_URL=proxy.api_url,
         INFRA_OBSERVER_EMITTER_DRAIN_SECONDS="3",
     )
-    daemon = Daemon(env, tmp_path / "daemon.log")
-    daemons.append(daemon)
-    await asyncio.to_thread(daemon.wait_ready)
+    daemon = await ready_daemon(env, tmp_path / "daemon.log", daemons)
     await proxy.set_mode(Mode.HANG)
     pods = PodDriver(kube, namespace)
     for _ in range(3):
         await pods.create()
     await wait_for_metric(daemon, "infra_observer_events_observed_total", 3)
-    deadline = time.monotonic() + 60
-    while not any(seen.events for seen in proxy.posts()):
-        assert time.monotonic() < deadline, daemon.logs_text()
-        await asyncio.sleep(0.2)
+    await until_events_posted(proxy, daemon)
 
     signalled = time.monotonic()
     # The drain deadline (3 s) also cuts the POST in flight; 60 s only bounds the wait.
@@ -307,10 +316,7 @@ async def test_refused_credentials_name_the_variable_without_a_retry_storm(
         daemons.append(wrong)
         pods = PodDriver(kube, namespace)
         await pods.create()
-        deadline = time.monotonic() + 60
-        while not any(seen.events for seen in counting.posts()):
-            assert time.monotonic() < deadline, wrong.logs_text()
-            await asyncio.sleep(0.2)
+        await until_events_posted(counting, wrong)
         first = next(seen.at for seen in counting.posts() if seen.events)
         await asyncio.sleep(window)
         attempts = counting.posts(since=first, until=first + window)
@@ -327,9 +333,7 @@ async def test_refused_credentials_name_the_variable_without_a_retry_storm(
 
         # The operator fixes the variable: the spooled event is delivered, once.
         env["PREFECT_API_AUTH_STRING"] = str(prefect_basic_auth.auth_string)
-        fixed = Daemon(env, tmp_path / "fixed.log")
-        daemons.append(fixed)
-        await asyncio.to_thread(fixed.wait_ready)
+        fixed = await ready_daemon(env, tmp_path / "fixed.log", daemons)
         expected = pods.expected()
         stored = await stored_events(prefect_basic_auth, expected, timeout=60)
         assert_stored_once_and_chained(stored, expected)
@@ -352,9 +356,7 @@ async def test_a_full_queue_makes_the_source_wait_and_loses_nothing(
     env = kube_env(
         kube, namespace, PREFECT_API_URL=proxy.api_url, INFRA_OBSERVER_EMITTER_QUEUE_SIZE="1"
     )
-    daemon = Daemon(env, tmp_path / "daemon.log")
-    daemons.append(daemon)
-    await asyncio.to_thread(daemon.wait_ready)
+    daemon = await ready_daemon(env, tmp_path / "daemon.log", daemons)
     await proxy.set_mode(Mode.ERROR_500)
     pods = PodDriver(kube, namespace)
     # Changes that arrive within one flush interval all join the batch that is failing;
@@ -392,9 +394,7 @@ async def test_sigkill_without_spool_reports_the_current_phases_after_restart(
     test_daemon.py::test_sigkill_with_spool_loses_nothing_and_stores_no_duplicates."""
     namespace = unique("nospool")
     env = kube_env(kube, namespace, PREFECT_API_URL=proxy.api_url)
-    first = Daemon(env, tmp_path / "first.log")
-    daemons.append(first)
-    await asyncio.to_thread(first.wait_ready)
+    first = await ready_daemon(env, tmp_path / "first.log", daemons)
     pods = PodDriver(kube, namespace)
     delivered = await pods.create()  # delivered before the fault: pending
     await prefect.wait_for_events(expected_count=1, resource_ids=[delivered.resource_id])
@@ -405,9 +405,7 @@ async def test_sigkill_without_spool_reports_the_current_phases_after_restart(
     await asyncio.to_thread(first.stop, signal.SIGKILL)
 
     await proxy.set_mode(Mode.PASS)
-    second = Daemon(env, tmp_path / "second.log")
-    daemons.append(second)
-    await asyncio.to_thread(second.wait_ready)
+    second = await ready_daemon(env, tmp_path / "second.log", daemons)
     p0, p1, p2 = pods.pods
     now = {
         p0.resource_id: ["prefect.kubernetes.pod.pending", "prefect.kubernetes.pod.succeeded"],
