@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from infra_observer.emitter.spool import Checkpoint, Spool
+from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.events.model import Event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -20,6 +20,17 @@ def event(index: int) -> Event:
     )
 
 
+def spool_with(
+    tmp_path: Path, count: int, *, source: str, segment_bytes: int = SEGMENT_BYTES
+) -> Spool:
+    """An opened spool holding events 0 to count - 1, appended in order."""
+    spool = Spool(tmp_path, segment_bytes=segment_bytes)
+    spool.open()
+    for index in range(count):
+        spool.append(event(index), source=source)
+    return spool
+
+
 def test_unsettled_records_come_back_in_order(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     assert spool.open() == []
@@ -33,10 +44,7 @@ def test_unsettled_records_come_back_in_order(tmp_path: Path) -> None:
 
 
 def test_settled_segments_are_deleted_and_the_bound_is_measurable(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, segment_bytes=600)
-    spool.open()
-    for index in range(12):
-        spool.append(event(index), source="docker")
+    spool = spool_with(tmp_path, 12, source="docker", segment_bytes=600)
     segments = sorted(tmp_path.glob("segment-*.jsonl"))
     assert len(segments) > 2
     used = spool.bytes_used
@@ -64,10 +72,7 @@ def test_a_half_written_last_record_is_cut(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_cursor_replays_everything(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.open()
-    for index in range(3):
-        spool.append(event(index), source="ecs")
+    spool = spool_with(tmp_path, 3, source="ecs")
     spool.save_cursor(spool.settle(2))
     spool.close()
     (tmp_path / "cursor.json").write_text("{not json")
@@ -76,10 +81,7 @@ def test_an_unreadable_cursor_replays_everything(tmp_path: Path) -> None:
 
 
 def test_a_fully_settled_spool_frees_its_space_and_keeps_numbering(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    spool.open()
-    for index in range(3):
-        spool.append(event(index), source="docker")
+    spool = spool_with(tmp_path, 3, source="docker")
     spool.save_cursor(spool.settle(3))
     assert spool.bytes_used == 0
     assert not list(tmp_path.glob("segment-*.jsonl"))
