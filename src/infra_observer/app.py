@@ -7,7 +7,6 @@ and the health server stops last, so probes answer until the very end.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Iterator
@@ -22,6 +21,7 @@ from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, eve
 from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
+from infra_observer.lean import prepare_imports
 from infra_observer.metrics import Metrics
 from infra_observer.sources.base import Source
 
@@ -73,16 +73,6 @@ def build_emitter(settings: Settings, *, sink: Sink, metrics: Metrics) -> Emitte
     )
 
 
-def _lean_imports() -> None:
-    """Settings that dependencies read when first imported; call before aiohttp is imported.
-
-    frozenlist's C++ build loads libstdc++, about 1 MiB resident, for the few lists aiohttp
-    freezes at start-up; its pure-Python build serves those as well. An operator's own
-    setting wins.
-    """
-    os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
-
-
 def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics) -> list[Source]:
     # Imported only when enabled, so an unused source costs neither import time nor memory.
     sources: list[Source] = []
@@ -105,7 +95,7 @@ def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics
 
 async def run(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT; raise when a source fails for good."""
-    _lean_imports()
+    prepare_imports()
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)
     emitter = build_emitter(settings, sink=sink, metrics=metrics)
@@ -224,7 +214,7 @@ def _signals_set(stop: asyncio.Event) -> Iterator[None]:
 
 async def check(settings: Settings) -> list[tuple[str, bool, str]]:
     """Reach every configured peer once: (peer, passed, detail) per peer."""
-    _lean_imports()
+    prepare_imports()
     results: list[tuple[str, bool, str]] = []
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
+import httpx
 import orjson
 import structlog
 
@@ -32,7 +32,7 @@ from infra_observer.sources.kubernetes.client import KubeClient
 
 log = structlog.get_logger(__name__)
 
-_REQUEST_LIMITS = aiohttp.ClientTimeout(total=10)
+_REQUEST_SECONDS = 10.0
 
 
 class LeadershipLostError(SourceError):
@@ -103,7 +103,7 @@ class LeaderElector:
                 spec["renewTime"] = _micro_time(datetime.now(UTC))
                 await self._write("PUT", self._path, {**lease, "spec": spec})
                 log.info("leader_released", identity=self.identity)
-        except (aiohttp.ClientError, OSError, TimeoutError, SourceError, _Conflict) as exc:
+        except (httpx.HTTPError, OSError, TimeoutError, SourceError, _Conflict) as exc:
             log.warning("leader_release_failed", error=str(exc) or type(exc).__name__)
 
     async def aclose(self) -> None:
@@ -115,7 +115,7 @@ class LeaderElector:
             return await self._attempt()
         except _Conflict:
             return False  # another replica wrote first; look again next period
-        except (aiohttp.ClientError, OSError, TimeoutError, SourceError) as exc:
+        except (httpx.HTTPError, OSError, TimeoutError, SourceError) as exc:
             log.warning("leader_election_error", error=str(exc) or type(exc).__name__)
             return False
 
@@ -174,18 +174,22 @@ class LeaderElector:
 
     async def _call(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         client = await self._kube()
-        response = await client.request(method, path, body=body, limits=_REQUEST_LIMITS)
-        try:
-            content = await response.read()
-        finally:
-            response.close()
-        if response.status == 409:
+        async with asyncio.timeout(_REQUEST_SECONDS):
+            response = await client.request(
+                method, path, body=body, limits=httpx.Timeout(_REQUEST_SECONDS)
+            )
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        status = response.status_code
+        if status == 409:
             raise _Conflict
-        if response.status >= 400 and not (method == "GET" and response.status == 404):
+        if status >= 400 and not (method == "GET" and status == 404):
             message = content[:300].decode(errors="replace")
             raise SourceError(
                 f"{method} Lease {self._settings.namespace}/{self._settings.lease_name}: "
-                f"{response.status} {message}; the ServiceAccount needs get and update on it "
+                f"{status} {message}; the ServiceAccount needs get and update on it "
                 "(and create, unless the Lease exists)"
             )
-        return response.status, content
+        return status, content

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
-
-import pytest
-import uvloop
 
 from infra_observer.emitter.backlog import Backlog
+from tests.unit.conftest import Run
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
 # Long enough never to be hit by a working backlog, short enough to fail fast on a hang.
 HANG_SECONDS = 5.0
-
-Run = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request: pytest.FixtureRequest) -> Run:
-    def run_on_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
-            return runner.run(coroutine)
-
-    return run_on_loop
 
 
 @dataclass

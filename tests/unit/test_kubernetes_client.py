@@ -106,8 +106,8 @@ def test_pods_paths() -> None:
 
 
 def test_loading_credentials_does_not_import_the_generated_api(two_contexts: Path) -> None:
-    """In a fresh interpreter: credentials load without the ~1,500 generated modules, and
-    an ordinary import of kubernetes_asyncio afterwards still works in full."""
+    """In a fresh interpreter: credentials load without the ~1,500 generated modules or
+    aiohttp, and an ordinary import of kubernetes_asyncio afterwards still works in full."""
     script = textwrap.dedent(
         f"""
         import asyncio, sys
@@ -121,6 +121,14 @@ def test_loading_credentials_does_not_import_the_generated_api(two_contexts: Pat
         heavy = [name for name in sys.modules if name.startswith(generated)]
         assert not heavy, heavy[:5]
         assert "kubernetes_asyncio" not in sys.modules
+        assert "aiohttp" not in sys.modules  # imported by the OIDC helper only
+
+        # An OIDC user's token refresh still gets the library's own requestor.
+        loader = sys.modules["kubernetes_asyncio.config.kube_config"]
+        requestor = loader.OpenIDRequestor("id", "secret", "https://issuer.example")
+        assert type(requestor).__module__ == "kubernetes_asyncio.config.openid"
+        assert "aiohttp" in sys.modules
+        assert "kubernetes_asyncio.client.models" not in sys.modules
         again = asyncio.run(load_configuration(settings))  # a reload takes the same path
         assert type(again) is type(configuration)
         assert "kubernetes_asyncio.client.models" not in sys.modules

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import ssl
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -18,6 +17,7 @@ from infra_observer.errors import (
     RetryableDeliveryError,
 )
 from infra_observer.events.model import Event, batch_to_json
+from infra_observer.lean import prepare_imports
 
 if TYPE_CHECKING:
     import httpx
@@ -41,23 +41,13 @@ class Sink(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _skip_httpx_cli() -> None:
-    """Before httpx is first imported: leave its command-line client out.
-
-    `import httpx` also tries `httpx._main`, which imports click and pygments whenever they
-    happen to be installed (a development environment has them): about 1.5 MiB the daemon
-    never uses. A None entry in `sys.modules` makes that one import fail at once, which
-    httpx handles by going without its CLI.
-    """
-    if "httpx" not in sys.modules:
-        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
-
 def events_api_client(prefect: PrefectSettings, emitter: EmitterSettings) -> httpx.AsyncClient:
     """The HTTP client for the events API, with Prefect's auth conventions."""
     # Imported here, not at the top: the stdout sink never needs httpx.
-    _skip_httpx_cli()
+    prepare_imports()
     import httpx
+
+    from infra_observer.transport import asyncio_transport
 
     headers = {"User-Agent": f"infra-observer/{__version__}"}
     if prefect.api_key is not None:
@@ -72,10 +62,12 @@ def events_api_client(prefect: PrefectSettings, emitter: EmitterSettings) -> htt
         # Plain HTTP never uses it (redirects are not followed), and loading the default
         # CA bundle would cost about 0.8 MiB; with no CA at all, TLS could only fail.
         verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ssl_context = httpx.create_ssl_context(verify=verify)
     return httpx.AsyncClient(
+        transport=asyncio_transport(ssl_context=ssl_context, limits=httpx.Limits()),
         headers=headers,
         timeout=httpx.Timeout(emitter.request_timeout_seconds),
-        verify=verify,
+        verify=ssl_context,  # for a proxy's transport
         follow_redirects=False,
     )
 

@@ -1,13 +1,24 @@
-"""/healthz, /readyz and /metrics on aiohttp (already a dependency of kubernetes_asyncio)."""
+"""/healthz, /readyz and /metrics, served from one thread by the standard WSGI server.
+
+prometheus_client already imports `wsgiref` and brings a threading WSGI server and the
+metrics app, so the endpoints need no HTTP stack of their own. The probes' checks run on
+the event loop: a probe hands its check over and waits for the answer, so a wedged loop
+fails liveness instead of a thread answering as if all were well.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from infra_observer.config import HealthSettings
 
@@ -15,6 +26,24 @@ log = structlog.get_logger(__name__)
 
 Check = Callable[[], list[str]]
 """Returns the problems found; an empty list means healthy."""
+
+# Under the chart's probe timeout (3 s), so a wedged loop gets a 503, not a timeout.
+LOOP_ANSWER_SECONDS = 2.0
+# How soon the serving thread notices a shutdown request.
+_POLL_SECONDS = 0.5
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class _Server(ThreadingWSGIServer):
+    def __init__(self, address: tuple[str, int], *, family: socket.AddressFamily) -> None:
+        self.address_family = family
+        super().__init__(address, _QuietHandler)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood the log; requests are not logged."""
 
 
 class HealthServer:
@@ -25,45 +54,81 @@ class HealthServer:
         registry: CollectorRegistry,
         liveness: Check,
         readiness: Check,
+        loop_answer_seconds: float = LOOP_ANSWER_SECONDS,
     ) -> None:
         self._settings = settings
-        self._registry = registry
-        self._liveness = liveness
-        self._readiness = readiness
+        self._probes = {"/healthz": liveness, "/readyz": readiness}
+        self._metrics = make_wsgi_app(registry)
+        self._loop_answer_seconds = loop_answer_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.port: int | None = None
         self.started = asyncio.Event()
 
-    def _app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self._probe(self._liveness))
-        app.router.add_get("/readyz", self._probe(self._readiness))
-        app.router.add_get("/metrics", self._metrics)
-        return app
-
-    @staticmethod
-    def _probe(check: Check) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(_: web.Request) -> web.Response:
-            problems = check()
-            if problems:
-                return web.Response(status=503, text="\n".join(problems) + "\n")
-            return web.Response(text="ok\n")
-
-        return handler
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def run(self) -> None:
         """Serve until cancelled."""
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
-        await runner.setup()
+        self._loop = asyncio.get_running_loop()
+        host, port = self._settings.host, self._settings.port
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        server = _Server((host, port), family=family)
+        server.set_app(self._app)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_SECONDS},
+            name="health",
+            daemon=True,
+        )
+        thread.start()
         try:
-            site = web.TCPSite(runner, self._settings.host, self._settings.port)
-            await site.start()
-            self.port = int(runner.addresses[0][1])
-            log.info("health_listening", host=self._settings.host, port=self.port)
+            self.port = int(server.server_address[1])
+            log.info("health_listening", host=host, port=self.port)
             self.started.set()
             await asyncio.Event().wait()
         finally:
-            await runner.cleanup()
+            server.shutdown()  # returns once the serving thread has seen it
+            server.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            body: Iterable[bytes] = self._metrics(environ, start_response)
+            return body
+        check = self._probes.get(path)
+        if check is None:
+            return _text(start_response, "404 Not Found", "not found\n")
+        problems = self._on_loop(check)
+        if problems:
+            return _text(start_response, "503 Service Unavailable", "\n".join(problems) + "\n")
+        return _text(start_response, "200 OK", "ok\n")
+
+    def _on_loop(self, check: Check) -> list[str]:
+        """Run `check` on the event loop (from the serving thread) and wait for its answer."""
+        answer: Future[list[str]] = Future()
+
+        def run_check() -> None:
+            try:
+                answer.set_result(check())
+            except Exception as exc:  # reported as the probe's problem
+                answer.set_exception(exc)
+
+        loop = self._loop
+        try:
+            if loop is None:
+                raise RuntimeError("not serving")
+            loop.call_soon_threadsafe(run_check)
+        except RuntimeError:
+            return ["the event loop has stopped"]
+        try:
+            return answer.result(timeout=self._loop_answer_seconds)
+        except TimeoutError:
+            return [f"the event loop did not answer within {self._loop_answer_seconds} s"]
+        except Exception as exc:
+            return [f"the check failed: {type(exc).__name__}: {exc}"]
+
+
+def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]

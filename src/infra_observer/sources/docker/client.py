@@ -22,6 +22,7 @@ import httpx
 
 from infra_observer.config import DockerSettings
 from infra_observer.errors import ConfigError, SourceError
+from infra_observer.transport import asyncio_transport
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 MAX_API_VERSION = "1.47"
@@ -172,9 +173,13 @@ class DockerClient:
         self.endpoint = endpoint
         self.api_version: str | None = None
         if transport is None:
-            transport = httpx.AsyncHTTPTransport(
+            transport = asyncio_transport(
+                # Without TLS no CA bundle is loaded (about 4 MiB resident for certifi's).
+                ssl_context=_ssl_context(endpoint.tls)
+                if endpoint.tls
+                else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+                limits=httpx.Limits(),
                 uds=endpoint.socket_path,
-                verify=_ssl_context(endpoint.tls) if endpoint.tls else True,
             )
         self._http = httpx.AsyncClient(
             base_url=endpoint.base_url,

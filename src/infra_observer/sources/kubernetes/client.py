@@ -1,4 +1,4 @@
-"""The HTTP side of the pod watcher: kubernetes_asyncio's credential loaders, plain aiohttp.
+"""The HTTP side of the pod watcher: kubernetes_asyncio's credential loaders, plain httpx.
 
 Credentials (kubeconfig with contexts, exec plugins and OIDC, or in-cluster ServiceAccount
 tokens that rotate) come from kubernetes_asyncio's own loaders, into a fresh
@@ -9,6 +9,11 @@ loads about 1,500 generated API and model modules, measured at 35 MB of resident
 (the whole daemon otherwise starts at about 53 MB), for two GET requests whose answers
 are read as raw JSON anyway. So only the configuration module and the one loader in use
 are imported.
+
+The requests themselves go through httpx, the HTTP client the events API already uses:
+one HTTP stack in the process instead of two (aiohttp, which the library's own client
+uses, costs about 9 MiB resident once imported; see docs/performance.md), on the event
+loop's own sockets and TLS (see `infra_observer.transport`).
 """
 
 from __future__ import annotations
@@ -23,20 +28,21 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
+import httpx
 
 from infra_observer import __version__
 from infra_observer.config import KubernetesSettings
 from infra_observer.errors import ConfigError
+from infra_observer.transport import asyncio_transport
 
-# Watch events hold whole pods; etcd caps an object at 1.5 MiB.
-READ_BUFFER_BYTES = 2**21
 _PACKAGE = "kubernetes_asyncio"
 _CLIENT_PACKAGE = "kubernetes_asyncio.client"
 _CONFIG_PACKAGE = "kubernetes_asyncio.config"
 # Imported at the top of the configuration module, used only by the generated client's
 # basic auth: about 1 MiB resident that the daemon would never use.
 _DEFERRED = ("urllib3",)
+# Imported by the kubeconfig loader for OIDC token refreshes only; it imports aiohttp.
+_OPENID = "openid"
 
 
 class _Deferred(types.ModuleType):
@@ -62,6 +68,8 @@ def _loader(loader: str) -> Any:
     them yet, stand-in package objects make only the configuration module and the one
     loader load; the stand-ins are removed again, so a later ordinary `import
     kubernetes_asyncio` runs the real `__init__`s, which reuse the modules already loaded.
+    The OIDC helper, which imports aiohttp, is loaded the same way when a kubeconfig user
+    with an OIDC auth provider first needs a token refreshed.
     """
     module = f"{_CONFIG_PACKAGE}.{loader}"
     if _PACKAGE in sys.modules:
@@ -79,6 +87,10 @@ def _loader(loader: str) -> Any:
         ),
     }
     stand_ins.update({lazy: _Deferred(lazy) for lazy in _DEFERRED if lazy not in sys.modules})
+    openid = f"{_CONFIG_PACKAGE}.{_OPENID}"
+    if loader != _OPENID and openid not in sys.modules:
+        stand_ins[openid] = _package(openid, [])
+        stand_ins[openid].OpenIDRequestor = _open_id_requestor  # type: ignore[attr-defined]
     sys.modules.update(stand_ins)
     try:
         configuration = importlib.import_module(f"{_CLIENT_PACKAGE}.configuration")
@@ -89,6 +101,11 @@ def _loader(loader: str) -> Any:
         for name, stand_in in stand_ins.items():
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
+
+
+def _open_id_requestor(*args: Any, **kwargs: Any) -> Any:
+    """The real OpenIDRequestor, for the kubeconfig loader's OIDC token refresh."""
+    return _loader(_OPENID).OpenIDRequestor(*args, **kwargs)
 
 
 def _api_client(*args: Any, **kwargs: Any) -> Any:
@@ -150,12 +167,19 @@ class KubeClient:
         self._settings = settings
         self._configuration = configuration
         self.host = str(configuration.host).rstrip("/")
-        self._session = aiohttp.ClientSession(
-            # One long-lived watch per scope: no pool limit to queue them behind.
-            connector=aiohttp.TCPConnector(limit=0, ssl=_ssl_context(configuration)),
+        server_name = configuration.tls_server_name
+        self._extensions = {"sni_hostname": server_name} if server_name else {}
+        ssl_context = _ssl_context(configuration)
+        # One long-lived watch per scope: no pool limit to queue them behind.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        self._client = httpx.AsyncClient(
+            transport=asyncio_transport(ssl_context=ssl_context, limits=limits),
+            verify=ssl_context,  # for a proxy's transport
+            limits=limits,
             headers={"Accept": "application/json", "User-Agent": f"infra-observer/{__version__}"},
-            read_bufsize=READ_BUFFER_BYTES,
+            proxy=configuration.proxy or None,
             trust_env=True,  # HTTPS_PROXY / NO_PROXY, as kubectl honours them
+            follow_redirects=False,
         )
 
     @classmethod
@@ -166,39 +190,34 @@ class KubeClient:
         """Load the credentials again (an exec plugin's token expired, a token file rotated)."""
         self._configuration = await load_configuration(self._settings)
 
-    async def get(
-        self, path: str, params: Mapping[str, str], *, limits: aiohttp.ClientTimeout
-    ) -> aiohttp.ClientResponse:
-        return await self.request("GET", path, params=params, limits=limits)
-
     async def request(
         self,
         method: str,
         path: str,
         *,
-        limits: aiohttp.ClientTimeout,
+        limits: httpx.Timeout,
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> httpx.Response:
+        """The response with its body still unread: the caller reads it, then closes it."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
         # Runs the loaders' refresh hook: in-cluster tokens are re-read from their file.
         authorization = await self._configuration.get_api_key_with_prefix("BearerToken")
         if authorization:
             headers["Authorization"] = authorization
-        response: aiohttp.ClientResponse = await self._session.request(
+        request = self._client.build_request(
             method,
             self.host + path,
             params=params,
-            data=body,
+            content=body,
             headers=headers,
             timeout=limits,
-            proxy=self._configuration.proxy or None,
-            server_hostname=self._configuration.tls_server_name or None,
+            extensions=self._extensions,
         )
-        return response
+        return await self._client.send(request, stream=True)
 
     async def aclose(self) -> None:
-        await self._session.close()
+        await self._client.aclose()
 
 
 def pods_path(namespace: str | None) -> str:

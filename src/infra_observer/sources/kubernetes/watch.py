@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-import aiohttp
+import httpx
 import orjson
 import structlog
 from prometheus_client import Gauge
@@ -30,9 +31,10 @@ from infra_observer.errors import ConfigError, InputError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.metrics import Metrics
 from infra_observer.retry import Backoff
-from infra_observer.sources.kubernetes.client import READ_BUFFER_BYTES, KubeClient, pods_path
+from infra_observer.sources.kubernetes.client import KubeClient, pods_path
 from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState, translate
 from infra_observer.sources.kubernetes.wire import Decoder
+from infra_observer.transport import gathering_reads
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +45,8 @@ LIST_PAGE_SIZE = 100
 CONNECT_TIMEOUT_SECONDS = 30.0
 # A list page must arrive within this; pages are small (LIST_PAGE_SIZE pods).
 LIST_TIMEOUT_SECONDS = 120.0
+# Watch events hold whole pods; etcd caps an object at 1.5 MiB.
+MAX_LINE_BYTES = 2**21
 
 
 class _GoneError(Exception):
@@ -64,7 +68,7 @@ class ApiStatusError(Exception):
 
 
 # What a reconnect may follow: transport errors, error statuses, and timeouts.
-_RETRYABLE = (aiohttp.ClientError, ApiStatusError, OSError, TimeoutError, ValueError)
+_RETRYABLE = (httpx.HTTPError, ApiStatusError, OSError, TimeoutError, ValueError)
 
 
 def label_selector(settings: KubernetesSettings) -> str:
@@ -171,7 +175,7 @@ class KubernetesSource:
                     )
                 except ApiStatusError as exc:
                     raise SourceError(_status_advice(exc, host=host, scope=scope)) from exc
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                except (httpx.HTTPError, OSError, TimeoutError) as exc:
                     raise SourceError(
                         f"cannot reach the Kubernetes API at {host} "
                         f"({type(exc).__name__}: {exc}); check the server address in the "
@@ -217,21 +221,21 @@ def _fix_for(exc: Exception, scope: Scope) -> str | None:
     return "grant get, list and watch on pods with a ClusterRole, or set namespaces to watch"
 
 
-def _timeout(total: float | None) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=total, sock_connect=CONNECT_TIMEOUT_SECONDS)
+def _limits(read: float | None) -> httpx.Timeout:
+    return httpx.Timeout(CONNECT_TIMEOUT_SECONDS, read=read)
 
 
 async def _request(
-    client: KubeClient, *, scope: Scope, limits: aiohttp.ClientTimeout, params: dict[str, str]
-) -> aiohttp.ClientResponse:
+    client: KubeClient, *, scope: Scope, limits: httpx.Timeout, params: dict[str, str]
+) -> httpx.Response:
     """One pods request; an error status becomes an exception carrying the server's message."""
-    response = await client.get(pods_path(scope.namespace), params, limits=limits)
-    if response.status != 200:
+    response = await client.request("GET", pods_path(scope.namespace), params=params, limits=limits)
+    if response.status_code != 200:
         try:
-            body = await response.read()
+            body = await response.aread()
         finally:
-            response.close()
-        raise _status_error(response.status, response.reason or "", body)
+            await response.aclose()
+        raise _status_error(response.status_code, response.reason_phrase, body)
     return response
 
 
@@ -263,12 +267,12 @@ async def list_page(
         params["continue"] = continue_token
     async with asyncio.timeout(LIST_TIMEOUT_SECONDS):
         response = await _request(
-            client, scope=scope, limits=_timeout(LIST_TIMEOUT_SECONDS), params=params
+            client, scope=scope, limits=_limits(LIST_TIMEOUT_SECONDS), params=params
         )
         try:
-            body = await response.read()
+            body = await response.aread()
         finally:
-            response.close()
+            await response.aclose()
     page = decoder.pod_list(body)
     if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
         raise ValueError("a pod list answer is not a PodList")
@@ -409,44 +413,37 @@ class ScopeWatch:
         guard = _StallGuard(inactivity)
         async with guard:
             guard.arm()
-            response = await _request(
-                client, scope=self.scope, limits=_timeout(None), params=params
-            )
+            response = await _request(client, scope=self.scope, limits=_limits(None), params=params)
             try:
                 log.debug("watch_opened", scope=self.scope.label, rv=self.resource_version)
                 await self._read_lines(response, guard)
             finally:
-                response.close()
+                await response.aclose()
 
-    async def _read_lines(self, response: aiohttp.ClientResponse, guard: _StallGuard) -> None:
-        """Handle the stream's lines until it ends, reading whatever has arrived at once.
+    async def _read_lines(self, response: httpx.Response, guard: _StallGuard) -> None:
+        """Handle the stream's lines until it ends.
 
-        After the lines at hand are handled, reading pauses for the coalescing interval:
+        Reads let events gather for the coalescing interval before waiting for more:
         events arriving meanwhile wait in the socket and are then decrypted, parsed and
         handled in one go, which costs far less than waking up for each (see
         docs/performance.md).
         """
-        coalesce = self._settings.read_coalesce_seconds
-        transport = response.connection.transport if response.connection else None
         lines = _LineSplitter()
-        while True:
-            guard.arm()
-            chunk = await response.content.readany()
-            # Handling may wait on a full emitter queue: that is not a stall.
-            guard.disarm()
-            if not chunk:
-                if rest := lines.rest():
-                    await self._handle_line(rest)
-                return  # the server ended the watch (timeoutSeconds): resume
-            for line in lines.feed(chunk):
-                await self._handle_line(line)
-            if coalesce and transport is not None and not transport.is_closing():
-                transport.pause_reading()
-                try:
-                    await asyncio.sleep(coalesce)
-                finally:
-                    if not transport.is_closing():
-                        transport.resume_reading()
+        # An async generator underneath, typed as an iterator: closed when the watch ends.
+        stream = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        with gathering_reads(response, self._settings.read_coalesce_seconds):
+            async with aclosing(stream) as chunks:
+                while True:
+                    guard.arm()
+                    chunk = await anext(chunks, b"")
+                    # Handling may wait on a full emitter queue: that is not a stall.
+                    guard.disarm()
+                    if not chunk:
+                        if rest := lines.rest():
+                            await self._handle_line(rest)
+                        return  # the server ended the watch (timeoutSeconds): resume
+                    for line in lines.feed(chunk):
+                        await self._handle_line(line)
 
     async def _handle_line(self, line: bytes) -> None:
         try:
@@ -526,7 +523,7 @@ class ScopeWatch:
 class _LineSplitter:
     """Whole lines out of a stream's chunks; a line may span several chunks."""
 
-    def __init__(self, limit: int = READ_BUFFER_BYTES) -> None:
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
         self._parts: list[bytes] = []  # of the line not yet ended, joined once it ends
         self._size = 0
         self._limit = limit
@@ -553,7 +550,7 @@ class _LineSplitter:
         self._parts.append(part)
         self._size += len(part)
         if self._size > self._limit:
-            # A ValueError, as aiohttp's own readline raises: the watch is reopened.
+            # A ValueError, as for any undecodable stream: the watch is reopened.
             raise ValueError(f"a watch event is longer than {self._limit} bytes")
 
 
@@ -562,8 +559,8 @@ class _StallGuard:
     and reports its expiry as a stall.
 
     Marking a wait costs a clock read: the one timer re-arms itself lazily, once per
-    `seconds` at most, instead of being rescheduled for every line. aiohttp's own timeouts
-    are also `TimeoutError`s; only this one means "silent stream".
+    `seconds` at most, instead of being rescheduled for every line. Other timeouts are
+    `TimeoutError`s too; only this one means "silent stream".
     """
 
     def __init__(self, seconds: float) -> None:

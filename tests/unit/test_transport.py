@@ -1,0 +1,196 @@
+"""The httpx transport on the event loop's own sockets, against real loopback servers,
+on both event loops the daemon may run on."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from infra_observer.transport import asyncio_transport, gathering_reads
+from tests.unit.conftest import Run
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+CHUNK = b"x" * 1_000 + b"\n"
+
+
+def client() -> httpx.AsyncClient:
+    transport = asyncio_transport(
+        ssl_context=ssl.create_default_context(), limits=httpx.Limits(max_keepalive_connections=4)
+    )
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10))
+
+
+@asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
+    """A loopback server; yields its URL and a list with one entry per connection."""
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", connections
+    finally:
+        listening.close()
+        await listening.wait_closed()
+
+
+async def request_head(reader: asyncio.StreamReader) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    await reader.readline()
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def chunked_head() -> bytes:
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def streaming(count: int, *, pause: float) -> Handler:
+    """Answers with `count` times CHUNK, each written on its own after `pause` s.
+
+    The body has a length, so each piece the client's HTTP parser hands over is what one
+    read of the connection returned: the pieces count the reads.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (count * len(CHUNK)))
+        for _ in range(count):
+            writer.write(CHUNK)
+            await writer.drain()
+            await asyncio.sleep(pause)
+
+    return handle
+
+
+async def chunks_seen(url: str, *, gather: float) -> tuple[int, bytes]:
+    async with client() as http, http.stream("GET", url) as response:
+        parts = []
+        with gathering_reads(response, gather):
+            async for part in response.aiter_raw():
+                parts.append(part)
+    return len(parts), b"".join(parts)
+
+
+def test_a_body_written_in_many_pieces_arrives_whole(run: Run) -> None:
+    async def scenario() -> None:
+        async with server(streaming(300, pause=0)) as (url, _):
+            _, body = await chunks_seen(url, gather=0)
+        assert body == CHUNK * 300
+
+    run(scenario())
+
+
+def test_gathering_reads_hands_a_busy_stream_over_in_bursts(run: Run) -> None:
+    """A piece every 5 ms for 0.3 s: read as it comes, about one read each; with reads
+    gathering for 0.1 s, a handful of bursts. Same bytes either way."""
+
+    async def scenario() -> None:
+        async with server(streaming(60, pause=0.005)) as (url, _):
+            each, body = await chunks_seen(url, gather=0)
+            assert body == CHUNK * 60
+            gathered, body = await chunks_seen(url, gather=0.1)
+            assert body == CHUNK * 60
+        assert each >= 30
+        assert gathered <= each // 3
+
+    run(scenario())
+
+
+def test_gathering_ends_with_the_block(run: Run) -> None:
+    async def scenario() -> None:
+        async with (
+            server(streaming(1, pause=0)) as (url, _),
+            client() as http,
+            http.stream("GET", url) as response,
+        ):
+            stream = response.extensions["network_stream"]
+            with gathering_reads(response, 0.1):
+                assert stream.gather_seconds == 0.1
+                await response.aread()
+            assert stream.gather_seconds == 0.0
+
+    run(scenario())
+
+
+def test_a_connection_the_server_closed_is_not_reused(run: Run) -> None:
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()  # then closes, though the answer allowed keep-alive
+
+    async def scenario() -> None:
+        async with server(answer_once) as (url, connections), client() as http:
+            first = await http.get(url)
+            await asyncio.sleep(0.1)  # the close reaches the idle pooled connection
+            second = await http.get(url)
+        assert (first.text, second.text) == ("ok", "ok")
+        assert len(connections) == 2
+
+    run(scenario())
+
+
+def test_a_large_request_body_is_sent_whole(run: Run) -> None:
+    received: list[int] = []
+
+    async def count_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        headers = await request_head(reader)
+        body = await reader.readexactly(int(headers["content-length"]))
+        received.append(len(body))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with server(count_body) as (url, _), client() as http:
+            answer = await http.post(url, content=b"e" * 8_000_000)
+        assert answer.status_code == 204
+
+    run(scenario())
+    assert received == [8_000_000]
+
+
+def test_failures_are_httpx_errors(run: Run) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request_head(reader)
+        await asyncio.sleep(5)
+
+    async def cut_short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request_head(reader)
+        writer.write(chunked_head() + chunk(CHUNK))
+        await writer.drain()  # and closes mid-body
+
+    async def scenario() -> None:
+        async with client() as http:
+            async with server(silent) as (url, _):
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.get(url, timeout=httpx.Timeout(10, read=0.2))
+            async with server(cut_short) as (url, _):
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await http.get(url)
+            listening = await asyncio.start_server(silent, "127.0.0.1", 0)
+            port = listening.sockets[0].getsockname()[1]
+            listening.close()
+            await listening.wait_closed()
+            with pytest.raises(httpx.ConnectError):
+                await http.get(f"http://127.0.0.1:{port}")
+
+    run(scenario())
