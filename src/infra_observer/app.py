@@ -17,7 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from infra_observer.config import Settings
-from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, events_api_client
+from infra_observer.emitter import Emitter, Sink, StdoutSink, events_api_sink
 from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
@@ -53,8 +53,7 @@ def build_sink(settings: Settings) -> Sink:
         )
     if choice == "stdout" or (choice == "auto" and api_url is None):
         return StdoutSink(sys.stdout.buffer)
-    client = events_api_client(settings.prefect, settings.emitter)
-    return EventsApiSink(client=client, api_url=str(api_url))
+    return events_api_sink(settings.prefect, settings.emitter)
 
 
 def build_emitter(settings: Settings, *, sink: Sink, metrics: Metrics) -> Emitter:

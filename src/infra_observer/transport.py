@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
+import urllib.request
 from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -234,10 +236,17 @@ async def _connected(
 
 
 def asyncio_transport(
-    *, ssl_context: ssl.SSLContext, limits: httpx.Limits, uds: str | None = None
+    *,
+    ssl_context: ssl.SSLContext,
+    limits: httpx.Limits,
+    uds: str | None = None,
+    proxy: str | None = None,
 ) -> httpx.AsyncHTTPTransport:
     """httpx's own transport (its request and error mapping), on `AsyncioBackend`; with
-    `uds`, every connection goes to that unix socket."""
+    `uds`, every connection goes to that unix socket. Through a proxy, httpx's standard
+    transport: proxies are rare, and it knows them all (HTTP, HTTPS, SOCKS)."""
+    if proxy is not None:
+        return httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, proxy=proxy)
     transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, uds=uds)
     # httpx takes no network backend: its connection pool is replaced by one built the same
     # way, with this backend.
@@ -250,6 +259,19 @@ def asyncio_transport(
         network_backend=AsyncioBackend(),
     )
     return transport
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
+    less `NO_PROXY`), as curl and kubectl pick it. httpx reads these only for clients it
+    builds the transport of, and each client here talks to one server: so it is looked up
+    once, for that server."""
+    proxies = urllib.request.getproxies()
+    parts = urlsplit(url)
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy is None or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return proxy
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from infra_observer.config import EmitterSettings, PrefectSettings
-from infra_observer.emitter import Emitter, EventsApiSink, events_api_client
+from infra_observer.emitter import Emitter, EventsApiSink, events_api_sink
 from infra_observer.emitter.spool import Checkpoint, Spool
 from infra_observer.events import catalog
 from infra_observer.events.handoff import Outcome
@@ -125,7 +125,7 @@ def start_emitter(
 ) -> Running:
     prefect = prefect or PrefectSettings(api_url=api_url)
     metrics = Metrics(CollectorRegistry())
-    sink = EventsApiSink(client=events_api_client(prefect, settings), api_url=api_url)
+    sink = events_api_sink(prefect, settings)
     emitter = Emitter(sink=sink, settings=settings, metrics=metrics)
     task = asyncio.create_task(emitter.run())
     return Running(emitter=emitter, sink=sink, metrics=metrics, task=task)
@@ -134,7 +134,7 @@ def start_emitter(
 async def start_spooled_emitter(api_url: str, spool_dir: Path) -> Running:
     metrics = Metrics(CollectorRegistry())
     prefect = PrefectSettings(api_url=api_url)
-    sink = EventsApiSink(client=events_api_client(prefect, FAST), api_url=api_url)
+    sink = events_api_sink(prefect, FAST)
     emitter = Emitter(
         sink=sink,
         settings=FAST,
@@ -358,7 +358,7 @@ async def test_basic_auth_against_a_real_prefect_server() -> None:
     await asyncio.to_thread(peer.start)
     try:
         wrong = PrefectSettings(api_url=peer.api_url, api_auth_string=SecretStr("observer:nope"))
-        sink = EventsApiSink(client=events_api_client(wrong, FAST), api_url=peer.api_url)
+        sink = events_api_sink(wrong, FAST)
         with pytest.raises(Exception, match="credentials were refused"):
             await sink.check()
         await sink.aclose()
@@ -459,7 +459,7 @@ async def test_a_full_spool_makes_sources_wait_and_loses_nothing(tmp_path: Path)
     settings = FAST.model_copy(update={"spool_max_bytes": 1024 * 1024})
     metrics = Metrics(CollectorRegistry())
     prefect = PrefectSettings(api_url=server.api_url)
-    sink = EventsApiSink(client=events_api_client(prefect, settings), api_url=server.api_url)
+    sink = events_api_sink(prefect, settings)
     emitter = Emitter(
         sink=sink,
         settings=settings,

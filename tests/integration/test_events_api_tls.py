@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from infra_observer.config import EmitterSettings, PrefectSettings
-from infra_observer.emitter import EventsApiSink, events_api_client
+from infra_observer.emitter import events_api_sink
 from infra_observer.errors import MisconfiguredSinkError
 from tests.peers._util import free_port
 
@@ -64,8 +64,7 @@ async def tls_api(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
 
 async def test_an_unverifiable_certificate_names_the_fix(tls_api: tuple[str, Path]) -> None:
     url, _ = tls_api
-    client = events_api_client(PrefectSettings(api_url=url), EmitterSettings())
-    sink = EventsApiSink(client=client, api_url=url)
+    sink = events_api_sink(PrefectSettings(api_url=url), EmitterSettings())
     with pytest.raises(MisconfiguredSinkError, match="INFRA_OBSERVER_EMITTER_CA_BUNDLE"):
         await sink.check()
     await sink.aclose()
@@ -73,7 +72,6 @@ async def test_an_unverifiable_certificate_names_the_fix(tls_api: tuple[str, Pat
 
 async def test_a_custom_ca_bundle_is_trusted(tls_api: tuple[str, Path]) -> None:
     url, cert = tls_api
-    client = events_api_client(PrefectSettings(api_url=url), EmitterSettings(ca_bundle=cert))
-    sink = EventsApiSink(client=client, api_url=url)
+    sink = events_api_sink(PrefectSettings(api_url=url), EmitterSettings(ca_bundle=cert))
     assert "accepted" in await sink.check()
     await sink.aclose()

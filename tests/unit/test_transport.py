@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from infra_observer.transport import asyncio_transport, gathering_reads
+from infra_observer.transport import asyncio_transport, environment_proxy, gathering_reads
 from tests.unit.conftest import Run
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -194,3 +194,34 @@ def test_failures_are_httpx_errors(run: Run) -> None:
                 await http.get(f"http://127.0.0.1:{port}")
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        ({}, "https://api.example:6443", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.example:6443", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://api.example/api", None),
+        ({"http_proxy": "http://proxy:3128"}, "http://api.example/api", "http://proxy:3128"),
+        ({"ALL_PROXY": "socks5://proxy:1080"}, "https://api.example", "socks5://proxy:1080"),
+        (
+            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "example,10.0.0.1"},
+            "https://api.example:6443",
+            None,
+        ),
+        (
+            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "10.0.0.1"},
+            "https://10.0.0.1:443",
+            None,
+        ),
+    ],
+)
+def test_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert environment_proxy(url) == expected

@@ -33,7 +33,7 @@ import httpx
 from infra_observer import __version__
 from infra_observer.config import KubernetesSettings
 from infra_observer.errors import ConfigError
-from infra_observer.transport import asyncio_transport
+from infra_observer.transport import asyncio_transport, environment_proxy
 
 _PACKAGE = "kubernetes_asyncio"
 _CLIENT_PACKAGE = "kubernetes_asyncio.client"
@@ -172,13 +172,11 @@ class KubeClient:
         ssl_context = _ssl_context(configuration)
         # One long-lived watch per scope: no pool limit to queue them behind.
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        # The kubeconfig's proxy-url, else HTTPS_PROXY / NO_PROXY, as kubectl honours them.
+        proxy = configuration.proxy or environment_proxy(self.host)
         self._client = httpx.AsyncClient(
-            transport=asyncio_transport(ssl_context=ssl_context, limits=limits),
-            verify=ssl_context,  # for a proxy's transport
-            limits=limits,
+            transport=asyncio_transport(ssl_context=ssl_context, limits=limits, proxy=proxy),
             headers={"Accept": "application/json", "User-Agent": f"infra-observer/{__version__}"},
-            proxy=configuration.proxy or None,
-            trust_env=True,  # HTTPS_PROXY / NO_PROXY, as kubectl honours them
             follow_redirects=False,
         )
 
