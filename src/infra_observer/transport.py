@@ -103,9 +103,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
-        if not protocol.buffer and not protocol.at_eof:
-            if self.gather_seconds:
-                await asyncio.sleep(self.gather_seconds)  # reading stays paused meanwhile
+        if self.gather_seconds and not protocol.buffer and not protocol.at_eof:
+            await asyncio.sleep(self.gather_seconds)  # reading stays paused meanwhile
+        if not protocol.buffer and not protocol.at_eof:  # the connection may be lost by now
             try:
                 if timeout is None:
                     await protocol.wait_for_data()
