@@ -11,8 +11,9 @@ from infra_observer.config import EmitterSettings, PrefectSettings
 from infra_observer.emitter import events_api_sink
 
 
-async def recording_server(targets: list[str]) -> tuple[asyncio.Server, int]:
-    """Answers every request 204 and records its request target."""
+async def recording_server() -> tuple[asyncio.Server, int, list[str]]:
+    """Answers every request 204; the list gets each request's target."""
+    targets: list[str] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request_line = (await reader.readline()).decode()
@@ -28,23 +29,29 @@ async def recording_server(targets: list[str]) -> tuple[asyncio.Server, int]:
         writer.close()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    return server, server.sockets[0].getsockname()[1], targets
+
+
+async def posted_targets(api_url: str, server: asyncio.Server, targets: list[str]) -> list[str]:
+    """Check the sink for `api_url` once (an empty POST); the targets `server` received."""
+    sink = events_api_sink(PrefectSettings(api_url=api_url), EmitterSettings())
+    try:
+        assert "accepted" in await sink.check()
+    finally:
+        await sink.aclose()
+        server.close()
+    return targets
 
 
 async def test_a_proxy_from_the_environment_carries_the_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    targets: list[str] = []
-    proxy, port = await recording_server(targets)
+    proxy, port, targets = await recording_server()
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
     # Only the proxy can reach this host: a direct request could not even resolve it.
-    sink = events_api_sink(PrefectSettings(api_url="http://events.invalid/api"), EmitterSettings())
-    try:
-        assert "accepted" in await sink.check()
-    finally:
-        await sink.aclose()
-        proxy.close()
-    assert targets == ["http://events.invalid/api/events"]
+    assert await posted_targets("http://events.invalid/api", proxy, targets) == [
+        "http://events.invalid/api/events"
+    ]
 
 
 async def test_without_a_proxy_events_go_straight_to_the_api(
@@ -52,14 +59,5 @@ async def test_without_a_proxy_events_go_straight_to_the_api(
 ) -> None:
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    targets: list[str] = []
-    server, port = await recording_server(targets)
-    sink = events_api_sink(
-        PrefectSettings(api_url=f"http://127.0.0.1:{port}/api"), EmitterSettings()
-    )
-    try:
-        assert "accepted" in await sink.check()
-    finally:
-        await sink.aclose()
-        server.close()
-    assert targets == ["/api/events"]
+    server, port, targets = await recording_server()
+    assert await posted_targets(f"http://127.0.0.1:{port}/api", server, targets) == ["/api/events"]
