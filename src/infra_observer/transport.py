@@ -7,7 +7,8 @@ change is one record of a few KB, that machinery was a quarter of the daemon's C
 change. httpcore takes other network backends; this one is a plain asyncio protocol: TLS
 is the event loop's (uvloop's is in C), a read returns everything received so far (up to
 the size asked for), and reading is paused whenever no read is waiting, so what arrives
-meanwhile waits in the socket and is decrypted in one go.
+meanwhile waits in the socket and is decrypted in one go (a watch makes use of that with
+`gathering_reads`).
 """
 
 from __future__ import annotations
