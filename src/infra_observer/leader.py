@@ -174,6 +174,7 @@ class LeaderElector:
 
     async def _call(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         client = await self._kube()
+        # The whole exchange, not each phase (httpx's limits are per phase).
         async with asyncio.timeout(_REQUEST_SECONDS):
             response = await client.request(
                 method, path, body=body, limits=httpx.Timeout(_REQUEST_SECONDS)
