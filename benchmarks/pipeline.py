@@ -36,7 +36,7 @@ from benchmarks._common import REPO, table, write_results
 from benchmarks._watchlines import replayed_lines, watch_lines
 from infra_observer.cli import daemon_loop_factory
 from infra_observer.config import EmitterSettings, KubernetesSettings, LogSettings, PrefectSettings
-from infra_observer.emitter import Emitter, EventsApiSink, events_api_client
+from infra_observer.emitter import Emitter, events_api_sink
 from infra_observer.logs import configure_logging
 from infra_observer.metrics import Metrics
 from infra_observer.sources.kubernetes.watch import Scope, ScopeWatch
@@ -71,8 +71,7 @@ def decode_only(lines: list[bytes], decode: Any) -> float:
 async def pipeline(lines: list[bytes], sink_url: str) -> dict[str, float]:
     metrics = Metrics(CollectorRegistry())
     emitter_settings = EmitterSettings()
-    client = events_api_client(PrefectSettings(api_url=f"{sink_url}/api"), emitter_settings)
-    sink = EventsApiSink(client=client, api_url=f"{sink_url}/api")
+    sink = events_api_sink(PrefectSettings(api_url=f"{sink_url}/api"), emitter_settings)
     emitter = Emitter(sink=sink, settings=emitter_settings, metrics=metrics)
     await emitter.open()
     watch = ScopeWatch(

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from infra_observer.config import DockerSettings, EmitterSettings, PrefectSettings
-from infra_observer.emitter import Emitter, EventsApiSink, Sink, events_api_client
+from infra_observer.emitter import Emitter, Sink, events_api_sink
 from infra_observer.errors import SourceError
 from infra_observer.events.catalog import slugify
 from infra_observer.events.ids import container_event_id
@@ -125,10 +125,7 @@ async def harness(dockerd: DockerPeer) -> AsyncIterator[Harness]:
 @contextlib.asynccontextmanager
 async def prefect_sink(prefect: PrefectPeer) -> AsyncIterator[ListSink]:
     """Delivers to the real Prefect server and remembers what it delivered, in order."""
-    api = EventsApiSink(
-        client=events_api_client(PrefectSettings(api_url=prefect.api_url), EMITTER),
-        api_url=prefect.api_url,
-    )
+    api = events_api_sink(PrefectSettings(api_url=prefect.api_url), EMITTER)
     sink = ListSink(forward=api)
     try:
         yield sink

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from infra_observer.config import EcsSettings, EmitterSettings, PrefectSettings
-from infra_observer.emitter import Emitter, EventsApiSink, Sink, events_api_client
+from infra_observer.emitter import Emitter, Sink, events_api_sink
 from infra_observer.errors import SourceError
 from infra_observer.events.catalog import ECS_TASK_STATUSES
 from infra_observer.metrics import Metrics
@@ -153,9 +153,7 @@ async def test_every_status_is_delivered_to_prefect_and_chained(
             await harness.send(task, last_status=status.upper(), version=version, time=at(version))
         )
     prefect_settings = PrefectSettings(api_url=prefect.api_url)
-    sink = EventsApiSink(
-        client=events_api_client(prefect_settings, EMITTER), api_url=prefect.api_url
-    )
+    sink = events_api_sink(prefect_settings, EMITTER)
     try:
         async with running(harness, sink):
             await eventually(lambda: queue_drained(harness), "every message deleted")
@@ -241,9 +239,7 @@ async def test_a_redelivered_message_is_not_stored_twice(
     # EventBridge may also repeat a change under a new id; `detail.version` tells.
     await harness.send(task, last_status="RUNNING", version=4)
     prefect_settings = PrefectSettings(api_url=prefect.api_url)
-    sink = EventsApiSink(
-        client=events_api_client(prefect_settings, EMITTER), api_url=prefect.api_url
-    )
+    sink = events_api_sink(prefect_settings, EMITTER)
     try:
         async with running(harness, sink):
             await eventually(lambda: queue_drained(harness), "all three messages deleted")

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -374,7 +373,7 @@ async def test_basic_auth_against_a_real_prefect_server() -> None:
 
 
 async def test_check_reaches_the_events_api(prefect: PrefectPeer) -> None:
-    sink = EventsApiSink(client=httpx.AsyncClient(), api_url=prefect.api_url)
+    sink = events_api_sink(PrefectSettings(api_url=prefect.api_url), EmitterSettings())
     assert "accepted" in await sink.check()
     await sink.aclose()
 

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from infra_observer.config import EmitterSettings, KubernetesSettings, PrefectSettings
-from infra_observer.emitter import Emitter, EventsApiSink, events_api_client
+from infra_observer.emitter import Emitter, events_api_sink
 from infra_observer.errors import SourceError
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.ids import pod_event_id
@@ -674,10 +674,7 @@ async def test_events_reach_a_real_prefect_server(kube: KubePeer, prefect: Prefe
     flow_run = str(uuid.uuid4())
     emitter_settings = EmitterSettings(flush_interval_seconds=0.05, retry_max_seconds=1.0)
     metrics = Metrics(CollectorRegistry())
-    sink = EventsApiSink(
-        client=events_api_client(PrefectSettings(api_url=prefect.api_url), emitter_settings),
-        api_url=prefect.api_url,
-    )
+    sink = events_api_sink(PrefectSettings(api_url=prefect.api_url), emitter_settings)
     emitter = Emitter(sink=sink, settings=emitter_settings, metrics=metrics)
     emitter_task = asyncio.create_task(emitter.run())
     try:

@@ -102,7 +102,7 @@ class EventsApiSink:
         *,
         client: httpx.AsyncClient,
         api_url: str,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport,
     ) -> None:
         """`transport`, the client's own: requests the client builds (its headers and
         timeouts) go straight to it. The client's auth, redirect and cookie layers cost
@@ -130,14 +130,11 @@ class EventsApiSink:
             "POST", self._url, content=body, headers={"Content-Type": "application/json"}
         )
         try:
-            if self._transport is None:
-                response = await self._client.send(request)
-            else:
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise RetryableDeliveryError(f"POST {self._url} timed out") from exc
         except httpx.TransportError as exc:

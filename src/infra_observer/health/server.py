@@ -110,12 +110,10 @@ class HealthServer:
             except Exception as exc:  # reported as the probe's problem
                 answer.set_exception(exc)
 
-        loop = self._loop
+        assert self._loop is not None  # set before the server starts
         try:
-            if loop is None:
-                raise RuntimeError("not serving")
-            loop.call_soon_threadsafe(run_check)
-        except RuntimeError:
+            self._loop.call_soon_threadsafe(run_check)
+        except RuntimeError:  # closed
             return ["the event loop has stopped"]
         try:
             return answer.result(timeout=self._loop_answer_seconds)
