@@ -99,13 +99,14 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._tls = transport.get_extra_info("ssl_object") is not None
         self.gather_seconds = 0.0
         """Before a read waits for the network, what arrives may gather this long."""
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
         if self.gather_seconds and not protocol.buffer and not protocol.at_eof:
-            await asyncio.sleep(self.gather_seconds)  # reading stays paused meanwhile
+            await self._gather()
         if not protocol.buffer and not protocol.at_eof:  # the connection may be lost by now
             try:
                 if timeout is None:
@@ -123,6 +124,24 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         data = bytes(buffer[:max_bytes])
         del buffer[:max_bytes]
         return data
+
+    async def _gather(self) -> None:
+        """Let what arrives wait in the socket, unread, for `gather_seconds`."""
+        transport = self._transport
+        if self._tls and transport.get_read_buffer_size():  # type: ignore[attr-defined]
+            return  # received already, still encrypted: no reason to wait
+        # A paused TLS transport still reads the socket, holding what it reads encrypted
+        # until its reader resumes: a wake-up and a read per message. With this limit, its
+        # first message pauses the socket itself, and the rest waits in the kernel.
+        tls_limited = self._tls and not transport.is_closing()
+        if tls_limited:
+            transport.set_read_buffer_limits(high=1, low=0)  # type: ignore[attr-defined]
+        try:
+            await asyncio.sleep(self.gather_seconds)
+        finally:
+            if tls_limited and not transport.is_closing():
+                # The default limits again: the socket is read from now on, in one go.
+                transport.set_read_buffer_limits()  # type: ignore[attr-defined]
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,34 +12,7 @@ from aiohttp import web
 from infra_observer.config import EmitterSettings, PrefectSettings
 from infra_observer.emitter import events_api_sink
 from infra_observer.errors import MisconfiguredSinkError
-from tests.peers._util import free_port
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+from tests.peers._util import free_port, make_certificate
 
 
 @pytest.fixture

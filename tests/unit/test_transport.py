@@ -3,15 +3,21 @@ on both event loops the daemon may run on."""
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import socket
 import ssl
+import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
 from infra_observer.transport import asyncio_transport, environment_proxy, gathering_reads
+from tests.peers._util import make_certificate
 from tests.unit.conftest import Run
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -19,15 +25,18 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 CHUNK = b"x" * 1_000 + b"\n"
 
 
-def client() -> httpx.AsyncClient:
+def client(ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     transport = asyncio_transport(
-        ssl_context=ssl.create_default_context(), limits=httpx.Limits(max_keepalive_connections=4)
+        ssl_context=ssl_context or ssl.create_default_context(),
+        limits=httpx.Limits(max_keepalive_connections=4),
     )
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10))
 
 
 @asynccontextmanager
-async def server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
+async def server(
+    handler: Handler, *, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, list[int]]]:
     """A loopback server; yields its URL and a list with one entry per connection."""
     connections: list[int] = []
 
@@ -38,10 +47,10 @@ async def server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
         finally:
             writer.close()
 
-    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
     port = listening.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}", connections
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}", connections
     finally:
         listening.close()
         await listening.wait_closed()
@@ -114,6 +123,47 @@ def test_gathering_reads_hands_a_busy_stream_over_in_bursts(run: Run) -> None:
         assert gathered <= each // 3
 
     run(scenario())
+
+
+async def pieces(response: httpx.Response) -> list[bytes]:
+    return [part async for part in response.aiter_raw()]
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes received by the kernel for this socket and not read yet."""
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    return count[0]
+
+
+def test_gathering_over_tls_leaves_what_arrives_unread_in_the_socket(
+    run: Run, tmp_path: Path
+) -> None:
+    """A paused TLS transport would go on reading the socket, one wake-up per piece;
+    while a read gathers, the pieces must wait in the kernel, then come in one go."""
+    cert, key = make_certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def scenario() -> tuple[int, list[bytes]]:
+        async with (
+            server(streaming(60, pause=0.005), tls=server_tls) as (url, _),
+            client(ssl.create_default_context(cafile=str(cert))) as http,
+            http.stream("GET", url) as response,
+        ):
+            sock = response.extensions["network_stream"].get_extra_info("socket")
+            with gathering_reads(response, 1.0):
+                # The body's first read gathers for a second; the server sends its 60
+                # pieces within about 0.3 s.
+                reading = asyncio.create_task(pieces(response))
+                await asyncio.sleep(0.6)
+                unread = unread_bytes(sock)
+                return unread, await reading
+
+    unread, parts = run(scenario())
+    assert b"".join(parts) == CHUNK * 60
+    assert unread >= 20 * len(CHUNK)
+    assert len(parts) <= 3
 
 
 def test_gathering_ends_with_the_block(run: Run) -> None:
