@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks._common import REPO, table, write_results
 from benchmarks._watchlines import replayed_lines, watch_lines
-from infra_observer.cli import daemon_loop_factory
+from infra_observer.cli import daemon_loop_factory, prepare_collector
 from infra_observer.config import EmitterSettings, KubernetesSettings, LogSettings, PrefectSettings
 from infra_observer.emitter import Emitter, events_api_sink
 from infra_observer.logs import configure_logging
@@ -111,6 +111,7 @@ def main() -> int:
     line_bytes = sum(len(line) for line in lines)
     process, sink_url = start_sink()
     try:
+        prepare_collector()  # the daemon's settings, for the baselines too
         gc.collect()
         decode_cpu = decode_only(lines, orjson.loads)
         gc.collect()

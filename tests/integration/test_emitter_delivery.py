@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -250,6 +251,31 @@ async def test_one_invalid_event_does_not_sink_its_batch(flaky: FlakyEventsApi) 
     rejected = [entry for entry in logs if entry["event"] == "event_rejected"]
     assert rejected[0]["resource_id"] == "prefect.kubernetes.pod.pod-99"
     assert "bad event" in rejected[0]["detail"]
+
+
+async def test_events_over_the_api_limits_are_refused_before_sending(
+    flaky: FlakyEventsApi,
+) -> None:
+    # The server would drop the oversized one while answering 204; the other cannot be JSON.
+    fine, too_big, unwritable = pod_event(1), pod_event(2), pod_event(3)
+    too_big = dataclasses.replace(too_big, payload={"blob": "x" * 1_500_000})
+    unwritable = dataclasses.replace(unwritable, payload={"ports": {80, 443}})
+    running = start_emitter(flaky.api_url)
+    with capture_logs() as logs:
+        futures = await running.submit_all([too_big, fine, unwritable])
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        await running.finish()
+    assert outcomes == [Outcome.REJECTED, Outcome.DELIVERED, Outcome.REJECTED]
+    assert [event["id"] for event in flaky.stored] == [str(fine.id)]
+    rejected = {entry["event_id"]: entry for entry in logs if entry["event"] == "event_rejected"}
+    assert "must stay under 1500000" in rejected[str(too_big.id)]["detail"]
+    assert "cannot be written as JSON" in rejected[str(unwritable.id)]["detail"]
+    assert (
+        sample(
+            running.metrics, "infra_observer_events_rejected_total", source="test", reason="invalid"
+        )
+        == 2
+    )
 
 
 async def test_a_hanging_server_times_out_and_is_retried(flaky: FlakyEventsApi) -> None:

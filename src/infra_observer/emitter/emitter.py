@@ -32,7 +32,7 @@ from infra_observer.errors import (
 )
 from infra_observer.events.follows import FollowsTracker
 from infra_observer.events.handoff import Outcome
-from infra_observer.events.model import MAX_EVENT_BYTES, Event, checked_size, limit_problems
+from infra_observer.events.model import Event, accepted_size, limit_problems
 from infra_observer.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -148,6 +148,10 @@ class Emitter:
         )
         self._sending: list[_Pending] = []
         self._in_flight: asyncio.Future[None] | None = None
+        # Looked up once: `asyncio.get_running_loop` checks the process id, a system call
+        # that cost an eighth of the CPU of a whole pod transition where system calls are
+        # slow (a virtual machine's).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
         """Load the checkpoint and the spool; call before any source submits."""
@@ -202,7 +206,9 @@ class Emitter:
         if queued is not None:
             self._metrics.events_duplicate.labels(source).inc()
             return queued
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         if event.id in self._delivered:
             self._metrics.events_duplicate.labels(source).inc()
@@ -211,15 +217,12 @@ class Emitter:
         follows = self._follows.link(event.resource_id, event.id, event.occurred)
         if follows is not None:
             event = event.with_follows(follows)
-        size = checked_size(event)
-        # Serialized only when the estimate comes near the limit, or a check failed.
-        if size is None or size * 2 >= MAX_EVENT_BYTES:
+        size = accepted_size(event)
+        if size is None:
             problems = limit_problems(event)
-            if problems:
-                self._reject(event, source=source, reason="invalid", detail="; ".join(problems))
-                future.set_result(Outcome.REJECTED)
-                return future
-            size = len(event.to_json())
+            self._reject(event, source=source, reason="invalid", detail="; ".join(problems))
+            future.set_result(Outcome.REJECTED)
+            return future
         pending = _Pending(
             event=event, source=source, size=size, future=future, arrived=loop.time()
         )

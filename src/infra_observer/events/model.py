@@ -94,15 +94,19 @@ def limit_problems(event: Event) -> list[str]:
     if event.occurred.tzinfo is None:
         problems.append("occurred has no time zone")
     if not problems:
-        size = len(event.to_json())
-        if size >= MAX_EVENT_BYTES:
-            problems.append(f"serialized event is {size} bytes, must stay under {MAX_EVENT_BYTES}")
+        try:
+            size = len(event.to_json())
+        except orjson.JSONEncodeError as exc:
+            problems.append(f"payload cannot be written as JSON: {exc}")
+        else:
+            if size >= MAX_EVENT_BYTES:
+                problems.append(
+                    f"serialized event is {size} bytes, must stay under {MAX_EVENT_BYTES}"
+                )
     return problems
 
 
 def _label_problems(where: str, labels: Labels, *, role_required: bool) -> list[str]:
-    if _labels_size(labels, role_required=role_required) is not None:
-        return []
     problems: list[str] = []
     if len(labels) > MAX_LABELS:
         problems.append(f"{where} has {len(labels)} labels, at most {MAX_LABELS} allowed")
@@ -118,44 +122,31 @@ def _label_problems(where: str, labels: Labels, *, role_required: bool) -> list[
     return problems
 
 
-def checked_size(event: Event) -> int | None:
-    """Estimated bytes of the event's JSON, or None when `limit_problems` would find
-    something other than its size. One pass over the labels, for the usual, valid event.
+def accepted_size(event: Event) -> int | None:
+    """Bytes of the event's JSON when the events API will take it; None when
+    `limit_problems` has something to say.
+
+    The checks that data can fail, in one pass for the usual, valid event: the limits,
+    ids and roles present, a time zone, JSON-able payload. Label values are not checked
+    for being strings here, as `limit_problems` does: the catalog's typed builders and each
+    source's input checks guarantee them, and checking each label of each event cost
+    about as much as writing the whole event as JSON.
     """
     if not 0 < len(event.event) <= MAX_EVENT_NAME_LENGTH or len(event.related) > MAX_RELATED:
         return None
     if event.occurred.tzinfo is None or (event.follows is not None and event.follows == event.id):
         return None
-    size = _labels_size(event.resource, role_required=False)
-    if size is None:
-        return None
-    for related in event.related:
-        related_size = _labels_size(related, role_required=True)
-        if related_size is None:
-            return None
-        size += related_size
-    if event.payload:
-        size += len(repr(event.payload))
-    return size + _EVENT_OVERHEAD_BYTES + len(event.event)
-
-
-# Each event adds its JSON punctuation and field names to the label and payload text.
-_EVENT_OVERHEAD_BYTES = 256
-
-
-def _labels_size(labels: Labels, *, role_required: bool) -> int | None:
-    """The labels' text plus JSON punctuation; None unless every check of
-    `_label_problems` passes."""
+    labels = event.resource
     if len(labels) > MAX_LABELS or not labels.get(RESOURCE_ID):
         return None
-    if role_required and not labels.get(RESOURCE_ROLE):
-        return None
-    size = 6 * len(labels)
-    for key, value in labels.items():
-        if type(key) is not str or type(value) is not str:
+    for labels in event.related:
+        if len(labels) > MAX_LABELS or not labels.get(RESOURCE_ID) or not labels.get(RESOURCE_ROLE):
             return None
-        size += len(key) + len(value)
-    return size
+    try:
+        size = len(event.to_json())
+    except orjson.JSONEncodeError:
+        return None
+    return size if size < MAX_EVENT_BYTES else None
 
 
 class WireEvent(pydantic.BaseModel):
