@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -30,6 +32,9 @@ from infra_observer.events.ids import pod_event_id
 from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
 from infra_observer.sources.kubernetes import KubernetesSource
+from infra_observer.sources.kubernetes.client import KubeClient
+from infra_observer.sources.kubernetes.watch import Scope, list_page
+from infra_observer.sources.kubernetes.wire import Decoder
 from tests.peers import KubePeer, PrefectPeer
 from tests.peers._util import free_port, provisioned
 from tests.peers.kube import (
@@ -402,6 +407,50 @@ async def test_many_pods_listed_in_pages_then_watched(kube: KubePeer) -> None:
         assert handoff.names(uid) == ["pending", "running"]
     listed = [entry for entry in logs if entry["event"] == "pods_listed"]
     assert listed[0]["pods"] == count
+
+
+async def test_a_listed_page_is_released_once_decoded(kube: KubePeer) -> None:
+    """A page's body must not outlive its decoding: httpx ties each response to its stream
+    in a reference cycle, so a body kept on the response would wait for the collector."""
+    ns = unique("page")
+    await ensure_namespace(kube, ns)
+    from kubernetes_asyncio import client as kube_client
+
+    async with kube.api_client() as api:
+        core = kube_client.CoreV1Api(api)
+        for i in range(40):
+            body = {
+                "metadata": {
+                    "name": f"pod-{i}",
+                    "labels": labels(),
+                    "annotations": {"note": "x" * 10_000},
+                },
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            }
+            await core.create_namespaced_pod(ns, body)
+    client = await KubeClient.connect(settings(kube.kubeconfig))
+    decoder = Decoder()
+    try:
+        page = await list_page(client, scope=Scope(ns), selector="", limit=100, decoder=decoder)
+        assert len(page["items"]) == 40
+        del page
+        gc.collect()
+        gc.disable()
+        tracemalloc.start()
+        try:
+            page = await list_page(client, scope=Scope(ns), selector="", limit=100, decoder=decoder)
+            assert len(page["items"]) == 40
+            decoded, _ = tracemalloc.get_traced_memory()
+            del page
+            retained, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            gc.enable()
+    finally:
+        await client.aclose()
+    # The page is over 400 KB of JSON; what may stay is the connection's and the
+    # response's own few tens of KB.
+    assert retained < 150_000, (decoded, retained)
 
 
 # --- failures of the stream -----------------------------------------------------------------

@@ -270,7 +270,10 @@ async def list_page(
             client, scope=scope, limits=_limits(LIST_TIMEOUT_SECONDS), params=params
         )
         try:
-            body = await response.aread()
+            # Not `aread()`, which keeps the body on the response: httpx ties a response
+            # to its stream in a reference cycle, so each page (up to a few MB) stayed
+            # alive until the garbage collector's next pass.
+            body = b"".join([chunk async for chunk in response.aiter_bytes()])
         finally:
             await response.aclose()
     page = decoder.pod_list(body)
