@@ -148,9 +148,8 @@ class Emitter:
         )
         self._sending: list[_Pending] = []
         self._in_flight: asyncio.Future[None] | None = None
-        # Looked up once: `asyncio.get_running_loop` checks the process id, a system call
-        # that cost an eighth of the CPU of a whole pod transition where system calls are
-        # slow (a virtual machine's).
+        # Looked up once: `asyncio.get_running_loop` asks the kernel for the process id on
+        # every call, once per submitted event.
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
