@@ -28,7 +28,7 @@ import structlog
 
 from infra_observer.config import KubernetesSettings, LeaderElectionSettings
 from infra_observer.errors import SourceError
-from infra_observer.sources.kubernetes.client import KubeClient
+from infra_observer.sources.kubernetes.client import KubeClient, read_body
 
 log = structlog.get_logger(__name__)
 
@@ -179,10 +179,7 @@ class LeaderElector:
             response = await client.request(
                 method, path, body=body, limits=httpx.Timeout(_REQUEST_SECONDS)
             )
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
+            content = await read_body(response)
         status = response.status_code
         if status == 409:
             raise _Conflict

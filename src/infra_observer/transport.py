@@ -158,7 +158,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError(str(self._protocol.error)) from self._protocol.error
 
     async def aclose(self) -> None:
-        if self._transport.get_extra_info("ssl_object") is None:
+        if not self._tls:
             self._transport.close()
         else:
             # No TLS close handshake, as httpcore's own streams do: its reply may never

@@ -218,6 +218,19 @@ class KubeClient:
         await self._client.aclose()
 
 
+async def read_body(response: httpx.Response) -> bytes:
+    """A response's whole body, the response then closed.
+
+    Not `Response.aread`, which keeps the body on the response: httpx ties a response to
+    its stream in a reference cycle, so the body (a page of pods: up to a few MB) would stay
+    alive until the garbage collector's next pass.
+    """
+    try:
+        return b"".join([chunk async for chunk in response.aiter_bytes()])
+    finally:
+        await response.aclose()
+
+
 def pods_path(namespace: str | None) -> str:
     if namespace is None:
         return "/api/v1/pods"

@@ -31,7 +31,7 @@ from infra_observer.errors import ConfigError, InputError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.metrics import Metrics
 from infra_observer.retry import Backoff
-from infra_observer.sources.kubernetes.client import KubeClient, pods_path
+from infra_observer.sources.kubernetes.client import KubeClient, pods_path, read_body
 from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState, translate
 from infra_observer.sources.kubernetes.wire import Decoder
 from infra_observer.transport import gathering_reads
@@ -231,10 +231,7 @@ async def _request(
     """One pods request; an error status becomes an exception carrying the server's message."""
     response = await client.request("GET", pods_path(scope.namespace), params=params, limits=limits)
     if response.status_code != 200:
-        try:
-            body = await response.aread()
-        finally:
-            await response.aclose()
+        body = await read_body(response)
         raise _status_error(response.status_code, response.reason_phrase, body)
     return response
 
@@ -269,13 +266,7 @@ async def list_page(
         response = await _request(
             client, scope=scope, limits=_limits(LIST_TIMEOUT_SECONDS), params=params
         )
-        try:
-            # Not `aread()`, which keeps the body on the response: httpx ties a response
-            # to its stream in a reference cycle, so each page (up to a few MB) stayed
-            # alive until the garbage collector's next pass.
-            body = b"".join([chunk async for chunk in response.aiter_bytes()])
-        finally:
-            await response.aclose()
+        body = await read_body(response)
     page = decoder.pod_list(body)
     if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
         raise ValueError("a pod list answer is not a PodList")
