@@ -1,6 +1,8 @@
 """Idle memory of the daemon and what its imports cost, on a real kube-apiserver.
 
     .venv/bin/python -m benchmarks.imports [--sink loopback|stdout|both] [--repeat N] [--top N]
+    .venv/bin/python -m benchmarks.imports --image [--in-cluster] [--context DIR]
+                                           [--env NAME=VALUE] [--sink ...] [--repeat N]
 
 Starts a kube-apiserver (the test peers) and runs `infra-observer run` with only the
 Kubernetes source enabled, as its own process, from this checkout's `src/` (compiled to
@@ -16,6 +18,16 @@ without the modules it imported; "total" includes them. The meter's own bookkeep
 makes that run's RSS a little higher, so it is reported apart. The table lists the
 modules with the largest self cost, who first imported each, and the same summed per
 top-level package.
+
+With `--image`, the daemon is the built container image's instead (`benchmarks._image`):
+the image tests/integration/test_image.py builds from this tree (or from the tree at
+`--context`, for a before/after), run by the harness's dockerd read-only as 65532:65532 on
+the host network, pointed at the same kube-apiserver (by a mounted kubeconfig, or with
+`--in-cluster` by a mounted ServiceAccount token as in a pod) and sink, with any `--env`
+added to its environment. Once synced and idle, the container process's VmRSS, RssAnon and
+RssFile are read from /proc/<host pid>, and its start-up is the time from the container's
+start to its `kubernetes_ready` line: medians of `--repeat` runs per sink. No import meter
+in this mode.
 """
 
 from __future__ import annotations
@@ -43,6 +55,9 @@ from benchmarks._common import (
     write_results,
 )
 from benchmarks._harness import KubePeer, Sink
+from benchmarks._image import DockerPeer, credentials, idle_sample, median_sample
+from tests.peers.image import REPO as IMAGE_CONTEXT
+from tests.peers.image import built_image
 
 RUN = (
     "import sys\n"
@@ -253,8 +268,31 @@ def main() -> int:
     parser.add_argument("--sink", choices=["loopback", "stdout", "both"], default="both")
     parser.add_argument("--repeat", type=int, default=3, help="idle runs per sink")
     parser.add_argument("--top", type=int, default=25, help="rows in the module tables")
+    parser.add_argument(
+        "--image", action="store_true", help="measure the built container image's daemon"
+    )
+    parser.add_argument(
+        "--context",
+        type=Path,
+        default=IMAGE_CONTEXT,
+        help="with --image: the tree to build the image from (default: this checkout)",
+    )
+    parser.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="with --image: ServiceAccount credentials, as in a pod, instead of a kubeconfig",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --image: one more variable for the container (e.g. PYTHONOPTIMIZE=)",
+    )
     args = parser.parse_args()
     sinks = ["loopback", "stdout"] if args.sink == "both" else [args.sink]
+    if args.image:
+        return image_main(args, sinks)
     log_dir = Path(tempfile.mkdtemp(prefix="io-bench-imports-"))
     compileall.compile_dir(REPO / "src", quiet=1)
 
@@ -326,6 +364,93 @@ def main() -> int:
         )
     )
     print(f"results: {write_results('imports', data)}")
+    return 0
+
+
+def image_main(args: argparse.Namespace, sinks: list[str]) -> int:
+    log_dir = Path(tempfile.mkdtemp(prefix="io-bench-image-"))
+    context = args.context.resolve()
+    dockerd = DockerPeer().start()
+    kube: KubePeer | None = None
+    loopback: Sink | None = None
+    try:
+        image = built_image(dockerd, root=context)
+        kube = KubePeer().start()
+        loopback = Sink(upstream=None) if "loopback" in sinks else None
+        options = credentials(kube, log_dir / "credentials", in_cluster=args.in_cluster)
+        for item in args.env:
+            options += ["--env", item]
+        runs = {
+            name: [
+                idle_sample(
+                    image,
+                    options=options,
+                    api_url=loopback.api_url if name == "loopback" and loopback else None,
+                    log_dir=log_dir,
+                )
+                for _ in range(args.repeat)
+            ]
+            for name in sinks
+        }
+        image_bytes = image.inspect(image.tag)["Size"]
+        base_bytes = image.inspect(image.runtime_base)["Size"]
+    finally:
+        if loopback is not None:
+            loopback.stop()
+        if kube is not None:
+            kube.stop()
+        dockerd.stop()
+
+    medians = {name: median_sample(samples) for name, samples in runs.items()}
+    data: dict[str, Any] = {
+        "mode": "image",
+        "context": str(context),
+        "image": image.tag,
+        "image_bytes": image_bytes,
+        "runtime_base_bytes": base_bytes,
+        "credentials": "in-cluster" if args.in_cluster else "kubeconfig",
+        "env": args.env,
+        "idle": medians,
+        "idle_runs": {name: [vars(s) for s in samples] for name, samples in runs.items()},
+        "logs": str(log_dir),
+    }
+    credentials_used = "ServiceAccount" if args.in_cluster else "kubeconfig"
+    print(
+        table(
+            f"Idle daemon in the image {image.tag} (Kubernetes source only, {credentials_used}, "
+            f"synced, no pods{''.join(', ' + item for item in args.env)}), "
+            f"median of {args.repeat}",
+            [
+                "sink",
+                "VmRSS MiB",
+                "VmRSS bytes",
+                "RssAnon MiB",
+                "RssFile MiB",
+                "ready s",
+                "VmRSS MiB of each run",
+            ],
+            [
+                [
+                    name,
+                    m["vm_rss_mib"],
+                    int(m["vm_rss_bytes"]),
+                    m["rss_anon_mib"],
+                    m["rss_file_mib"],
+                    m["ready_seconds"],
+                    " ".join(f"{s.vm_rss_mib:.2f}" for s in runs[name]),
+                ]
+                for name, m in medians.items()
+            ],
+        )
+    )
+    warnings = sum(int(m["warnings"]) for m in medians.values())
+    if warnings:
+        print(f"{warnings} warning or error lines in the daemon's logs: {log_dir}")
+    print(
+        f"image: {image_bytes / 1e6:.1f} MB ({(image_bytes - base_bytes) / 1e6:.1f} MB "
+        f"on the runtime base's {base_bytes / 1e6:.1f} MB)"
+    )
+    print(f"results: {write_results('imports-image', data)}")
     return 0
 
 

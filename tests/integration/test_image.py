@@ -1,13 +1,8 @@
 """The container image, built from the Dockerfile and run by the harness's real dockerd.
 
-No registry is reachable here, so the Dockerfile's public base images are replaced by local
-stand-ins that scripts/provision-peers builds from Debian 12 packages (step 6): a minbase
-rootfs for ``BUILD_IMAGE`` and a distroless-like Python 3.11 rootfs for ``RUNTIME_IMAGE``
-(no shell, no package manager, user ``nonroot`` 65532). The build itself is the real one:
-``docker build`` of this repository's Dockerfile, pip resolving from PyPI.
-
-A build takes about a minute; the built image is saved under the cache keyed by a hash of
-everything the build reads, so an unchanged tree only loads it again.
+How the image is built (the real ``docker build`` on local stand-ins for the base images,
+cached by a hash of the build's inputs) is in tests/peers/image.py, shared with
+``python -m benchmarks.imports --image``.
 
 The container runs the way the docs tell users to run it: ``--read-only``, ``--user
 65532:65532``, no writable mount at all, the Docker socket bind-mounted. The harness's dockerd
@@ -16,10 +11,8 @@ has no bridge, so it shares the host network and listens on loopback only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,126 +23,25 @@ import httpx
 import pytest
 
 from tests.peers import DockerPeer
-from tests.peers._util import cache_dir, free_port, manifest, provisioned, wait_until
+from tests.peers._util import free_port, wait_until
+from tests.peers.image import BUILD_TIMEOUT, RUN_OPTIONS, Image, ImageBuildError, built_image
 
-ROOT = Path(__file__).resolve().parents[2]
-# What the build context holds (.dockerignore lets in only these) plus the build recipe.
-BUILD_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "src")
-# Bounds on the stand-in bases; docs/production.md has the measured figures. The venv layer
-# is what this project adds on top of any Python 3.11 base.
+# Bounds on the stand-in bases; docs/production.md has the measured figures. The venv and the
+# standard library's bytecode are what this project adds on top of any Python 3.11 base.
 MAX_IMAGE_BYTES = 200_000_000
-MAX_VENV_LAYER_BYTES = 120_000_000
+MAX_ADDED_BYTES = 120_000_000
 WAIT_SECONDS = 90.0
 TEST_LABEL = "io.infra-observer.test"
-BUILD_TIMEOUT = 1200
 # The first test also builds the image when the cache has no build of this tree.
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
 
 
-@dataclass
-class Image:
-    tag: str
-    runtime_base: str
-    docker: Path
-    env: dict[str, str]
-
-    def cli(
-        self, *args: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.docker), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=check,
-        )
-
-    def inspect(self, name: str) -> dict[str, Any]:
-        data: list[dict[str, Any]] = json.loads(self.cli("inspect", name).stdout)
-        return data[0]
-
-
-def inputs_hash(bases_version: str) -> str:
-    digest = hashlib.sha256(bases_version.encode())
-    for name in BUILD_INPUTS:
-        path = ROOT / name
-        files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for file in files:
-            relative = file.relative_to(ROOT).as_posix()
-            if not file.is_file() or "__pycache__" in relative or ".egg-info" in relative:
-                continue
-            digest.update(relative.encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def tag_safe(text: str) -> str:
-    return re.sub(r"[^\w.-]", "_", text)[:120]
-
-
-def import_base(image: Image, tarball: Path, tag: str) -> None:
-    if image.cli("image", "inspect", tag, check=False).returncode != 0:
-        image.cli("import", str(tarball), tag, timeout=300)
-
-
-def build(image: Image, *, build_base: str, saved: Path) -> None:
-    """``docker build`` with the stand-in bases; saved for the next run with the same inputs."""
-    log = saved.with_suffix(".build.log")
-    with log.open("w") as out:
-        result = subprocess.run(
-            [
-                str(image.docker),
-                "build",
-                "--network",
-                "host",
-                "--build-arg",
-                f"BUILD_IMAGE={build_base}",
-                "--build-arg",
-                f"RUNTIME_IMAGE={image.runtime_base}",
-                "-t",
-                image.tag,
-                str(ROOT),
-            ],
-            env=image.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        pytest.fail(f"docker build failed (exit {result.returncode}); log {log}:\n{tail}")
-    # Only the newest build is kept: each is about 140 MB.
-    for old in saved.parent.glob("infra-observer-*"):
-        if not old.name.startswith(saved.stem + "."):
-            old.unlink()
-    image.cli("save", "-o", str(saved.with_suffix(".tmp")), image.tag, timeout=300)
-    saved.with_suffix(".tmp").rename(saved)
-
-
 @pytest.fixture(scope="module")
 def image(dockerd: DockerPeer) -> Image:
-    version = manifest().get("image_bases_version", "")
-    build_tar = provisioned("image_build_rootfs")
-    runtime_tar = provisioned("image_runtime_rootfs")
-    key = inputs_hash(version)
-    result = Image(
-        tag=f"infra-observer:test-{key}",
-        runtime_base=f"infra-observer-runtime-base:{tag_safe(version)}",
-        docker=provisioned("docker"),
-        env={"PATH": "/usr/bin:/bin", **dockerd.env()},
-    )
-    import_base(result, runtime_tar, result.runtime_base)
-    saved = cache_dir() / "images" / version / f"infra-observer-{key}.tar"
-    if result.cli("image", "inspect", result.tag, check=False).returncode == 0:
-        return result
-    if saved.exists():
-        result.cli("load", "-i", str(saved), timeout=300)
-        return result
-    build_base = f"infra-observer-build-base:{tag_safe(version)}"
-    import_base(result, build_tar, build_base)
-    build(result, build_base=build_base, saved=saved)
-    return result
+    try:
+        return built_image(dockerd)
+    except ImageBuildError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
@@ -163,19 +55,11 @@ def start(image: Image, dockerd: DockerPeer) -> Running:
     socket_gid = dockerd.socket.stat().st_gid
     running = Running(name=f"io-image-{uuid.uuid4().hex[:8]}", port=free_port(), run_label="")
     running.run_label = running.name
-    image.cli(
-        "run",
-        "--detach",
-        "--name",
+    image.run(
         running.name,
-        "--read-only",
-        "--user",
-        "65532:65532",
         # The socket is root:docker 0660 on the host; the daemon needs its group, not root.
         "--group-add",
         str(socket_gid),
-        "--network",
-        "host",
         "--volume",
         f"{dockerd.socket}:/var/run/docker.sock",
         "--env",
@@ -191,7 +75,6 @@ def start(image: Image, dockerd: DockerPeer) -> Running:
         # status settles quickly.
         "--health-interval",
         "1s",
-        image.tag,
     )
     return running
 
@@ -214,7 +97,52 @@ def test_image_is_small(image: Image) -> None:
     total = image.inspect(image.tag)["Size"]
     base = image.inspect(image.runtime_base)["Size"]
     assert total < MAX_IMAGE_BYTES, f"image is {total / 1e6:.1f} MB"
-    assert total - base < MAX_VENV_LAYER_BYTES, f"venv layer is {(total - base) / 1e6:.1f} MB"
+    assert total - base < MAX_ADDED_BYTES, f"added layers: {(total - base) / 1e6:.1f} MB"
+
+
+# Run in the image: every module's source without bytecode the interpreter would use, at the
+# image's optimization level (hash-checked .pyc whose hash is not the source's count too).
+STALE_BYTECODE = """
+import importlib.util, json, os, sys
+stale = []
+for root in ("/usr/lib/python3.11", "/opt/venv/lib/python3.11/site-packages"):
+    for directory, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            source = os.path.join(directory, name)
+            pyc = importlib.util.cache_from_source(source, optimization=sys.flags.optimize or "")
+            try:
+                with open(pyc, "rb") as file:
+                    head = file.read(16)
+            except OSError:
+                stale.append(source)
+                continue
+            flags = int.from_bytes(head[4:8], "little")
+            checked = flags == 0b11
+            with open(source, "rb") as file:
+                if checked and head[8:] != importlib.util.source_hash(file.read()):
+                    stale.append(source)
+print(json.dumps({"optimize": sys.flags.optimize, "stale": stale}))
+"""
+
+
+def test_every_module_has_bytecode_for_the_image_settings(image: Image) -> None:
+    """On a read-only root, a module without usable bytecode is compiled in memory at each
+    start: the standard library (the base ships no .pyc) and the venv alike."""
+    result = image.cli(
+        "run",
+        "--rm",
+        *RUN_OPTIONS,
+        "--entrypoint",
+        "/opt/venv/bin/python",
+        image.tag,
+        "-c",
+        STALE_BYTECODE,
+    )
+    found = json.loads(result.stdout)
+    assert found["optimize"] == 2
+    assert found["stale"] == []
 
 
 def test_image_config(image: Image) -> None:

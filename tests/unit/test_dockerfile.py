@@ -4,7 +4,8 @@ The image itself is built and run by tests/integration/test_image.py (peers tier
 stand-ins for the base images). These tests hold the Dockerfile to what the chart and the docs
 rely on, in a second: a non-root numeric user, the entry point, a shell-free runtime stage, a
 health check that really probes /healthz, a build context that holds what the build copies,
-and default base images that are the public ones.
+default base images that are the public ones, and bytecode compiled for the interpreter
+settings the image runs with.
 """
 
 from __future__ import annotations
@@ -114,13 +115,19 @@ def runtime(dockerfile: tuple[dict[str, str], list[Stage]]) -> Stage:
     return dockerfile[1][-1]
 
 
+@pytest.fixture(scope="module")
+def build(dockerfile: tuple[dict[str, str], list[Stage]]) -> Stage:
+    named = [stage for stage in dockerfile[1] if stage.name == "build"]
+    assert len(named) == 1, "one stage named build"
+    return named[0]
+
+
 def test_multi_stage_with_venv_copied_into_a_distroless_runtime(
-    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+    dockerfile: tuple[dict[str, str], list[Stage]], build: Stage, runtime: Stage
 ) -> None:
     global_args, stages = dockerfile
     assert len(stages) >= 2
-    build = stages[0]
-    assert build.name == "build"
+    assert build is not runtime
     base = runtime.base
     if base.startswith("${"):
         base = global_args[base.strip("${}")]
@@ -132,12 +139,14 @@ def test_multi_stage_with_venv_copied_into_a_distroless_runtime(
 
 
 def test_base_images_are_build_args_defaulting_to_the_public_ones(
-    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+    dockerfile: tuple[dict[str, str], list[Stage]], build: Stage, runtime: Stage
 ) -> None:
     """Users get the public images; the image test swaps in local stand-ins by build arg."""
     global_args, stages = dockerfile
-    assert stages[0].base == "${BUILD_IMAGE}"
+    assert build.base == "${BUILD_IMAGE}"
     assert runtime.base == "${RUNTIME_IMAGE}"
+    # Any other stage is one of the two by another name.
+    assert {stage.base for stage in stages} <= {"${BUILD_IMAGE}", "${RUNTIME_IMAGE}"}
     assert global_args["BUILD_IMAGE"] == "debian:12-slim"
     assert global_args["RUNTIME_IMAGE"] == "gcr.io/distroless/python3-debian12:nonroot"
 
@@ -249,10 +258,7 @@ def aws_services_used() -> set[str]:
     return used
 
 
-def test_botocore_models_kept_for_every_service_the_code_uses(
-    dockerfile: tuple[dict[str, str], list[Stage]],
-) -> None:
-    build = dockerfile[1][0]
+def test_botocore_models_kept_for_every_service_the_code_uses(build: Stage) -> None:
     kept: set[str] = set()
     for instruction in build.all("ARG"):
         key, _, value = instruction.args.partition("=")
@@ -265,10 +271,7 @@ def test_botocore_models_kept_for_every_service_the_code_uses(
     assert used <= kept, f"add {sorted(used - kept)} to BOTOCORE_SERVICES in the Dockerfile"
 
 
-def test_venv_built_with_the_runtime_python_version(
-    dockerfile: tuple[dict[str, str], list[Stage]],
-) -> None:
-    build = dockerfile[1][0]
+def test_venv_built_with_the_runtime_python_version(build: Stage) -> None:
     runs = " ".join(i.args for i in build.all("RUN"))
     interpreter = re.search(r"/usr/bin/python(3\.\d+) -m venv /opt/venv", runs)
     assert interpreter, "the venv must be created by the versioned system interpreter"
@@ -276,3 +279,157 @@ def test_venv_built_with_the_runtime_python_version(
     # Debian 12 (bookworm) and distroless python3-debian12 both ship Python 3.11.
     assert version == "3.11"
     assert f"/opt/venv/lib/python{version}/" in runs
+
+
+# --------------------------------------------------------------------------- bytecode
+
+SHELL_OPERATORS = {"&&", "||", ";", ";;", "|", "&"}
+# compileall's options that take a value (python -m compileall --help).
+COMPILEALL_VALUE_OPTIONS = {"-r", "-d", "-s", "-p", "-x", "-i", "-o", "-e", "-j"}
+
+
+@dataclass
+class Compile:
+    """One `python -m compileall` of a RUN instruction."""
+
+    interpreter: str
+    interpreter_options: list[str]
+    levels: list[int]
+    invalidation_mode: str
+    targets: list[str]
+    run: Instruction
+
+    def covers(self, directory: str) -> bool:
+        return any(
+            directory == target.rstrip("/") or directory.startswith(target.rstrip("/") + "/")
+            for target in self.targets
+        )
+
+    @property
+    def without_column_tables(self) -> bool:
+        options = self.interpreter_options
+        return any(
+            options[i] == "-X" and options[i + 1] == "no_debug_ranges"
+            for i in range(len(options) - 1)
+        )
+
+
+def commands(run: Instruction) -> list[list[str]]:
+    """The simple commands of a RUN (split at &&, ||, ; and |), each as argv."""
+    lexer = shlex.shlex(run.args, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    found: list[list[str]] = [[]]
+    for token in lexer:
+        if token in SHELL_OPERATORS:
+            found.append([])
+        else:
+            found[-1].append(token)
+    return [argv for argv in found if argv]
+
+
+def compiles(stage: Stage) -> list[Compile]:
+    found: list[Compile] = []
+    for run in stage.all("RUN"):
+        for argv in commands(run):
+            if "compileall" not in argv:
+                continue
+            module = argv.index("compileall")
+            assert argv[module - 1] == "-m", argv
+            options = argv[1 : module - 1]
+            levels: list[int] = []
+            mode = "timestamp"
+            targets: list[str] = []
+            args = iter(argv[module + 1 :])
+            for arg in args:
+                if arg in COMPILEALL_VALUE_OPTIONS:
+                    value = next(args)
+                    if arg == "-o":
+                        levels.append(int(value))
+                elif arg == "--invalidation-mode":
+                    mode = next(args)
+                elif arg.startswith("--invalidation-mode="):
+                    mode = arg.partition("=")[2]
+                elif not arg.startswith("-"):
+                    targets.append(arg)
+            if not levels:  # the compiling interpreter's own level (-O, -OO)
+                levels = [sum(o.count("O") for o in options if re.fullmatch(r"-O+", o))]
+            found.append(Compile(argv[0], options, levels, mode, targets, run))
+    return found
+
+
+def optimization_level(env: dict[str, str]) -> int:
+    """The level PYTHONOPTIMIZE gives: empty is 0, an integer is itself, anything else 1."""
+    value = env.get("PYTHONOPTIMIZE", "")
+    if not value:
+        return 0
+    return int(value) if value.isdigit() else 1
+
+
+def runtime_python(stage: Stage) -> str:
+    runs = " ".join(i.args for i in stage.all("RUN"))
+    interpreter = re.search(r"/usr/bin/python(3\.\d+) -m venv /opt/venv", runs)
+    assert interpreter
+    return interpreter.group(1)
+
+
+def test_interpreter_strips_asserts_docstrings_and_column_tables(runtime: Stage) -> None:
+    """Less idle memory and a faster start, with the bytecode compiled to match
+    (docs/production.md, "Interpreter settings")."""
+    env = env_of(runtime)
+    assert env.get("PYTHONOPTIMIZE") == "2"
+    assert env.get("PYTHONNODEBUGRANGES") == "1"
+
+
+def test_venv_compiled_for_the_runtime_interpreter_settings(build: Stage, runtime: Stage) -> None:
+    """At level N the interpreter reads only *.opt-N.pyc: on a read-only root, any other
+    level means every module of the venv is compiled in memory at each start (more memory,
+    not less), and bytecode of a level nothing runs at is image size for nothing. Column
+    tables are kept from a .pyc whatever PYTHONNODEBUGRANGES says."""
+    env = env_of(runtime)
+    venv = [c for c in compiles(build) if c.covers("/opt/venv/lib")]
+    assert venv, "the build stage does not compile the venv"
+    assert venv[-1].levels == [optimization_level(env)] == [2]
+    assert venv[-1].without_column_tables == bool(env.get("PYTHONNODEBUGRANGES"))
+
+
+def test_standard_library_bytecode_checked_and_copied_into_the_runtime(
+    dockerfile: tuple[dict[str, str], list[Stage]], build: Stage, runtime: Stage
+) -> None:
+    """The runtime base has the standard library's sources only. Its own sources (not the
+    build Python's, which may be another patch release) are compiled in the build stage,
+    with hashes checked so that no .pyc runs against a source it was not compiled from, and
+    only the bytecode is copied over the runtime base's tree."""
+    env = env_of(runtime)
+    version = runtime_python(build)
+    stdlib = f"/usr/lib/python{version}"
+    runtime_bases = {s.name for s in dockerfile[1] if s.base == runtime.base and s.name}
+    # Copied from the runtime base into a staging tree of the build stage...
+    staging = [
+        parts[2].rstrip("/").removesuffix(stdlib)
+        for parts in (c.args.split() for c in build.all("COPY"))
+        if parts[0].removeprefix("--from=") in runtime_bases and parts[1].rstrip("/") == stdlib
+    ]
+    assert len(staging) == 1, f"the build stage does not copy {stdlib} from the runtime base"
+    tree = staging[0]
+    assert tree.startswith("/")
+    assert tree != "/", "staged apart, not over the build's own Python"
+    # ...compiled there as the runtime would...
+    found = [c for c in compiles(build) if c.covers(tree + stdlib)]
+    assert found, f"the build stage does not compile {tree + stdlib}"
+    stdlib_compile = found[-1]
+    assert stdlib_compile.interpreter == f"/usr/bin/python{version}"
+    assert stdlib_compile.levels == [optimization_level(env)]
+    assert stdlib_compile.invalidation_mode == "checked-hash"
+    assert stdlib_compile.without_column_tables == bool(env.get("PYTHONNODEBUGRANGES"))
+    # ...and only the bytecode is copied into the runtime, over the base's own tree.
+    assert f".opt-{optimization_level(env)}.pyc" in stdlib_compile.run.args
+    copies = [c.args.split() for c in runtime.all("COPY")]
+    assert ["--from=build", f"{tree}/", "/"] in copies or ["--from=build", tree, "/"] in copies
+
+
+def test_build_smoke_check_runs_as_the_runtime_does(build: Stage, runtime: Stage) -> None:
+    """Code that needs asserts or docstrings fails the build rather than the first start."""
+    env = env_of(runtime)
+    checks = [r.args for r in build.all("RUN") if "infra-observer version" in r.args]
+    assert checks
+    assert f"PYTHONOPTIMIZE={env['PYTHONOPTIMIZE']}" in checks[-1]

@@ -18,6 +18,19 @@ def test_pod_id_matches_the_contract_vector() -> None:
     assert event_id == uuid.UUID("5afc9516-3ead-5831-b721-8c5bdd16dad5")
 
 
+@pytest.mark.parametrize("restart_count", [0, 1, 7, 12345])
+@pytest.mark.parametrize("phase", ["Pending", "Running", "Succeeded", "Failed", "Unknown"])
+def test_pod_id_is_the_uuid5_of_the_contract_formula(phase: str, restart_count: int) -> None:
+    uid = str(uuid.uuid4())
+    text = f'{{"phase": "{phase}", "restart_count": {restart_count}, "uid": "{uid}"}}'
+    expected = uuid.uuid5(uuid.NAMESPACE_URL, text)
+    made = pod_event_id(uid=uid, phase=phase, restart_count=restart_count)
+    assert made == expected
+    assert (made.version, made.variant, made.is_safe) == (5, uuid.RFC_4122, uuid.SafeUUID.unknown)
+    assert str(made) == str(expected)
+    assert hash(made) == hash(expected)
+
+
 @pytest.mark.parametrize(
     ("changed", "value"),
     [("phase", "Pending"), ("restart_count", 1), ("uid", "other")],

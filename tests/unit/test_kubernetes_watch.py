@@ -7,10 +7,12 @@ malformed and error lines are, which must be logged and counted without stopping
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -101,6 +103,33 @@ async def test_events_advance_the_resource_version_and_the_state(
     assert watch.pods == {}
     assert len(recorder.events) == 2  # nothing new on deletion
     assert watch.resource_version == "10"
+
+
+@pytest.mark.parametrize(("level", "logged"), [(logging.DEBUG, True), (logging.INFO, False)])
+async def test_each_change_is_logged_at_debug_level_only(
+    level: int, logged: bool, recorder: Recorder, metrics: Metrics
+) -> None:
+    configured = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    try:
+        with capture_logs() as logs:
+            watch = ScopeWatch(
+                scope=Scope("jobs"),
+                settings=KubernetesSettings(),
+                handoff=recorder,
+                metrics=metrics,
+            )
+            await watch._handle_line(line("ADDED", pod("Pending", "5")))
+            await watch._handle_line(line("MODIFIED", pod("Running", "6")))
+    finally:
+        structlog.configure(**configured)
+    changes = [(entry["pod"], entry["name"]) for entry in logs if entry["event"] == "pod_event"]
+    expected = [
+        ("jobs/p", "prefect.kubernetes.pod.pending"),
+        ("jobs/p", "prefect.kubernetes.pod.running"),
+    ]
+    assert changes == (expected if logged else [])
+    assert len(recorder.events) == 2
 
 
 async def test_deleted_with_a_change_reports_it(watch: ScopeWatch, recorder: Recorder) -> None:

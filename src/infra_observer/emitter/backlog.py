@@ -55,6 +55,10 @@ class Backlog(Generic[Item]):
         while self.full:
             self._space.clear()
             await self._space.wait()
+        self.add(item)
+
+    def add(self, item: Item) -> None:
+        """Append without waiting; only when not `full` (`put` waits for space)."""
         self._items.append(item)
         self._bytes += item.size
         if len(self._items) == 1:

@@ -49,16 +49,20 @@ class _Pending:
 
 
 class _IdMemory:
-    """Ids delivered by this process, least recently used first out."""
+    """Ids delivered by this process, least recently used first out.
+
+    Ids are held as their 128-bit numbers (`UUID.int`), here and in the emitter's queue
+    index: a `UUID` computes its hash in Python, several times per event.
+    """
 
     def __init__(self, limit: int) -> None:
-        self._ids: OrderedDict[UUID, None] = OrderedDict()
+        self._ids: OrderedDict[int, None] = OrderedDict()
         self._limit = limit
 
-    def __contains__(self, event_id: UUID) -> bool:
+    def __contains__(self, event_id: int) -> bool:
         return event_id in self._ids
 
-    def add(self, event_id: UUID) -> bool:
+    def add(self, event_id: int) -> bool:
         """Remember the id; True when an older one had to be forgotten."""
         self._ids[event_id] = None
         if len(self._ids) > self._limit:
@@ -120,7 +124,7 @@ class Emitter:
         )
         self._delivered = _IdMemory(settings.sent_ids_max)
         # Queued, not yet settled: a second submit of the same id shares the first's fate.
-        self._queued: dict[UUID, asyncio.Future[Outcome]] = {}
+        self._queued: dict[int, asyncio.Future[Outcome]] = {}
         self._stopping = asyncio.Event()
         self._stop_at = float("inf")
         self._sink_healthy: bool | None = None
@@ -131,7 +135,6 @@ class Emitter:
         # checkpoint only; kept as objects and formatted when saved, off the delivery path.
         self._last_delivered: OrderedDict[str, tuple[UUID, datetime]] = OrderedDict()
         # Labelled metric children, looked up once per (source, event name).
-        self._observed: dict[tuple[str, str], Counter] = {}
         self._emitted: dict[tuple[str, str], Counter] = {}
         self._checkpoint_due = 0.0
         self._full_reported = False
@@ -175,14 +178,14 @@ class Emitter:
 
     def _restore(self, resource_id: str, event_id: UUID, occurred: datetime) -> None:
         self._follows.remember(resource_id, event_id, occurred)
-        self._delivered.add(event_id)
+        self._delivered.add(event_id.int)
         self._last_delivered[resource_id] = (event_id, occurred)
 
     def _pending_from_spool(self, record: SpooledEvent) -> _Pending:
         event = record.event
         self._follows.remember(event.resource_id, event.id, event.occurred)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queued[event.id] = future
+        self._queued[event.id.int] = future
         size = len(event.to_json())
         return _Pending(event=event, source=record.source, size=size, future=future)
 
@@ -196,12 +199,9 @@ class Emitter:
         return len(self._backlog)
 
     async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
-        key = (source, event.event)
-        observed = self._observed.get(key)
-        if observed is None:
-            observed = self._observed[key] = self._metrics.events_observed.labels(*key)
-        observed.inc()
-        queued = self._queued.get(event.id)
+        self._metrics.events_observed.inc((source, event.event))
+        id_number = event.id.int
+        queued = self._queued.get(id_number)
         if queued is not None:
             self._metrics.events_duplicate.labels(source).inc()
             return queued
@@ -209,7 +209,7 @@ class Emitter:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        if event.id in self._delivered:
+        if id_number in self._delivered:
             self._metrics.events_duplicate.labels(source).inc()
             future.set_result(Outcome.DUPLICATE)
             return future
@@ -225,9 +225,12 @@ class Emitter:
         pending = _Pending(
             event=event, source=source, size=size, future=future, arrived=loop.time()
         )
-        self._queued[event.id] = future
+        self._queued[id_number] = future
         if self._spool is None:
-            await self._enqueue(pending)
+            if self._backlog.full:
+                await self._enqueue(pending)
+            else:
+                self._backlog.add(pending)  # the usual case, without a coroutine per event
         else:
             # One writer at a time, so the spool's order is the queue's order.
             async with self._spool_lock:
@@ -340,7 +343,7 @@ class Emitter:
         # One invalid event fails the whole batch: halve until the culprits are alone.
         if len(batch) == 1:
             item = batch[0]
-            self._queued.pop(item.event.id, None)
+            self._queued.pop(item.event.id.int, None)
             detail = f"{exc.status}: {exc.detail}"
             self._reject(item.event, source=item.source, reason="server_rejected", detail=detail)
             item.future.set_result(Outcome.REJECTED)
@@ -420,8 +423,9 @@ class Emitter:
         counts: dict[tuple[str, str], int] = {}
         for item in batch:
             event = item.event
-            self._queued.pop(event.id, None)
-            if self._delivered.add(event.id):
+            id_number = event.id.int
+            self._queued.pop(id_number, None)
+            if self._delivered.add(id_number):
                 self._metrics.bound_hits.labels("sent_ids").inc()
             key = (item.source, event.event)
             counts[key] = counts.get(key, 0) + 1
@@ -461,7 +465,7 @@ class Emitter:
         abandoned += self._backlog.take_all()
         for item in abandoned:
             self._metrics.events_undelivered.labels(item.source).inc()
-            self._queued.pop(item.event.id, None)
+            self._queued.pop(item.event.id.int, None)
             item.future.set_result(Outcome.UNDELIVERED)
         return len(abandoned)
 

@@ -72,22 +72,11 @@ class FlowRunRefs(NamedTuple):
     worker_name: str | None = None
 
 
-_REF_KEYS = {
-    "flow_run_id": "flow-run-id",
-    "flow_run_name": "flow-run-name",
-    "deployment_id": "deployment-id",
-    "deployment_name": "deployment-name",
-    "flow_id": "flow-id",
-    "flow_name": "flow-name",
-    "work_pool_id": "work-pool-id",
-    "work_pool_name": "work-pool-name",
-    "worker_name": "worker-name",
-}
-_ID_FIELDS = ("flow_run_id", "deployment_id", "flow_id", "work_pool_id")
-# (field, key, Kubernetes label, Docker label, is a UUID), spelled out once.
+# Per field of `FlowRunRefs`, in order: (label key, Kubernetes label, Docker label, is a
+# UUID); the key is the field's name spelled with dashes (`flow_run_id`: `flow-run-id`).
 _REF_LABELS = tuple(
-    (field, key, f"prefect.io/{key}", f"io.prefect.{key}", field in _ID_FIELDS)
-    for field, key in _REF_KEYS.items()
+    (key, f"prefect.io/{key}", f"io.prefect.{key}", key.endswith("-id"))
+    for key in (field.replace("_", "-") for field in FlowRunRefs._fields)
 )
 
 
@@ -97,17 +86,18 @@ def refs_from_labels(labels: Mapping[str, str]) -> tuple[FlowRunRefs, list[str]]
     Returns the references and a list of problems: an id that is not a UUID is left out
     (and reported), so the event is still emitted without that related resource.
     """
-    values: dict[str, str | None] = {}
+    values: list[str | None] = []
     problems: list[str] = []
-    for field, key, kube_key, docker_key, is_id in _REF_LABELS:
+    for key, kube_key, docker_key, is_id in _REF_LABELS:
         value = labels.get(kube_key) or labels.get(docker_key)
         if value and is_id:
             canonical = _canonical_uuid(value)
             if canonical is None:
                 problems.append(f"label prefect.io/{key}={value!r} is not a UUID")
             value = canonical
-        values[field] = value or None
-    return FlowRunRefs(**values), problems
+        values.append(value or None)
+    # Positional: building a named tuple from keywords costs three times as much.
+    return FlowRunRefs._make(values), problems
 
 
 # The same few ids recur (a flow run's pod changes several times; its deployment, flow
@@ -144,40 +134,50 @@ def worker_resource(*, worker_type: WorkerType, worker_name: str) -> dict[str, s
     return labels
 
 
-def _ref_related(kind: str, ref_id: str | None, name: str | None) -> dict[str, str] | None:
-    """`prefect.{kind}.{id}` with role `kind`, when the id is known."""
-    return None if ref_id is None else _related(f"prefect.{kind}.{ref_id}", kind, name)
+# A deployment, flow, work pool or worker is the same related resource for every flow run
+# it has: built once and shared (never mutated: `Event` exposes them as read-only
+# Mappings). A flow run's own is built each time: it recurs for a few events of its pod
+# or task, usually too far apart for a bounded cache to still hold it.
+@functools.lru_cache(maxsize=1024)
+def _shared_related(kind: str, ref_id: str, name: str | None) -> dict[str, str]:
+    return _related(f"prefect.{kind}.{ref_id}", kind, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_worker(worker_type: WorkerType, worker_name: str) -> dict[str, str]:
+    return worker_resource(worker_type=worker_type, worker_name=worker_name)
 
 
 def _flow_run_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    return _ref_related("flow-run", refs.flow_run_id, refs.flow_run_name)
+    if refs.flow_run_id is None:
+        return None
+    return _related(f"prefect.flow-run.{refs.flow_run_id}", "flow-run", refs.flow_run_name)
 
 
 def _deployment_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    return _ref_related("deployment", refs.deployment_id, refs.deployment_name)
+    if refs.deployment_id is None:
+        return None
+    return _shared_related("deployment", refs.deployment_id, refs.deployment_name)
 
 
 def _flow_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    return _ref_related("flow", refs.flow_id, refs.flow_name)
+    return None if refs.flow_id is None else _shared_related("flow", refs.flow_id, refs.flow_name)
 
 
 def _work_pool_related(refs: FlowRunRefs) -> dict[str, str] | None:
-    return _ref_related("work-pool", refs.work_pool_id, refs.work_pool_name)
-
-
-def _present(*related: dict[str, str] | None) -> tuple[dict[str, str], ...]:
-    return tuple(labels for labels in related if labels is not None)
+    if refs.work_pool_id is None:
+        return None
+    return _shared_related("work-pool", refs.work_pool_id, refs.work_pool_name)
 
 
 def _worker_if_named(refs: FlowRunRefs, worker_type: WorkerType) -> dict[str, str] | None:
-    if refs.worker_name is None:
-        return None
-    return worker_resource(worker_type=worker_type, worker_name=refs.worker_name)
+    return None if refs.worker_name is None else _shared_worker(worker_type, refs.worker_name)
 
 
-# Events share these label sets (never mutated: `Event` exposes them as read-only
-# Mappings); a flow run's pod or task changes state several times with the same refs.
-@functools.lru_cache(maxsize=256)
+def _present(*related: dict[str, str] | None) -> tuple[dict[str, str], ...]:
+    return tuple([labels for labels in related if labels is not None])
+
+
 def _labelled_related(refs: FlowRunRefs, worker_type: WorkerType) -> tuple[dict[str, str], ...]:
     """The related resources of a pod's labels or a task's tags, in the page's order."""
     return _present(
@@ -206,15 +206,16 @@ def kubernetes_pod_event(
     """`prefect.kubernetes.pod.{phase}`; `eviction_reason` goes with evicted, and only with it."""
     if (phase == "evicted") != bool(eviction_reason):
         raise ValueError("eviction_reason is required for evicted pods and only for them")
-    extra = {"kubernetes.namespace": namespace}
+    resource = _resource(f"prefect.kubernetes.pod.{pod_uid}", name=pod_name)
+    resource["kubernetes.namespace"] = namespace
     if eviction_reason:
-        extra["kubernetes.reason"] = eviction_reason
+        resource["kubernetes.reason"] = eviction_reason
     return Event(
-        occurred=utc(occurred),
-        event=f"prefect.kubernetes.pod.{phase}",
-        resource=_resource(f"prefect.kubernetes.pod.{pod_uid}", name=pod_name, **extra),
-        related=_labelled_related(refs, "kubernetes"),
-        id=event_id,
+        utc(occurred),
+        f"prefect.kubernetes.pod.{phase}",
+        resource,
+        event_id,
+        _labelled_related(refs, "kubernetes"),
     )
 
 
@@ -233,7 +234,7 @@ def _docker_event(
 ) -> Event:
     # The page makes the worker always present: the container's own worker label wins,
     # else the configured name of the watching worker.
-    worker = worker_resource(worker_type="docker", worker_name=refs.worker_name or worker_name)
+    worker = _shared_worker("docker", refs.worker_name or worker_name)
     # The page makes the name label unconditional: a container whose name is unknown is
     # named by its id.
     return Event(

@@ -87,9 +87,13 @@ def translate(pod: object, previous: PodState | None, *, observed: datetime) -> 
     One event per change of (phase, restart count); the same state again gives nothing.
     Raises `InputError` naming what is wrong when the object is not a usable pod.
     """
-    fields = _read(pod)
-    state_key = (fields.phase, fields.restart_count)
-    if previous is not None and previous.key() == state_key:
+    # A known pod's uid was checked when it was first seen: `previous` was found by it.
+    fields = _read(pod, uid_checked=previous is not None)
+    if (
+        previous is not None
+        and previous.phase == fields.phase
+        and previous.restart_count == fields.restart_count
+    ):
         return Translation(uid=fields.uid, state=previous)
     sent = _sent_before(previous, fields.restart_count)
     if fields.phase in sent:
@@ -124,7 +128,7 @@ class _PodFields:
 _UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def _read(pod: object) -> _PodFields:
+def _read(pod: object, *, uid_checked: bool = False) -> _PodFields:
     # Objects are checked with `dict`, not `Mapping`: decoded JSON objects are dicts, and
     # the ABC check costs several times more, dozens of times per watch line.
     if not isinstance(pod, dict):
@@ -132,7 +136,7 @@ def _read(pod: object) -> _PodFields:
     metadata = _mapping(pod, "metadata", "pod")
     status = _mapping(pod, "status", "pod")
     uid = _text(metadata, "uid", "metadata")
-    if not _UID.fullmatch(uid):
+    if not uid_checked and not _UID.fullmatch(uid):
         raise InputError(f"metadata.uid {uid!r} is not an identifier")
     name = _text(metadata, "name", "metadata")
     namespace = _text(metadata, "namespace", "metadata")
@@ -173,10 +177,12 @@ def _restart_count(status: Mapping[str, Any]) -> int:
     containers = status.get("containerStatuses")
     if containers is None:
         return 0
-    if type(containers) is not list or not all(type(item) is dict for item in containers):
+    if type(containers) is not list:
         raise InputError("status.containerStatuses is not a list of objects")
     total = 0
     for container in containers:
+        if type(container) is not dict:
+            raise InputError("status.containerStatuses is not a list of objects")
         count = container.get("restartCount", 0)
         if type(count) is not int or count < 0:  # `type`, not isinstance: True is no count
             raise InputError(f"a restartCount is {count!r}, not a count")
@@ -188,7 +194,8 @@ def _event(fields: _PodFields, *, observed: datetime, problems: list[Problem]) -
     eviction = eviction_reason(fields.status) if fields.phase == "Failed" else None
     phase: PodPhase = "evicted" if eviction else _PHASES[fields.phase]
     refs, label_problems = refs_from_labels(fields.labels)
-    problems.extend(Problem("label", detail) for detail in label_problems)
+    if label_problems:
+        problems.extend(Problem("label", detail) for detail in label_problems)
     if not fields.labels.get(FLOW_RUN_LABEL):
         problems.append(Problem("label", f"label {FLOW_RUN_LABEL} is missing or empty"))
     when = occurred_at(fields, problems=problems) or utc(observed)

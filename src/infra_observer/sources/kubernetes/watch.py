@@ -14,6 +14,7 @@ Objects are read as plain JSON straight off the response, decoded only as far as
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -32,7 +33,12 @@ from infra_observer.events.handoff import EventHandoff
 from infra_observer.metrics import Metrics
 from infra_observer.retry import Backoff
 from infra_observer.sources.kubernetes.client import KubeClient, pods_path, read_body
-from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState, translate
+from infra_observer.sources.kubernetes.translate import (
+    FLOW_RUN_LABEL,
+    PodState,
+    Translation,
+    translate,
+)
 from infra_observer.sources.kubernetes.wire import Decoder
 from infra_observer.transport import gathering_reads
 
@@ -300,6 +306,11 @@ class ScopeWatch:
         self._backoff = Backoff(maximum=settings.backoff_max_seconds)
         self._listed_version: str | None = None
         self._decoder = Decoder()
+        # For the lines of each pod change: bound once, as the module's lazy logger binds
+        # anew on every call, and skipped with their arguments below debug (together about
+        # a microsecond per change).
+        self._changes_log = log.bind()
+        self._log_changes: bool = self._changes_log.is_enabled_for(logging.DEBUG)
 
     async def run(self, client: KubeClient) -> None:
         """Forever: list when there is no usable resourceVersion, then watch from it."""
@@ -490,19 +501,26 @@ class ScopeWatch:
             self.pods.pop(result.uid, None)
         else:
             self.pods[result.uid] = result.state
-        if not (result.events or result.problems or result.repeated):
-            return result.uid  # the usual update: same phase, nothing to report
-        pod_name = f"{_get(metadata, 'namespace')}/{_get(metadata, 'name')}"
-        for problem in result.problems:
-            self._input_error(problem.kind, problem.detail, pod=pod_name, uid=result.uid)
-        if result.repeated:
-            log.debug("pod_state_repeated", pod=pod_name, phase=result.state.phase)
+        if result.problems or (self._log_changes and (result.events or result.repeated)):
+            self._report(kind, metadata, result)
         for event in result.events:
-            log.debug("pod_event", pod=pod_name, watch_event=kind, name=event.event, id=event.id)
             # The outcome future is not awaited: delivery is the emitter's job, and a pod
             # watch has nothing to acknowledge.
             await self._handoff.submit(event, source=SOURCE)
         return result.uid
+
+    def _report(self, kind: str, metadata: object, result: Translation) -> None:
+        pod_name = f"{_get(metadata, 'namespace')}/{_get(metadata, 'name')}"
+        for problem in result.problems:
+            self._input_error(problem.kind, problem.detail, pod=pod_name, uid=result.uid)
+        if not self._log_changes:
+            return
+        if result.repeated:
+            self._changes_log.debug("pod_state_repeated", pod=pod_name, phase=result.state.phase)
+        for event in result.events:
+            self._changes_log.debug(
+                "pod_event", pod=pod_name, watch_event=kind, name=event.event, id=event.id
+            )
 
     def _in_shard(self, uid: str) -> bool:
         count = self._settings.shard_count

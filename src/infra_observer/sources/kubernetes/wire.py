@@ -20,9 +20,22 @@ import msgspec
 import orjson
 
 
+class _Running(TypedDict, total=False):
+    startedAt: Any
+
+
+class _Terminated(TypedDict, total=False):
+    finishedAt: Any
+
+
+class _ContainerState(TypedDict, total=False):
+    running: _Running
+    terminated: _Terminated
+
+
 class _ContainerStatus(TypedDict, total=False):
     restartCount: Any
-    state: Any
+    state: _ContainerState
 
 
 class _Condition(TypedDict, total=False):
