@@ -8,7 +8,8 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,26 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def wait_until_quiet(
+    pid: int,
+    *,
+    deadline: float,
+    check: Callable[[float], None],
+    window: float = 2.0,
+    quiet_cpu: float = 0.03,
+) -> None:
+    """Until the process used less than `quiet_cpu` seconds of CPU in `window` seconds;
+    `check(deadline)` runs after each window (it raises when the process died or time ran out)."""
+    last = cpu_seconds(pid)
+    while True:
+        time.sleep(window)
+        check(deadline)
+        now = cpu_seconds(pid)
+        if now - last < quiet_cpu:
+            return
+        last = now
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

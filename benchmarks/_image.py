@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks._common import cpu_seconds
+from benchmarks._common import wait_until_quiet
 from tests.peers import DockerPeer, KubePeer
 from tests.peers.image import Image
 from tests.peers.kube import write_kubeconfig
@@ -157,14 +157,7 @@ class Container:
     def wait_idle(self, *, limit: float = 90, window: float = 2.0) -> None:
         """Until the process used < 30 ms of CPU in `window` s (as the default mode)."""
         deadline = time.monotonic() + limit
-        last = cpu_seconds(self.pid)
-        while True:
-            time.sleep(window)
-            self._check(deadline)
-            now = cpu_seconds(self.pid)
-            if now - last < 0.03:
-                return
-            last = now
+        wait_until_quiet(self.pid, deadline=deadline, check=self._check, window=window)
 
     def warnings(self) -> int:
         levels = ('"level":"warning"', '"level":"error"', '"level":"critical"', "Traceback")

@@ -47,11 +47,11 @@ from typing import Any
 
 from benchmarks._common import (
     REPO,
-    cpu_seconds,
     environment_without,
     rss_mib,
     stop_process,
     table,
+    wait_until_quiet,
     write_results,
 )
 from benchmarks._harness import KubePeer, Sink
@@ -175,14 +175,7 @@ class Daemon:
         while b'"kubernetes_ready"' not in self.log_path.read_bytes():
             self._check_alive(deadline)
             time.sleep(0.2)
-        last = cpu_seconds(self.pid)
-        while True:
-            time.sleep(window)
-            self._check_alive(deadline)
-            now = cpu_seconds(self.pid)
-            if now - last < 0.03:
-                return
-            last = now
+        wait_until_quiet(self.pid, deadline=deadline, check=self._check_alive, window=window)
 
     def _check_alive(self, deadline: float) -> None:
         assert self.process is not None

@@ -330,7 +330,7 @@ def test_state_already_sent_is_not_sent_again() -> None:
     assert [e.event for e in unknown.events] == ["prefect.kubernetes.pod.unknown"]
     assert back.events == []
     assert back.repeated
-    assert back.state.key() == ("Running", 0)
+    assert (back.state.phase, back.state.restart_count) == ("Running", 0)
     again = first(pod("Unknown"), back.state)
     assert again.events == []
     assert again.repeated

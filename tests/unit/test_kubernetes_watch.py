@@ -98,7 +98,7 @@ async def test_events_advance_the_resource_version_and_the_state(
         "prefect.kubernetes.pod.pending",
         "prefect.kubernetes.pod.running",
     ]
-    assert watch.pods[UID].key() == ("Running", 0)
+    assert (watch.pods[UID].phase, watch.pods[UID].restart_count) == ("Running", 0)
     await watch._handle_line(line("DELETED", pod("Running", "10")))
     assert watch.pods == {}
     assert len(recorder.events) == 2  # nothing new on deletion

@@ -55,9 +55,6 @@ class PodState:
     restart_count: int
     sent: tuple[str, ...] = ()
 
-    def key(self) -> tuple[str, int]:
-        return (self.phase, self.restart_count)
-
 
 class Problem(NamedTuple):
     """Something wrong in a pod that did not prevent its event; `kind` labels the metric."""
