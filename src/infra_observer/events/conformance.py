@@ -1,8 +1,9 @@
 """The infrastructure events reference page as data, and a check of any event against it.
 
 `CATALOG` transcribes the page's tables (names, variants, resource labels, related resources,
-payloads). A golden test parses the page itself and compares it with this table, so the
-table, the builders and the page cannot drift apart; `check_against_catalog` then serves
+payloads) and is the project's one copy of those facts: the golden tests hold every builder
+to it, and a drift check compares it with the page itself, which is not part of the
+repository, whenever the page is beside the checkout. `check_against_catalog` then serves
 `infra-observer validate` and anything else that must judge events it did not build.
 """
 
