@@ -129,6 +129,13 @@ async def load_configuration(settings: KubernetesSettings) -> Any:
         and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     )
     loader = _loader("incluster_config" if in_cluster else "kube_config")
+    if settings.kubeconfig is not None and not settings.kubeconfig.is_file():
+        # The loader would read it as an empty kubeconfig ("Expected key current-context").
+        raise ConfigError(
+            f"INFRA_OBSERVER_KUBERNETES_KUBECONFIG={str(settings.kubeconfig)!r} is not a file; "
+            "give the path of a kubeconfig, or unset it to use the pod's ServiceAccount or "
+            "$KUBECONFIG"
+        )
     configuration = importlib.import_module(f"{_CLIENT_PACKAGE}.configuration").Configuration()
     try:
         if in_cluster:
