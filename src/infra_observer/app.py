@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 from prometheus_client import CollectorRegistry
 
-from infra_observer.config import Settings
+from infra_observer.config import Settings, api_url_problem
 from infra_observer.emitter import Emitter, Sink, StdoutSink, events_api_sink
 from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.errors import ConfigError, SourceError
@@ -218,9 +218,17 @@ async def check(settings: Settings) -> list[tuple[str, bool, str]]:
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)
     try:
-        results.append(await _check_one(f"sink {sink.name}", sink.check()))
+        # Found without a request: a server may answer a wrong path in ways that pass.
+        problem = api_url_problem(settings.prefect) if sink.name == "events-api" else None
+        if problem is not None:
+            results.append((f"sink {sink.name}", False, problem))
+        else:
+            results.append(await _check_one(f"sink {sink.name}", sink.check()))
         emitter = Emitter(sink=sink, settings=settings.emitter, metrics=metrics)
-        for source in build_sources(settings, handoff=emitter, metrics=metrics):
+        sources = build_sources(settings, handoff=emitter, metrics=metrics)
+        if not sources:
+            results.append(("sources", False, NO_SOURCES))
+        for source in sources:
             results.append(await _check_one(f"source {source.name}", source.check()))
     finally:
         await sink.aclose()

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO
@@ -17,7 +18,13 @@ import structlog
 
 from infra_observer import __version__, app
 from infra_observer.commands import CommandInputError, emit, validate
-from infra_observer.config import Settings, load_settings
+from infra_observer.config import (
+    Settings,
+    api_url_problem,
+    configuration_warnings,
+    load_settings,
+    redact_credentials,
+)
 from infra_observer.errors import ConfigError, InfraObserverError
 from infra_observer.events.handoff import Outcome
 from infra_observer.logs import configure_logging
@@ -36,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "ECS tasks) and report every status change to the Prefect events API. Configured by "
         "environment variables: see docs/configuration.md.",
     )
+    parser.add_argument("--version", action="version", version=f"infra-observer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
         "run",
@@ -48,8 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="validate the configuration and reach every configured peer",
         description="Validate the configuration, then reach the events API and each enabled "
-        "source's peer (Kubernetes, Docker, SQS) once. Prints PASS or FAIL per peer with the "
-        "reason and the fix; exits 1 when any fails. Secrets are never printed.",
+        "source's peer (Kubernetes, Docker, SQS) once. Prints WARN per setting that is "
+        "accepted but probably a mistake (an unknown INFRA_OBSERVER_* variable, a credential "
+        "unused or sent over plain http://), then PASS or FAIL per peer with the reason and "
+        "the fix; exits 1 when any fails or no source is enabled. Secrets are never printed.",
     )
     commands.add_parser("version", help="print the version", description="Print the version.")
     emit.add_parser(commands)
@@ -86,15 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings: Settings) -> int:
+    _log_warnings(settings)
     prepare_collector()
     try:
         with asyncio.Runner(loop_factory=daemon_loop_factory()) as runner:
             runner.run(app.run(settings))
-    except ConfigError as exc:
-        print(f"infra-observer: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except Exception as exc:  # the daemon's last word: log every cause, exit non-zero
-        for cause in _leaves(exc):
+        causes = _leaves(exc)
+        # Found only once running (a busy port, a missing file): still the configuration.
+        if all(isinstance(cause, ConfigError) for cause in causes):
+            for cause in causes:
+                print(f"infra-observer: {redact_credentials(str(cause))}", file=sys.stderr)
+            return EXIT_USAGE
+        for cause in causes:
             ours = isinstance(cause, InfraObserverError)
             log.error(
                 "daemon_failed",
@@ -104,6 +118,19 @@ def _run(settings: Settings) -> int:
             )
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _log_warnings(settings: Settings) -> None:
+    for warning in configuration_warnings(settings, os.environ):
+        log.warning(
+            warning.event,
+            variable=warning.variable,
+            problem=warning.message,
+            closest=warning.closest,
+        )
+    problem = api_url_problem(settings.prefect)
+    if problem is not None and settings.emitter.sink != "stdout":
+        log.warning("api_url_without_api", variable="PREFECT_API_URL", problem=problem)
 
 
 # Collections of the youngest generation, one per this many net allocations of containers.
@@ -141,13 +168,15 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _check(settings: Settings) -> int:
+    for warning in configuration_warnings(settings, os.environ):
+        print(f"WARN {warning.variable}: {warning.message}")
     try:
         results = asyncio.run(app.check(settings))
     except ConfigError as exc:
-        print(f"infra-observer: {exc}", file=sys.stderr)
+        print(f"infra-observer: {redact_credentials(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     for peer, passed, detail in results:
-        print(f"{'PASS' if passed else 'FAIL'} {peer}: {detail}")
+        print(f"{'PASS' if passed else 'FAIL'} {peer}: {redact_credentials(detail)}")
     return EXIT_OK if all(passed for _, passed, _ in results) else EXIT_FAILURE
 
 

@@ -8,8 +8,12 @@ Lists are comma-separated. `load_settings` turns every mistake into one line per
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +27,32 @@ ENV_PREFIX = "INFRA_OBSERVER_"
 
 CommaList = Annotated[list[str], NoDecode]
 
+# Variables of the development scripts and test harness (scripts/provision-peers), not of
+# the daemon: set in a developer's shell, they are not misspellings.
+TOOLING_VARIABLES = frozenset(
+    {
+        f"{ENV_PREFIX}CACHE",
+        f"{ENV_PREFIX}KUBE_VERSION",
+        f"{ENV_PREFIX}GOTOOLCHAIN",
+        f"{ENV_PREFIX}SKIP",
+    }
+)
+
+LOG_LEVEL_ALIASES: Mapping[str, str] = types.MappingProxyType(
+    {"warn": "warning", "fatal": "critical"}
+)
+
+# `scheme://user:password@host`: everything between `://` and `@` is a credential.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s@]+@")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Below:
+    """Field metadata: the value must be below the section's field `other` (`why` explains)."""
+
+    other: str
+    why: str = ""
+
 
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
@@ -32,6 +62,21 @@ def _split_commas(value: Any) -> Any:
 
 class _Section(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_default=True)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> typing.Self:
+        section = type(self)
+        for name, info in section.model_fields.items():
+            for bound in info.metadata:
+                if not isinstance(bound, Below):
+                    continue
+                value, limit = getattr(self, name), getattr(self, bound.other)
+                if value >= limit:
+                    raise ValueError(
+                        f"{env_name(section, name)}={value} must be below "
+                        f"{env_name(section, bound.other)}={limit}{bound.why}"
+                    )
+        return self
 
 
 class PrefectSettings(_Section):
@@ -139,12 +184,29 @@ class LogSettings(_Section):
 
     model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}LOG_")
 
-    level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", description="Lowest level logged."
+    level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info",
+        description="Lowest level logged, in any case; `warn` and `fatal` are accepted too.",
     )
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="`auto`: console on a terminal, JSON lines otherwise."
     )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_alias(cls, value: Any) -> Any:
+        return log_level_name(value) if isinstance(value, str) else value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+def log_level_name(text: str) -> str:
+    """`INFO`, ` Warn ` → `info`, `warning`: any case, and the usual aliases."""
+    name = text.strip().lower()
+    return LOG_LEVEL_ALIASES.get(name, name)
 
 
 class KubernetesSettings(_Section):
@@ -190,20 +252,11 @@ class KubernetesSettings(_Section):
         description="Replicas sharing the pods by uid hash (each watches all labelled pods "
         "but holds and reports only its share).",
     )
-    shard_index: int = Field(
+    shard_index: Annotated[int, Below("shard_count")] = Field(
         default=0, ge=0, description="This replica's share, from 0 to SHARD_COUNT - 1."
     )
 
     _split = field_validator("namespaces", mode="before")(_split_commas)
-
-    @model_validator(mode="after")
-    def _shard_in_range(self) -> KubernetesSettings:
-        if self.shard_index >= self.shard_count:
-            raise ValueError(
-                f"INFRA_OBSERVER_KUBERNETES_SHARD_INDEX={self.shard_index} must be below "
-                f"INFRA_OBSERVER_KUBERNETES_SHARD_COUNT={self.shard_count}"
-            )
-        return self
 
 
 class DockerSettings(_Section):
@@ -324,21 +377,15 @@ class LeaderElectionSettings(_Section):
     lease_duration_seconds: int = Field(
         default=15, ge=2, description="How long a Lease not renewed stays with its holder."
     )
-    renew_deadline_seconds: float = Field(
+    renew_deadline_seconds: Annotated[
+        float,
+        Below("lease_duration_seconds", why=", or two replicas could both believe they lead"),
+    ] = Field(
         default=10.0, gt=0, description="A leader that cannot renew for this long steps down."
     )
     retry_period_seconds: float = Field(
         default=2.0, gt=0, description="How often to try to acquire or renew the Lease."
     )
-
-    @model_validator(mode="after")
-    def _renew_before_expiry(self) -> LeaderElectionSettings:
-        if self.renew_deadline_seconds >= self.lease_duration_seconds:
-            raise ValueError(
-                "INFRA_OBSERVER_LEADER_ELECTION_RENEW_DEADLINE_SECONDS must be shorter than "
-                "_LEASE_DURATION_SECONDS, or two replicas could both believe they lead"
-            )
-        return self
 
 
 SECTIONS: tuple[type[_Section], ...] = (
@@ -400,7 +447,7 @@ def _redacted(section: type[_Section], field: str, value: object) -> str:
     annotation = section.model_fields[field].annotation if field in section.model_fields else None
     if _mentions_secret(annotation):
         return "'********'"
-    return repr(value)
+    return redact_credentials(repr(value))
 
 
 def _mentions_secret(annotation: object) -> bool:
@@ -411,6 +458,105 @@ def _mentions_secret(annotation: object) -> bool:
     return False
 
 
+def redact_credentials(text: str) -> str:
+    """`text` with the credentials of every URL in it (`http://user:pass@host`) masked."""
+    if "@" not in text:  # the common case, and the cheap test
+        return text
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """A setting that is accepted but is probably not what was meant."""
+
+    event: str
+    variable: str
+    message: str
+    closest: str | None = None
+
+
+def known_variables() -> list[str]:
+    return [env_name(section, field) for section in SECTIONS for field in section.model_fields]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[ConfigWarning]:
+    """Every `INFRA_OBSERVER_*` variable that no setting reads, with the closest known name."""
+    known = known_variables()
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()  # the settings read their variables in any case
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in TOOLING_VARIABLES:
+            continue
+        matches = difflib.get_close_matches(upper, known, n=1)
+        closest = matches[0] if matches else None
+        hint = f"did you mean {closest}?" if closest else "see docs/configuration.md"
+        warnings.append(
+            ConfigWarning(
+                event="unknown_variable",
+                variable=name,
+                message=f"not a known variable, ignored; {hint}",
+                closest=closest,
+            )
+        )
+    return warnings
+
+
+def api_url_problem(prefect: PrefectSettings) -> str | None:
+    """Why PREFECT_API_URL cannot be an events API base, found without a request."""
+    url = prefect.api_url
+    if url is None or "api" in (url.path or "").strip("/").split("/"):
+        return None
+    return (
+        f"PREFECT_API_URL={redact_credentials(str(url))!r} has no /api in its path; it must "
+        "end in /api (self-hosted, e.g. http://127.0.0.1:4200/api) or be a Cloud workspace "
+        "URL (https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>)"
+    )
+
+
+def credential_warnings(prefect: PrefectSettings) -> list[ConfigWarning]:
+    """A credential that goes nowhere, or that is sent unencrypted over the network."""
+    url = prefect.api_url
+    key = (
+        "PREFECT_API_KEY"
+        if prefect.api_key is not None
+        else "PREFECT_API_AUTH_STRING"
+        if prefect.api_auth_string is not None
+        else None
+    )
+    if url is None:
+        if key is None:
+            return []
+        message = (
+            "set, but PREFECT_API_URL is not: events are written to stdout as JSON lines "
+            "and the credential is not used; set PREFECT_API_URL to send them to Prefect"
+        )
+        return [ConfigWarning(event="credential_unused", variable=key, message=message)]
+    if url.username or url.password:
+        key = key or "PREFECT_API_URL"
+    if key is None or url.scheme != "http" or _is_loopback(url.host or ""):
+        return []
+    message = (
+        f"sent over plain http:// to {url.host}, readable by anyone on the network path; "
+        "use an https:// PREFECT_API_URL"
+    )
+    return [ConfigWarning(event="credential_in_clear", variable=key, message=message)]
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def configuration_warnings(settings: Settings, environ: Mapping[str, str]) -> list[ConfigWarning]:
+    """What `check` prints and `run` logs as warnings: accepted, but probably a mistake."""
+    return [*unknown_variables(environ), *credential_warnings(settings.prefect)]
+
+
 def reference_markdown() -> str:
     """The configuration reference page, generated from the settings classes."""
     lines = [
@@ -418,33 +564,84 @@ def reference_markdown() -> str:
         "",
         "Generated from `src/infra_observer/config.py` "
         "(`python -m infra_observer.config > docs/configuration.md`); a test keeps it in step.",
-        "Lists are comma-separated. Secrets are never logged or printed.",
+        "Lists are comma-separated. Secrets, and credentials written into a URL, are never "
+        f"logged or printed. A `{ENV_PREFIX}*` variable not listed here is reported, with "
+        "the closest known name, by `infra-observer check` and in the logs of "
+        "`infra-observer run`.",
     ]
     for section in SECTIONS:
         title = (section.__doc__ or section.__name__).rstrip(".")
-        lines += ["", f"## {title}", "", "| variable | type | default | meaning |"]
-        lines.append("|---|---|---|---|")
+        lines += ["", f"## {title}", "", "| variable | type | bounds | default | meaning |"]
+        lines.append("|---|---|---|---|---|")
         for field, info in section.model_fields.items():
             default = (
                 "" if info.is_required() else repr(info.get_default(call_default_factory=True))
             )
-            kind = _type_name(info.annotation)
-            description = (info.description or "").replace("|", "\\|")
-            lines.append(f"| `{env_name(section, field)}` | {kind} | `{default}` | {description} |")
+            cells = (
+                f"`{env_name(section, field)}`",
+                type_name(info.annotation),
+                _bounds(section, info.metadata),
+                f"`{default}`",
+                (info.description or "").replace("|", "\\|"),
+            )
+            lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
-def _type_name(annotation: object) -> str:
-    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
-    for noise in (
-        "typing.",
-        "pydantic.networks.",
-        "pydantic.types.",
-        "pathlib._local.",
-        "pathlib.",
-    ):
-        text = text.replace(noise, "")
-    return text.replace("|", "or").replace("NoneType", "None")
+_TYPE_NAMES: Mapping[object, str] = types.MappingProxyType(
+    {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        Path: "path",
+        SecretStr: "secret",
+        pydantic.HttpUrl: "URL",
+    }
+)
+
+
+def type_name(annotation: object) -> str:
+    """A setting's type in words: `path of an existing file (optional)`, not its annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or isinstance(annotation, types.UnionType):
+        names = [type_name(arg) for arg in args if arg is not type(None)]
+        optional = " (optional)" if len(names) < len(args) else ""
+        return " or ".join(names) + optional
+    if origin is Annotated:
+        if any(getattr(extra, "path_type", None) == "file" for extra in args[1:]):
+            return "path of an existing file"
+        return type_name(args[0])
+    if origin is Literal:
+        choices = [f"`{choice}`" for choice in args]
+        return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+    if origin is list:
+        return f"comma-separated list of {type_name(args[0])}s" if args else "list"
+    return _TYPE_NAMES.get(annotation) or str(getattr(annotation, "__name__", annotation))
+
+
+def _bounds(section: type[_Section], metadata: list[Any]) -> str:
+    found: dict[str, Any] = {}
+    for item in metadata:
+        for attribute in ("ge", "gt", "le", "lt", "min_length"):
+            if getattr(item, attribute, None) is not None:
+                found[attribute] = getattr(item, attribute)
+        if isinstance(item, Below):
+            found["below"] = env_name(section, item.other)
+    parts = []
+    if "ge" in found and "le" in found:
+        parts.append(f"{_number(found.pop('ge'))} to {_number(found.pop('le'))}")
+    symbols = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+    parts += [f"{symbols[key]} {_number(found[key])}" for key in symbols if key in found]
+    if found.get("min_length"):
+        parts.append("not empty")
+    if "below" in found:
+        parts.append(f"< `{found['below']}`")
+    return ", ".join(parts)
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 if __name__ == "__main__":

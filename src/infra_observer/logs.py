@@ -1,8 +1,10 @@
 """structlog setup: JSON lines (or console rendering on a terminal) on stderr, with the
-standard-library logs of dependencies sent through the same processors."""
+standard-library logs of dependencies sent through the same processors. Credentials written
+into URLs are masked in every line, whoever logged it."""
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from typing import TextIO
@@ -10,7 +12,7 @@ from typing import TextIO
 import orjson
 import structlog
 
-from infra_observer.config import LogSettings
+from infra_observer.config import LogSettings, redact_credentials
 
 # Per-request INFO lines from HTTP clients would drown the daemon's own logs.
 _QUIET_LIBRARIES = {
@@ -23,6 +25,22 @@ _QUIET_LIBRARIES = {
 
 def _orjson_dumps(value: object, **_: object) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def redact_urls(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Mask `user:password@` in every string field: URLs reach logs in error messages too."""
+    for key, value in event_dict.items():
+        if type(value) is str and "@" in value:
+            event_dict[key] = redact_credentials(value)
+    return event_dict
+
+
+def _redacted_traceback(sio: TextIO, exc_info: structlog.typing.ExcInfo) -> None:
+    text = io.StringIO()
+    structlog.dev.plain_traceback(text, exc_info)
+    sio.write(redact_credentials(text.getvalue()))
 
 
 def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) -> None:
@@ -38,10 +56,11 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) ->
     ]
     renderer: structlog.typing.Processor
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=_redacted_traceback)
     else:
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    shared.append(redact_urls)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

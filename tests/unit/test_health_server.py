@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from infra_observer.config import HealthSettings
+from infra_observer.errors import ConfigError
 from infra_observer.health import HealthServer
 
 
@@ -121,3 +123,22 @@ async def test_the_port_is_free_again_after_stopping(probes: Probes) -> None:
         liveness=lambda: probes.live, readiness=lambda: probes.ready, port=port
     ) as again:
         assert await get(again, "/healthz") == (200, "ok\n")
+
+
+async def test_a_busy_port_is_a_configuration_error_naming_the_variable(probes: Probes) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = HealthServer(
+            settings=HealthSettings(host="127.0.0.1", port=port),
+            registry=CollectorRegistry(),
+            liveness=lambda: probes.live,
+            readiness=lambda: probes.ready,
+        )
+        with pytest.raises(ConfigError) as caught:
+            await server.run()
+    message = str(caught.value)
+    assert f"cannot listen on 127.0.0.1 port {port}" in message
+    assert f"INFRA_OBSERVER_HEALTH_PORT={port}" in message
+    assert "a free port" in message

@@ -9,6 +9,7 @@ fails liveness instead of a thread answering as if all were well.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from infra_observer.config import HealthSettings
+from infra_observer.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +69,7 @@ class HealthServer:
     async def run(self) -> None:
         """Serve until cancelled."""
         self._loop = asyncio.get_running_loop()
-        host, port = self._settings.host, self._settings.port
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        server = _Server((host, port), family=family)
+        server = _listen(self._settings.host, self._settings.port)
         server.set_app(self._app)
         thread = threading.Thread(
             target=server.serve_forever,
@@ -80,7 +80,7 @@ class HealthServer:
         thread.start()
         try:
             self.port = int(server.server_address[1])
-            log.info("health_listening", host=host, port=self.port)
+            log.info("health_listening", host=self._settings.host, port=self.port)
             self.started.set()
             await asyncio.Event().wait()
         finally:
@@ -121,6 +121,26 @@ class HealthServer:
             return [f"the event loop did not answer within {self._loop_answer_seconds} s"]
         except Exception as exc:
             return [f"the check failed: {type(exc).__name__}: {exc}"]
+
+
+def _listen(host: str, port: int) -> _Server:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return _Server((host, port), family=family)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        fix = (
+            "another process is listening there: stop it, or set INFRA_OBSERVER_HEALTH_PORT "
+            "to a free port (0 picks any)"
+            if exc.errno == errno.EADDRINUSE
+            else "set INFRA_OBSERVER_HEALTH_HOST to an address of this machine (0.0.0.0: all) "
+            "and INFRA_OBSERVER_HEALTH_PORT to a port this user may open"
+        )
+        raise ConfigError(
+            f"the health server cannot listen on {host} port {port} "
+            f"(INFRA_OBSERVER_HEALTH_HOST={host}, INFRA_OBSERVER_HEALTH_PORT={port}): "
+            f"{reason}; {fix}"
+        ) from exc
 
 
 def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:

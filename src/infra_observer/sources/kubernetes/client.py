@@ -25,6 +25,7 @@ import ssl
 import sys
 import types
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -119,6 +120,13 @@ def _default_kubeconfig() -> str:
     return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
+def _names_a_file(kubeconfig: Path) -> bool:
+    # The loader skips missing files (a value may list several, `~` expanded) and then
+    # reads an empty kubeconfig: "Expected key current-context" would hide the cause.
+    listed = str(kubeconfig).split(os.pathsep)
+    return any(os.path.isfile(os.path.expanduser(path)) for path in listed)
+
+
 async def load_configuration(settings: KubernetesSettings) -> Any:
     """A fresh `Configuration`: the configured kubeconfig (and context); else in-cluster;
     else $KUBECONFIG (or ~/.kube/config), read now rather than when a library was imported.
@@ -129,6 +137,12 @@ async def load_configuration(settings: KubernetesSettings) -> Any:
         and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     )
     loader = _loader("incluster_config" if in_cluster else "kube_config")
+    if settings.kubeconfig is not None and not _names_a_file(settings.kubeconfig):
+        raise ConfigError(
+            f"INFRA_OBSERVER_KUBERNETES_KUBECONFIG={str(settings.kubeconfig)!r} is not a file; "
+            "give the path of a kubeconfig, or unset it to use the pod's ServiceAccount or "
+            "$KUBECONFIG"
+        )
     configuration = importlib.import_module(f"{_CLIENT_PACKAGE}.configuration").Configuration()
     try:
         if in_cluster:
