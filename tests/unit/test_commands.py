@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import uuid
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import pytest
 from infra_observer import cli
 from infra_observer.commands import CommandInputError, emit, validate
 from infra_observer.events.conformance import check_against_catalog
+from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
 
 FLOW_RUN = "0f8d5b1c-2a3e-4f60-9b7d-1c2e3f4a5b6c"
@@ -186,6 +188,38 @@ def test_bad_flags_are_named(
 def test_contradicting_flags_are_refused(argv: list[str], expected: str) -> None:
     with pytest.raises(CommandInputError, match=expected):
         emit.event_from_args(parse(*argv))
+
+
+def an_event() -> Event:
+    return build(
+        "block-loaded", "--block-type", "s3", "--block-document-id", EVENT_ID,
+        "--id", EVENT_ID, "--occurred", "2026-03-01T13:00:00.250+01:00",
+    )  # fmt: skip
+
+
+def test_an_undelivered_event_is_kept_on_stdout_when_out_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    stdout = io.BytesIO()
+    out = tmp_path / "no-such-dir" / "undelivered.jsonl"
+    kept = emit.keep_undelivered(an_event(), out=out, stdout=stdout)
+    assert kept == f"printed on stdout ({out} could not be written)"
+    assert stdout.getvalue() == an_event().to_json() + b"\n"
+
+
+def test_the_advice_says_how_to_retry_or_why_not() -> None:
+    event = an_event()
+    undelivered = emit.not_delivered_advice(
+        event, outcome=Outcome.UNDELIVERED, kept="printed on stdout", destination="http://x/api"
+    )
+    assert f"--id {EVENT_ID} --occurred 2026-03-01T12:00:00.250000Z" in undelivered
+    assert "not delivered to http://x/api; it is printed on stdout" in undelivered
+    assert json.loads(event.to_json())["occurred"] == "2026-03-01T12:00:00.250000Z"
+    rejected = emit.not_delivered_advice(
+        event, outcome=Outcome.REJECTED, kept="appended to f", destination="http://x/api"
+    )
+    assert "refused as invalid" in rejected
+    assert "--id" not in rejected
 
 
 # --- validate ------------------------------------------------------------------------------
