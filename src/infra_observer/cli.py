@@ -68,10 +68,18 @@ def _parser() -> argparse.ArgumentParser:
         help="check JSON lines of events against the catalog and the API limits",
         description="Read one event per line (as the stdout sink writes them, or as read back "
         "from the events API) and report, per line, every deviation from the infrastructure "
-        "events catalog and the events API limits. Exits 1 when any line fails, or when "
-        "there is no event at all.",
+        "events catalog and the events API limits, then a summary. Exits 0 when every event "
+        "is valid, 1 when any line is not or when there is no event at all, 2 when FILE "
+        "cannot be read.",
     )
     checker.add_argument("file", metavar="FILE", help="file of JSON lines, or - for stdin")
+    checker.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only the lines with problems and the summary; nothing at all (exit 0) "
+        "when every event is valid",
+    )
     return parser
 
 
@@ -81,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"infra-observer {__version__}")
         return EXIT_OK
     if args.command == "validate":
-        return _validate(args.file)
+        return _validate(args.file, quiet=args.quiet)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -199,10 +207,17 @@ def _emit(args: argparse.Namespace, settings: Settings) -> int:
         print(f"infra-observer: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # The event itself is the output (stdout sink); the outcome is in the logs on stderr.
-    return EXIT_OK if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE) else EXIT_FAILURE
+    if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
+        return EXIT_OK
+    # Not delivered: the exact event (its id included) goes where it can be retried from.
+    kept = emit.keep_undelivered(event, out=args.out, stdout=sys.stdout.buffer)
+    destination = str(settings.prefect.api_url or "stdout")
+    advice = emit.not_delivered_advice(event, outcome=outcome, kept=kept, destination=destination)
+    print(f"infra-observer emit: {advice}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
-def _validate(path: str) -> int:
+def _validate(path: str, *, quiet: bool) -> int:
     summary = validate.Summary()
     try:
         source = _open_input(path)
@@ -213,9 +228,12 @@ def _validate(path: str) -> int:
     with source as lines:
         for report in validate.check_lines(lines):
             summary.add(report)
+            if quiet and report.ok:
+                continue
             for problem in report.problems or ("OK",):
                 print(f"line {report.line}: {problem}")
-    print(summary.text())
+    if not (quiet and summary.ok):
+        print(summary.text())
     return EXIT_OK if summary.ok else EXIT_FAILURE
 
 

@@ -13,8 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.peers import PrefectPeer
 from tests.peers._util import free_port
+from tests.peers.faulty_proxy import FaultyProxy, Mode
 
 COMMAND = Path(sys.executable).parent / "infra-observer"
 FLOW_RUN = "0f8d5b1c-2a3e-4f60-9b7d-1c2e3f4a5b6c"
@@ -144,7 +147,7 @@ async def test_every_family_is_emitted_stored_and_validated(
     read_back.write_text("".join(json.dumps(event) + "\n" for event in stored))
     ran = await infra_observer("validate", str(read_back), env=command_env())
     assert ran.returncode == 0, ran.stdout
-    assert ran.stdout.splitlines()[-1] == f"{len(ids)} events checked: {len(ids)} conform, 0 failed"
+    assert ran.stdout.splitlines()[-1] == f"{len(ids)} events checked: {len(ids)} valid, 0 invalid"
 
 
 async def test_the_same_id_emitted_twice_is_stored_once(prefect: PrefectPeer) -> None:
@@ -186,7 +189,7 @@ async def test_validate_passes_emits_output_and_fails_a_corrupted_file(tmp_path:
     )
     assert ran.returncode == 1
     report = ran.stdout.splitlines()
-    assert report[0].startswith("line 1: not valid JSON")
+    assert report[0] == "line 1: not JSON: Unterminated string starting at column 14"
     assert "line 2: OK" in report
     assert any(
         line.startswith("line 4: payload field 'succeeded' is string, expected integer")
@@ -194,7 +197,12 @@ async def test_validate_passes_emits_output_and_fails_a_corrupted_file(tmp_path:
     )
     assert any(line.startswith("line 5: related resource with role 'worker'") for line in report)
     assert any(line.startswith("line 6: resource label 'kubernetes.namespace'") for line in report)
-    assert report[-1] == "8 events checked: 4 conform, 4 failed"
+    assert report[-1] == "8 events checked: 4 valid, 4 invalid"
+    quiet = await infra_observer(
+        "validate", "--quiet", "-", env=command_env(), stdin="\n".join(corrupted).encode()
+    )
+    assert quiet.returncode == 1
+    assert quiet.stdout.splitlines() == [line for line in report if not line.endswith(": OK")]
 
 
 async def test_bad_input_is_refused_with_exit_2() -> None:
@@ -213,9 +221,78 @@ async def test_bad_input_is_refused_with_exit_2() -> None:
     assert "the inputs of a.b must be a JSON object" in ran.stderr
 
 
-async def test_an_unreachable_server_fails_with_exit_1() -> None:
-    env = command_env(PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api")
+@pytest.mark.parametrize("family", ["docker-container", "docker-creation-failed"])
+async def test_docker_families_without_a_worker_name_are_refused_with_exit_2(family: str) -> None:
+    argv = [word for word in CASES[family] if word not in ("--worker-name", "docker-worker-1")]
+    ran = await infra_observer("emit", *argv, env=command_env())
+    assert ran.returncode == 2, ran.stderr
+    assert "the following arguments are required: --worker-name" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert ran.stdout == ""
+
+
+def retry_flags(event: dict[str, Any]) -> str:
+    return f"--id {event['id']} --occurred {event['occurred']}"
+
+
+async def test_an_unreachable_server_fails_with_exit_1_and_prints_the_event(
+    tmp_path: Path,
+) -> None:
+    api_url = f"http://127.0.0.1:{free_port()}/api"
+    env = command_env(PREFECT_API_URL=api_url)
     ran = await infra_observer("emit", *CASES["block-loaded"], "--timeout", "1", env=env)
     assert ran.returncode == 1
-    assert "emit_finished" in ran.stderr
     assert '"outcome":"undelivered"' in ran.stderr
+    # The exact event, as one JSON line that conforms, with how to send it again.
+    (line,) = ran.stdout.splitlines()
+    event = json.loads(line)
+    assert event["event"] == "prefect.block.s3-bucket.loaded"
+    assert uuid.UUID(event["id"]).version == 4
+    assert retry_flags(event) in ran.stderr
+    assert api_url in ran.stderr
+    checked = await infra_observer("validate", "-", env=command_env(), stdin=ran.stdout.encode())
+    assert checked.returncode == 0, checked.stdout
+
+    # With --out, appended to the file (one line per undelivered event), nothing on stdout.
+    out = tmp_path / "undelivered.jsonl"
+    for _ in range(2):
+        ran = await infra_observer(
+            "emit", *CASES["ecs-task"], "--timeout", "0.5", "--out", str(out), env=env
+        )
+        assert ran.returncode == 1
+        assert ran.stdout == ""
+        assert str(out) in ran.stderr
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [event["event"] for event in kept] == ["prefect.ecs.task.stopped"] * 2
+    assert kept[0]["id"] != kept[1]["id"]
+    assert retry_flags(kept[1]) in ran.stderr
+
+
+@pytest.mark.parametrize("mode", [Mode.REFUSE, Mode.ERROR_500], ids=lambda mode: mode.value)
+async def test_an_undelivered_event_retried_with_its_id_is_stored_once(
+    prefect: PrefectPeer, mode: Mode
+) -> None:
+    """The events API refuses connections, or answers 500: the event is printed; the same
+    command with the printed id and time, once the API is back, stores it, once."""
+    proxy = await FaultyProxy(prefect.api_url).start()
+    try:
+        env = command_env(PREFECT_API_URL=proxy.api_url)
+        await proxy.set_mode(mode)
+        failed = await infra_observer("emit", *CASES["pull-step"], "--timeout", "1", env=env)
+        assert failed.returncode == 1, failed.stderr
+        printed = json.loads(failed.stdout)
+        assert retry_flags(printed) in failed.stderr
+        if mode is Mode.ERROR_500:
+            assert proxy.posts(), "the event was never offered to the API"
+        await proxy.set_mode(Mode.PASS)
+        argv = with_id(
+            printed["id"], CASES["pull-step"], occurred=datetime.fromisoformat(printed["occurred"])
+        )
+        retried = await infra_observer(*argv, env=env)
+        assert retried.returncode == 0, retried.stderr
+        assert retried.stdout == ""
+    finally:
+        await proxy.stop()
+    stored = await prefect.wait_for_events(expected_count=1, ids=[printed["id"]], settle=1.5)
+    assert len(stored) == 1
+    same_event(stored[0], printed)

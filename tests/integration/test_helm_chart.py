@@ -45,12 +45,6 @@ CONFIG_REFERENCE = ROOT / "docs" / "configuration.md"
 TEMPLATE_KUBE_VERSION = "1.30.0"
 WAIT_SECONDS = 90.0
 POD_VERBS = {"get", "list", "watch"}
-# Rendered by the chart before the daemon reads them (leader election is still to come).
-PENDING_ENV = {
-    "INFRA_OBSERVER_LEADER_ELECTION_ENABLED",
-    "INFRA_OBSERVER_LEADER_ELECTION_LEASE_NAME",
-    "INFRA_OBSERVER_LEADER_ELECTION_NAMESPACE",
-}
 # Only ever through secretKeyRef.
 CREDENTIAL_ENV = {
     "PREFECT_API_KEY",
@@ -244,8 +238,7 @@ def test_every_combination_is_hardened_and_keeps_secrets_out_of_env(
     undocumented = {
         name
         for name in env
-        if name.startswith(("INFRA_OBSERVER_", "PREFECT_"))
-        and name not in documented_env() | PENDING_ENV
+        if name.startswith(("INFRA_OBSERVER_", "PREFECT_")) and name not in documented_env()
     }
     assert not undocumented, f"not in docs/configuration.md: {sorted(undocumented)}"
 
@@ -768,6 +761,32 @@ async def ensure_service_monitor_crd(admin: httpx.AsyncClient) -> None:
                 return
         await asyncio.sleep(0.2)
     raise AssertionError("the ServiceMonitor CRD never became established")
+
+
+@pytest.mark.parametrize("values", [None, CHART / "ci" / "sharded-values.yaml"], ids=values_id)
+async def test_notes_name_the_workload_the_chart_installs(
+    kube: KubePeer, helm_env: dict[str, str], values: Path | None
+) -> None:
+    """NOTES.txt as `helm install` prints it (a server-side dry run): its kubectl commands
+    name the Deployment, or the StatefulSet when the Kubernetes source is sharded."""
+    namespace, release = unique("io-notes"), unique("notes")
+    await ensure_namespace(kube, namespace)
+    files = [values] if values else []
+    rendered = workload(render(helm_env, *files, release=release, namespace=namespace))
+    args = ["install", release, str(CHART), "--namespace", namespace, "--dry-run=server"]
+    args += ["--kubeconfig", str(kube.kubeconfig)]
+    for path in files:
+        args += ["--values", str(path)]
+    result = await asyncio.to_thread(run_helm, helm_env, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, marker, notes = result.stdout.rpartition("\nNOTES:\n")
+    assert marker, result.stdout
+    kind = rendered["kind"].lower()
+    target = f"{kind}/{rendered['metadata']['name']}"
+    for command in ("rollout status", "logs", "exec"):
+        assert f"{command} {target}" in notes, notes
+    other = "deployment/" if kind == "statefulset" else "statefulset/"
+    assert other not in notes, notes
 
 
 @pytest.mark.parametrize("values", ALL_VALUES, ids=values_id)

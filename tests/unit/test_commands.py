@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import uuid
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import pytest
 from infra_observer import cli
 from infra_observer.commands import CommandInputError, emit, validate
 from infra_observer.events.conformance import check_against_catalog
+from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
 
 FLOW_RUN = "0f8d5b1c-2a3e-4f60-9b7d-1c2e3f4a5b6c"
@@ -70,6 +72,17 @@ def test_docker_creation_failed_names_the_managing_worker() -> None:
     assert event.event == "prefect.docker.container.creation-failed"
     assert sorted(roles(event)) == ["work-pool", "worker"]
     assert roles(event)["worker"]["prefect.worker-type"] == "docker"
+
+
+@pytest.mark.parametrize("family", ["docker-container", "docker-creation-failed"])
+def test_docker_families_require_the_worker_name(
+    family: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = ["--status", "exited"] if family == "docker-container" else []
+    with pytest.raises(SystemExit) as exited:
+        parse(family, *status, "--container-id", "c-1")
+    assert exited.value.code == 2
+    assert "the following arguments are required: --worker-name" in capsys.readouterr().err
 
 
 def test_pull_step_takes_the_flow_run_from_the_environment(
@@ -177,6 +190,38 @@ def test_contradicting_flags_are_refused(argv: list[str], expected: str) -> None
         emit.event_from_args(parse(*argv))
 
 
+def an_event() -> Event:
+    return build(
+        "block-loaded", "--block-type", "s3", "--block-document-id", EVENT_ID,
+        "--id", EVENT_ID, "--occurred", "2026-03-01T13:00:00.250+01:00",
+    )  # fmt: skip
+
+
+def test_an_undelivered_event_is_kept_on_stdout_when_out_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    stdout = io.BytesIO()
+    out = tmp_path / "no-such-dir" / "undelivered.jsonl"
+    kept = emit.keep_undelivered(an_event(), out=out, stdout=stdout)
+    assert kept == f"printed on stdout ({out} could not be written)"
+    assert stdout.getvalue() == an_event().to_json() + b"\n"
+
+
+def test_the_advice_says_how_to_retry_or_why_not() -> None:
+    event = an_event()
+    undelivered = emit.not_delivered_advice(
+        event, outcome=Outcome.UNDELIVERED, kept="printed on stdout", destination="http://x/api"
+    )
+    assert f"--id {EVENT_ID} --occurred 2026-03-01T12:00:00.250000Z" in undelivered
+    assert "not delivered to http://x/api; it is printed on stdout" in undelivered
+    assert json.loads(event.to_json())["occurred"] == "2026-03-01T12:00:00.250000Z"
+    rejected = emit.not_delivered_advice(
+        event, outcome=Outcome.REJECTED, kept="appended to f", destination="http://x/api"
+    )
+    assert "refused as invalid" in rejected
+    assert "--id" not in rejected
+
+
 # --- validate ------------------------------------------------------------------------------
 
 
@@ -195,16 +240,42 @@ def test_a_line_read_back_from_the_api_conforms() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b"{", "not valid JSON"),
-        (b"[]", "not a JSON object but a JSON list"),
-        (b'{"event": "x"}', "occurred: Field required"),
+        (b"{", "not JSON: Expecting property name enclosed in double quotes at column 2"),
+        (b"nope", "not JSON: Expecting value at column 1"),
+        (b'{"a": 1} {}', "not JSON: Extra data at column 10"),
+        (b'{"a": NaN}', "not JSON: unexpected character, expected a JSON value at column 7"),
+        (b'{"a": "\xff"}', "not JSON: not UTF-8 (byte 0xff at column 8)"),
+        (b"[]", "not an event: a JSON array, expected a JSON object"),
+        (b"null", "not an event: null, expected a JSON object"),
+        (b'{"event": "x"}', "required field 'occurred' is missing"),
         (
             json.dumps(json.loads(good_line()) | {"occurred": "2026-03-01T12:00:00"}).encode(),
-            "occurred: Input should have timezone info",
+            "occurred '2026-03-01T12:00:00' has no time zone (add one, e.g. Z for UTC)",
+        ),
+        (
+            json.dumps(json.loads(good_line()) | {"occurred": "yesterday"}).encode(),
+            "occurred 'yesterday' is not an RFC 3339 timestamp",
+        ),
+        (
+            json.dumps(json.loads(good_line()) | {"id": "42"}).encode(),
+            "id '42' is not a UUID",
         ),
         (
             json.dumps(json.loads(good_line()) | {"source": "me"}).encode(),
-            "source: Extra inputs are not permitted",
+            "field 'source' is not part of an event (its fields: occurred, event, resource, "
+            "related, payload, id, follows)",
+        ),
+        (
+            json.dumps(json.loads(good_line()) | {"resource": {"prefect.resource.id": 7}}).encode(),
+            "resource label 'prefect.resource.id' must be a string, not a number",
+        ),
+        (
+            json.dumps(json.loads(good_line()) | {"related": [[]]}).encode(),
+            "related[0] must be a JSON object, not an array",
+        ),
+        (
+            json.dumps(json.loads(good_line()) | {"payload": []}).encode(),
+            "payload must be a JSON object, not an array",
         ),
         (
             json.dumps(json.loads(good_line()) | {"event": "prefect.block.s3.saved"}).encode(),
@@ -232,14 +303,53 @@ def test_lines_are_numbered_as_in_the_file_and_blank_ones_skipped() -> None:
     assert [(report.line, report.ok) for report in reports] == [(1, True), (3, False), (4, True)]
 
 
+def test_jargon_is_not_passed_through() -> None:
+    problems = validate.check_line(b'{"event": "x", "resource": {"a": 1}}')
+    for problem in problems:
+        assert "Input should" not in problem, problem
+        assert "Field required" not in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("checked", "failed", "expected"),
+    [
+        (0, 0, "no events found: the input is empty or blank"),
+        (1, 0, "1 event checked: 1 valid, 0 invalid"),
+        (1, 1, "1 event checked: 0 valid, 1 invalid"),
+        (3, 1, "3 events checked: 2 valid, 1 invalid"),
+    ],
+)
+def test_the_summary_counts_in_words(checked: int, failed: int, expected: str) -> None:
+    assert validate.Summary(checked=checked, failed=failed).text() == expected
+
+
 def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.jsonl"
     good.write_bytes(good_line() + b"\n")
     assert cli.main(["validate", str(good)]) == cli.EXIT_OK
-    assert capsys.readouterr().out == "line 1: OK\n1 events checked: 1 conform, 0 failed\n"
+    assert capsys.readouterr().out == "line 1: OK\n1 event checked: 1 valid, 0 invalid\n"
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"\n")
     assert cli.main(["validate", str(empty)]) == cli.EXIT_FAILURE
-    assert capsys.readouterr().out == "no events found\n"
+    assert capsys.readouterr().out == "no events found: the input is empty or blank\n"
     assert cli.main(["validate", str(tmp_path / "missing")]) == cli.EXIT_USAGE
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_validate_quiet_prints_only_problems_and_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(b"\n".join([good_line(), b"nope", good_line()]) + b"\n")
+    assert cli.main(["validate", "--quiet", str(mixed)]) == cli.EXIT_FAILURE
+    assert capsys.readouterr().out == (
+        "line 2: not JSON: Expecting value at column 1\n3 events checked: 2 valid, 1 invalid\n"
+    )
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(good_line() + b"\n" + good_line() + b"\n")
+    assert cli.main(["validate", "-q", str(good)]) == cli.EXIT_OK
+    assert capsys.readouterr().out == ""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert cli.main(["validate", "--quiet", str(empty)]) == cli.EXIT_FAILURE
+    assert capsys.readouterr().out == "no events found: the input is empty or blank\n"

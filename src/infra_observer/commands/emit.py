@@ -17,7 +17,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -136,7 +137,13 @@ class _Family:
     build: Callable[[argparse.Namespace, _Common], Event]
 
 
-def _refs_flags(parser: argparse.ArgumentParser, *, flow_run_required: bool, worker: str) -> None:
+def _refs_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    flow_run_required: bool,
+    worker_required: bool = False,
+    worker_help: str = "the worker's name (prefect.io/worker-name)",
+) -> None:
     group = parser.add_argument_group("the flow run's objects (related resources)")
     group.add_argument(
         "--flow-run-id",
@@ -151,7 +158,7 @@ def _refs_flags(parser: argparse.ArgumentParser, *, flow_run_required: bool, wor
     group.add_argument("--flow-name", type=text_arg)
     group.add_argument("--work-pool-id", type=uuid_arg)
     group.add_argument("--work-pool-name", type=text_arg)
-    group.add_argument("--worker-name", type=text_arg, required=worker == "required", help=worker)
+    group.add_argument("--worker-name", type=text_arg, required=worker_required, help=worker_help)
 
 
 def _refs(args: argparse.Namespace, *, worker: bool = True) -> catalog.FlowRunRefs:
@@ -286,7 +293,10 @@ def _configure_docker(*, with_status: bool) -> Callable[[argparse.ArgumentParser
         )
         parser.add_argument("--container-name", type=text_arg, help="default: --container-id")
         _refs_flags(
-            parser, flow_run_required=False, worker="required: the worker managing the container"
+            parser,
+            flow_run_required=False,
+            worker_required=True,
+            worker_help="the worker managing the container (required)",
         )
 
     return configure
@@ -314,7 +324,7 @@ def _configure_pod(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eviction-reason", type=text_arg, help="required with --phase evicted, and only then"
     )
-    _refs_flags(parser, flow_run_required=True, worker="the worker's name (prefect.io/worker-name)")
+    _refs_flags(parser, flow_run_required=True)
 
 
 def _build_pod(args: argparse.Namespace, common: _Common) -> Event:
@@ -337,7 +347,7 @@ def _configure_ecs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-arn", type=text_arg, required=True)
     parser.add_argument("--cluster-arn", type=text_arg)
     parser.add_argument("--task-definition-arn", type=text_arg)
-    _refs_flags(parser, flow_run_required=True, worker="the worker's name (prefect.io/worker-name)")
+    _refs_flags(parser, flow_run_required=True)
 
 
 def _build_ecs(args: argparse.Namespace, common: _Common) -> Event:
@@ -418,13 +428,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=seconds_arg,
         help="how long to keep trying to deliver (default: INFRA_OBSERVER_EMITTER_DRAIN_SECONDS)",
     )
+    options.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help="where an event that was not delivered is kept: appended to FILE as a JSON line "
+        "(default: printed on stdout), to be sent again with its --id and --occurred",
+    )
     emit = commands.add_parser(
         "emit",
         help="emit one event of the catalog",
         description="Build one event of the infrastructure events catalog from flags and "
         "deliver it through the configured sink: the events API when PREFECT_API_URL is set, "
         "else one JSON line on stdout. Exit 0 when delivered, 1 when not, 2 on bad input. "
-        "See docs/events.md.",
+        "An event that was not delivered is printed as a JSON line (or appended to --out "
+        "FILE), and stderr says how to retry it. See docs/events.md.",
     )
     families = emit.add_subparsers(dest="family", required=True, metavar="FAMILY")
     for name, family in FAMILIES.items():
@@ -498,3 +516,39 @@ async def _already_stored(event: Event, settings: Settings) -> bool:
             log.warning("stored_event_lookup_failed", url=url, error=str(exc) or repr(exc))
             return False
     return bool(found)
+
+
+def keep_undelivered(event: Event, *, out: Path | None, stdout: BinaryIO) -> str:
+    """Write the event that was not delivered where it can be sent again from: appended to
+    `out` as a JSON line, or on `stdout` when there is no `out` or it cannot be written.
+    Returns where it went, in words."""
+    line = event.to_json() + b"\n"
+    where = "printed on stdout"
+    if out is not None:
+        try:
+            with out.open("ab") as file:
+                file.write(line)
+        except OSError as exc:
+            log.error("undelivered_event_not_kept", path=str(out), error=exc.strerror or str(exc))
+            where += f" ({out} could not be written)"
+        else:
+            return f"appended to {out}"
+    stdout.write(line)
+    stdout.flush()
+    return where
+
+
+def not_delivered_advice(event: Event, *, outcome: Outcome, kept: str, destination: str) -> str:
+    """What to tell the user about an event that was not delivered, and how to retry it."""
+    what = f"event {event.id} ({event.event})"
+    if outcome is Outcome.REJECTED:
+        return (
+            f"{what} was refused as invalid (see event_rejected in the log); it is {kept}. "
+            "Sent again unchanged, it would be refused again."
+        )
+    occurred = event.occurred.isoformat().replace("+00:00", "Z")
+    return (
+        f"{what} was not delivered to {destination}; it is {kept}. To retry, run the same "
+        f"command with --id {event.id} --occurred {occurred}: the events API keeps one event "
+        "per id, so a retry never stores it twice."
+    )
