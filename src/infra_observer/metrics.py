@@ -99,6 +99,13 @@ class Metrics:
             ["source", "kind"],
             registry=registry,
         )
+        self.objects_skipped = Counter(
+            f"{_PREFIX}_objects_skipped",
+            "Pods, containers or tasks given no event because their flow-run id is empty or "
+            "not a UUID; each counted once (logged as object_skipped).",
+            ["source", "reason"],
+            registry=registry,
+        )
         self.source_reconnects = Counter(
             f"{_PREFIX}_source_reconnects",
             "Times a source re-established its stream, by reason.",

@@ -34,6 +34,7 @@ from infra_observer.sources.docker import DockerSource
 from infra_observer.sources.docker.translate import parse_timestamp
 from tests.integration.source_runner import source_with_emitter
 from tests.peers import DockerPeer, PrefectPeer
+from tests.peers._util import remove_tree, short_tempdir
 
 EMITTER = EmitterSettings(
     retry_initial_seconds=0.05,
@@ -318,6 +319,119 @@ async def test_existing_containers_are_listed_with_the_streamed_ids(harness: Har
         state_marks={"started_at": state_ns(up_info, "StartedAt")},
     )
     assert any(log["event"] == "docker_synced" and log["first"] for log in logs)
+
+
+async def test_a_paused_container_keeps_its_id_across_observer_restarts(harness: Harness) -> None:
+    """Docker dates no pause: a listed pause must still get the id its streamed event had."""
+    dockerd = harness.dockerd
+    before = await harness.run(SLEEP)
+    await dockerd.pause(before)
+    await dockerd.wait_status(before, "paused")
+    first = ListSink()
+    async with running(harness, first):
+        during = await harness.run(SLEEP)
+        await until(lambda: first.names(during) == ["created", "running"], "running")
+        await dockerd.pause(during)
+        await until(lambda: first.names(during)[-1:] == ["paused"], "the streamed pause")
+        await until(lambda: first.names(before) == ["paused"], "the listed pause")
+    # Two more starts, each listing both containers afresh, at later daemon times.
+    listings = [await _listed(harness, count=2), await _listed(harness, count=2)]
+    for container_id in (before, during):
+        pause_ids = {first.of(container_id)[-1].id}
+        pause_ids |= {listed.of(container_id)[0].id for listed in listings}
+        assert [listed.names(container_id) for listed in listings] == [["paused"], ["paused"]]
+        assert len(pause_ids) == 1, container_id
+
+
+async def _listed(harness: Harness, *, count: int) -> ListSink:
+    """What a fresh source reports of the existing containers on its first listing."""
+    sink = ListSink()
+    async with running(harness, sink):
+        await until(lambda: len(sink.events) == count, "the listing delivered")
+    return sink
+
+
+def skipped(harness: Harness, reason: str) -> float:
+    return harness.sample("infra_observer_objects_skipped_total", source="docker", reason=reason)
+
+
+async def test_containers_with_an_unusable_flow_run_id_are_skipped_and_reported_once(
+    harness: Harness,
+) -> None:
+    dockerd = harness.dockerd
+    listed = await harness.run(["true"], labels=harness.labels(**{"io.prefect.flow-run-id": ""}))
+    await dockerd.wait_exit(listed)
+    sink = ListSink()
+    with capture_logs() as logs:
+        async with running(harness, sink):
+            bad_labels = harness.labels(form="prefect.io/", **{"prefect.io/flow-run-id": "run-9"})
+            streamed = await harness.run(["true"], labels=bad_labels)
+            await dockerd.wait_exit(streamed)
+            for container_id in (listed, streamed):
+                await dockerd.remove(container_id)
+            # One stream, in order: once the marker's exit is in, so is all of the above.
+            marker = await harness.run(["true"])
+            await until(lambda: sink.names(marker)[-1:] == ["exited"], "the marker")
+    assert {e.resource_id for e in sink.events} == {f"prefect.docker.container.{marker}"}
+    assert skipped(harness, "flow_run_id_empty") == 1
+    assert skipped(harness, "flow_run_id_not_uuid") == 1
+    reports = [e for e in logs if e["event"] == "object_skipped"]
+    assert sorted((e["object"], e["reason"]) for e in reports) == sorted(
+        [(listed, "flow_run_id_empty"), (streamed, "flow_run_id_not_uuid")]
+    )
+    assert any("'run-9' is not a UUID" in e["detail"] for e in reports)
+    assert not [e for e in logs if e["event"] == "docker_input_error"]
+
+
+async def test_readiness_is_0_while_dockerd_is_unreachable_and_1_once_listed(
+    harness: Harness,
+) -> None:
+    # A socket path that does not exist yet; later a link to the real daemon's socket.
+    link = short_tempdir("io-rdy-") / "docker.sock"
+    source = DockerSource(
+        settings=harness.settings(host=f"unix://{link}", backoff_max_seconds=0.2),
+        handoff=_NoHandoff(),
+        metrics=harness.metrics,
+    )
+    registry, ready = harness.metrics.registry, {"source": "docker"}
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.sleep(0)
+        assert registry.get_sample_value("infra_observer_source_ready", ready) == 0
+        unavailable = {"source": "docker", "reason": "unavailable"}
+        await until(
+            lambda: harness.sample("infra_observer_source_reconnects_total", **unavailable) >= 2,
+            "failed attempts",
+        )
+        assert registry.get_sample_value("infra_observer_source_ready", ready) == 0
+        assert not source.ready
+        link.symlink_to(harness.dockerd.socket)
+        await until(lambda: source.ready, "ready once the daemon answers")
+        assert registry.get_sample_value("infra_observer_source_ready", ready) == 1
+        seen = await _readiness_across_a_daemon_restart(harness, source)
+        assert 0 in seen
+        assert seen[-1] == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        remove_tree(link.parent)
+
+
+async def _readiness_across_a_daemon_restart(harness: Harness, source: DockerSource) -> list[float]:
+    """The gauge's values while dockerd restarts, until the source is listed again."""
+    seen: list[float] = []
+    restart = asyncio.create_task(asyncio.to_thread(harness.dockerd.restart))
+    while not restart.done() or not source.ready:
+        value = harness.metrics.registry.get_sample_value(
+            "infra_observer_source_ready", {"source": "docker"}
+        )
+        if value is not None and seen[-1:] != [value]:
+            seen.append(value)
+        await asyncio.sleep(0.02)
+    await restart
+    seen.append(1 if source.ready else 0)
+    return seen
 
 
 async def test_daemon_restart_resumes_without_duplicates(

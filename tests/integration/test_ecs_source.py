@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +227,77 @@ async def test_untagged_and_filtered_tasks_are_ignored(harness: Harness) -> None
     assert [str(event.id) for event in sink.events] == [marker["id"]]
     assert harness.sample("infra_observer_ecs_messages_total", result="not_selected") == 3
     assert await harness.counts("dlq_url") == (0, 0)
+
+
+async def test_tasks_with_an_unusable_flow_run_tag_are_skipped_and_reported_once(
+    harness: Harness,
+) -> None:
+    empty = await harness.run_task({FLOW_RUN_TAG: ""})
+    not_uuid = await harness.run_task({FLOW_RUN_TAG: "run-42"})
+    selected = await harness.run_task(flow_run_tags())
+    for version, status in enumerate(("PENDING", "RUNNING"), start=1):
+        for task in (empty, not_uuid):
+            await harness.send(task, last_status=status, version=version)
+    marker = await harness.send(selected, last_status="RUNNING")
+    sink = ListSink()
+    with capture_logs() as logs:
+        async with running(harness, sink):
+            await eventually(lambda: queue_drained(harness), "every message deleted")
+
+    assert [str(event.id) for event in sink.events] == [marker["id"]]
+    assert harness.sample("infra_observer_ecs_messages_total", result="skipped") == 4
+    skipped = "infra_observer_objects_skipped_total"
+    assert harness.sample(skipped, source="ecs", reason="flow_run_id_empty") == 1
+    assert harness.sample(skipped, source="ecs", reason="flow_run_id_not_uuid") == 1
+    reports = [e for e in logs if e["event"] == "object_skipped"]
+    assert sorted((e["object"], e["reason"]) for e in reports) == sorted(
+        [(empty["taskArn"], "flow_run_id_empty"), (not_uuid["taskArn"], "flow_run_id_not_uuid")]
+    )
+    assert any("'run-42' is not a UUID" in e["detail"] for e in reports)
+    assert await harness.counts("dlq_url") == (0, 0)
+
+
+async def test_readiness_is_exported_as_0_until_the_queue_answers(harness: Harness) -> None:
+    # A queue that does not exist yet: every SQS call fails until it is created.
+    name = f"{harness.name}-later"
+    url = f"{harness.queue['url'].rsplit('/', 1)[0]}/{name}"
+    source = EcsSource(
+        settings=harness.settings(queue_url=url), handoff=ListSink(), metrics=harness.metrics
+    )
+    registry, ready = harness.metrics.registry, {"source": "ecs"}
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.sleep(0)
+        assert registry.get_sample_value("infra_observer_source_ready", ready) == 0
+        await eventually(async_value(lambda: ecs_reconnects(harness) >= 1), "a failed attempt")
+        assert registry.get_sample_value("infra_observer_source_ready", ready) == 0
+        assert not source.ready
+        created = await asyncio.to_thread(harness.moto.create_queue, name)
+        assert created["url"] == url
+        await eventually(async_value(lambda: source.ready), "ready once the queue answers")
+        assert registry.get_sample_value("infra_observer_source_ready", ready) == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def ecs_reconnects(harness: Harness) -> float:
+    """Failed SQS calls of the source, whatever the error code."""
+    return sum(
+        sample.value
+        for metric in harness.metrics.registry.collect()
+        if metric.name == "infra_observer_source_reconnects"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["source"] == "ecs"
+    )
+
+
+def async_value(value: Callable[[], object]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(value())
+
+    return check
 
 
 async def test_a_redelivered_message_is_not_stored_twice(

@@ -313,6 +313,82 @@ async def test_a_pod_that_loses_its_label_is_released_without_an_event(kube: Kub
     assert handoff.names(uid) == ["pending"]
 
 
+def skipped(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "infra_observer_objects_skipped_total", {"source": "kubernetes", "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_pods_with_an_unusable_flow_run_id_are_skipped_and_reported_once(
+    kube: KubePeer,
+) -> None:
+    """The label selects on the server; an empty or non-UUID value gives no event at all."""
+    ns = unique("skip")
+    await ensure_namespace(kube, ns)
+    listed = await new_pod(kube, ns, "listed", labels(flow_run="not-a-uuid"))
+    with capture_logs() as logs:
+        async with running(settings(kube.kubeconfig, namespaces=[ns])) as run:
+            handoff: RecordingHandoff = run.handoff
+            empty = await new_pod(kube, ns, "empty", {"prefect.io/flow-run-id": ""})
+            for phase in ("Running", "Succeeded"):
+                await set_pod_phase(kube, ns, "listed", phase)
+                await set_pod_phase(kube, ns, "empty", phase)
+            # Changes of one scope arrive in order: once this is in, so are the ones above.
+            marker = await new_pod(kube, ns, "marker", labels())
+            await until(lambda: handoff.names(marker) == ["pending"], "the marker")
+            assert run.source.tracked_pods == 1
+            assert skipped(run.metrics, "flow_run_id_not_uuid") == 1
+            assert skipped(run.metrics, "flow_run_id_empty") == 1
+            await delete_pod(kube, ns, "empty")
+            await delete_pod(kube, ns, "listed")
+            await delete_pod(kube, ns, "marker")
+            await until(lambda: run.source.tracked_pods == 0, "the marker deleted")
+    assert [e.resource_id for e in handoff.events] == [f"prefect.kubernetes.pod.{marker}"]
+    reports = [e for e in logs if e["event"] == "object_skipped"]
+    assert sorted((e["object"], e["reason"]) for e in reports) == sorted(
+        [(listed, "flow_run_id_not_uuid"), (empty, "flow_run_id_empty")]
+    )
+    assert {e["pod"] for e in reports} == {f"{ns}/listed", f"{ns}/empty"}
+    assert "'not-a-uuid' is not a UUID" in str([e["detail"] for e in reports])
+    assert not [e for e in logs if e["event"] == "pod_input_error"]
+
+
+async def test_readiness_is_exported_as_0_until_the_apiserver_is_reached(
+    kube: KubePeer, tmp_path: Path
+) -> None:
+    ns = unique("ready")
+    await ensure_namespace(kube, ns)
+    # Nothing listens on the proxy's port until it is started: the apiserver is unreachable.
+    proxy = FreezingProxy(int(kube.server.rsplit(":", 1)[1]))
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        server=f"https://127.0.0.1:{proxy.port}",
+        ca_file=kube.ca_file,
+        token=kube.token,
+        user="admin",
+    )
+    metrics = Metrics(CollectorRegistry())
+    source = KubernetesSource(
+        settings=settings(kubeconfig, namespaces=[ns]), handoff=RecordingHandoff(), metrics=metrics
+    )
+    ready = {"source": "kubernetes"}
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.sleep(0)
+        assert metrics.registry.get_sample_value("infra_observer_source_ready", ready) == 0
+        await until(lambda: reconnects(metrics, "error") >= 1, "a failed attempt")
+        assert metrics.registry.get_sample_value("infra_observer_source_ready", ready) == 0
+        await proxy.start()
+        await until(lambda: source.ready, "ready once the apiserver answers")
+        assert metrics.registry.get_sample_value("infra_observer_source_ready", ready) == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await proxy.stop()
+
+
 # --- what is ignored ----------------------------------------------------------------------
 
 

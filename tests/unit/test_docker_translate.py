@@ -197,7 +197,8 @@ def test_timestamps_keep_nanoseconds(text: str | None, expected: int | None) -> 
     [
         ({"io.prefect.flow-run-id": FLOW_RUN}, [], True),
         ({"prefect.io/flow-run-id": FLOW_RUN}, [], True),
-        ({"io.prefect.flow-run-id": ""}, [], False),
+        # Present but empty: selected, as by the daemon's filter, then skipped and reported.
+        ({"io.prefect.flow-run-id": ""}, [], True),
         ({"app": "web"}, [], False),
         ({"io.prefect.flow-run-id": FLOW_RUN, "team": "a"}, ["team"], True),
         ({"io.prefect.flow-run-id": FLOW_RUN, "team": "a"}, ["team=a"], True),
@@ -402,7 +403,18 @@ CASES = {
         ["paused"],
         "paused",
         "2026-01-01T10:00:03Z",
-        {"started_at": str(ns(STARTED)), "paused_at": str(ns("2026-01-01T10:00:03Z"))},
+        # Docker dates no pause: the run identifies it (see the listing's tests).
+        {"started_at": str(ns(STARTED))},
+    ),
+    "pause after an unpause": Case(
+        "pause",
+        "2026-01-01T10:00:05Z",
+        inspect("paused"),
+        state("running", started_at=str(ns(STARTED)), unpaused_at="4"),
+        ["paused"],
+        "paused",
+        "2026-01-01T10:00:05Z",
+        {"started_at": str(ns(STARTED)), "unpaused_at": "4"},
     ),
     "pause already listed": Case(
         "pause",
@@ -531,6 +543,7 @@ def test_replaying_a_stream_gives_the_same_ids() -> None:
         ("die", "2026-01-01T10:00:09.4Z", inspect("exited", finished=FINISHED)),
         ("die", "2026-01-01T10:00:09.4Z", inspect("dead", finished=FINISHED)),
         ("die", "2026-01-01T10:00:09.4Z", inspect("restarting", finished=FINISHED)),
+        ("pause", "2026-01-01T10:00:03Z", inspect("paused")),
     ],
 )
 def test_stream_and_listing_agree_on_ids(action: str, at: str, raw: dict[str, Any]) -> None:
@@ -613,6 +626,29 @@ def test_listing(case: ListCase) -> None:
         assert emitted.occurred == datetime.fromisoformat(case.occurred or "").astimezone(UTC)
     assert result.state is not None
     assert result.state.status == case.inspected["State"]["Status"]
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        None,
+        state("running", started_at=str(ns(STARTED))),
+        state("running", started_at=str(ns(STARTED)), unpaused_at="4"),
+    ],
+    ids=["observer-started", "seen-running", "seen-unpaused"],
+)
+def test_a_paused_container_keeps_its_pause_id_across_listings(
+    before: ContainerState | None,
+) -> None:
+    """Listed at every start, streamed when watched live: one pause, one id."""
+    streamed = step(event("pause", "2026-01-01T10:00:03Z"), inspect("paused"), before).events
+    listings = [
+        reconcile(parse_inspect(inspect("paused")), previous=before, worker_name=WORKER, observed=t)
+        for t in (ns(OBSERVED), ns(OBSERVED) + 3_600_000_000_000)
+    ]
+    ids = {e.id for listed in listings for e in listed.events}
+    assert len(streamed) == 1
+    assert ids == {streamed[0].id}
 
 
 def test_unpaused_while_disconnected_is_not_the_first_running() -> None:

@@ -184,6 +184,14 @@ def test_missing_cluster_and_task_definition_are_left_out() -> None:
         ({**TAGS, "team": "ops"}, (TagFilter("team", "data"),), Verdict.NOT_SELECTED),
         (TAGS, (TagFilter("team"),), Verdict.NOT_SELECTED),
         ({**TAGS, "a": "1"}, (TagFilter("a"), TagFilter("b")), Verdict.NOT_SELECTED),
+        # Tagged, so Prefect's, but naming no usable flow run: skipped and reported.
+        ({"prefect.io/flow-run-id": ""}, (), Verdict.SKIPPED),
+        ({"prefect.io/flow-run-id": "run-7"}, (), Verdict.SKIPPED),
+        (
+            {"prefect.io/flow-run-id": "", "team": "ops"},
+            (TagFilter("team", "data"),),
+            Verdict.NOT_SELECTED,
+        ),
     ],
 )
 def test_selection_by_flow_run_tag_and_filters(
@@ -212,6 +220,28 @@ def test_versions_recognise_stale_and_duplicate_deliveries(
     decision = translate(change(version=version), tags=TAGS, last_version=last_version)
 
     assert decision.verdict is verdict
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "detail"),
+    [
+        ("", "flow_run_id_empty", "prefect.io/flow-run-id is empty"),
+        ("run-7", "flow_run_id_not_uuid", "prefect.io/flow-run-id='run-7' is not a UUID"),
+        (FLOW_RUN[:-2], "flow_run_id_not_uuid", f"prefect.io/flow-run-id={FLOW_RUN[:-2]!r}"),
+    ],
+)
+def test_an_unusable_flow_run_tag_skips_the_task_and_says_why(
+    value: str, reason: str, detail: str
+) -> None:
+    tags = {**TAGS, "prefect.io/flow-run-id": value}
+
+    decision = translate(change(version=1), tags=tags, last_version=None)
+
+    assert decision.verdict is Verdict.SKIPPED
+    assert decision.event is None
+    assert decision.skip is not None
+    assert decision.skip.reason == reason
+    assert detail in decision.skip.detail
 
 
 def test_untagged_task_is_not_selected_whatever_its_version() -> None:

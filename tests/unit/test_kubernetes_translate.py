@@ -164,43 +164,85 @@ def test_related_resources_from_every_label() -> None:
             id="name-label-missing-keeps-related",
         ),
         pytest.param(
-            {"prefect.io/flow-run-id": "not-a-uuid", "prefect.io/flow-id": FLOW},
-            [f"prefect.flow.{FLOW}"],
-            "prefect.io/flow-run-id='not-a-uuid' is not a UUID",
-            id="invalid-flow-run-id",
-        ),
-        pytest.param(
             {"prefect.io/flow-run-id": FLOW_RUN, "prefect.io/deployment-id": "42"},
             [f"prefect.flow-run.{FLOW_RUN}"],
             "prefect.io/deployment-id='42' is not a UUID",
             id="invalid-deployment-id",
         ),
         pytest.param(
-            {"prefect.io/flow-run-id": ""},
-            [],
-            "prefect.io/flow-run-id is missing or empty",
-            id="empty-flow-run-id",
-        ),
-        pytest.param({}, [], "prefect.io/flow-run-id is missing or empty", id="no-labels"),
-        pytest.param(
             {"prefect.io/flow-run-id": FLOW_RUN, "prefect.io/flow-name": "etl"},
             [f"prefect.flow-run.{FLOW_RUN}"],
             None,
             id="name-without-id-gives-nothing",
         ),
+        pytest.param(
+            {"prefect.io/flow-run-id": FLOW_RUN.upper()},
+            [f"prefect.flow-run.{FLOW_RUN}"],
+            None,
+            id="upper-case-flow-run-id-is-a-uuid",
+        ),
     ],
 )
-def test_labels_missing_or_invalid_still_emit(
+def test_other_labels_missing_or_invalid_still_emit(
     labels: dict[str, str], related_ids: list[str], problem: str | None
 ) -> None:
     result = first(pod(labels=labels))
     assert len(result.events) == 1
+    assert result.skipped is None
     assert [r["prefect.resource.id"] for r in result.events[0].related] == related_ids
     if problem is None:
         assert result.problems == []
     else:
         assert any(problem in p.detail for p in result.problems), result.problems
         assert {p.kind for p in result.problems} == {"label"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason", "detail"),
+    [
+        pytest.param(
+            {"prefect.io/flow-run-id": "", "prefect.io/flow-id": FLOW},
+            "flow_run_id_empty",
+            "prefect.io/flow-run-id is empty",
+            id="empty",
+        ),
+        pytest.param({}, "flow_run_id_empty", "prefect.io/flow-run-id is empty", id="absent"),
+        pytest.param(
+            {"prefect.io/flow-run-id": "not-a-uuid", "prefect.io/flow-id": FLOW},
+            "flow_run_id_not_uuid",
+            "prefect.io/flow-run-id='not-a-uuid' is not a UUID",
+            id="not-a-uuid",
+        ),
+        pytest.param(
+            {"prefect.io/flow-run-id": FLOW_RUN[:-1]},
+            "flow_run_id_not_uuid",
+            f"prefect.io/flow-run-id={FLOW_RUN[:-1]!r} is not a UUID",
+            id="truncated-uuid",
+        ),
+    ],
+)
+@pytest.mark.parametrize("phase", ["Pending", "Running", "Failed"])
+def test_an_unusable_flow_run_id_skips_the_pod(
+    labels: dict[str, str], reason: str, detail: str, phase: str
+) -> None:
+    # The page makes the flow-run related resource always present: no event without it.
+    result = first(pod(phase, labels=labels))
+    assert result.events == []
+    assert result.state is None
+    assert result.problems == []
+    assert result.skipped is not None
+    assert result.skipped.reason == reason
+    assert detail in result.skipped.detail
+
+
+def test_a_pod_whose_flow_run_label_turns_unusable_is_skipped_from_then_on() -> None:
+    running = first(pod("Running"))
+    assert running.state is not None
+    relabelled = pod("Succeeded", labels={"prefect.io/flow-run-id": "gone"})
+    result = first(relabelled, running.state)
+    assert result.events == []
+    assert result.skipped is not None
+    assert result.skipped.reason == "flow_run_id_not_uuid"
 
 
 # --- eviction -----------------------------------------------------------------------------

@@ -9,9 +9,10 @@ timestamps, unknown phases and actions.
 
 Conformance is asserted where the identifying field (pod uid, container id, task id) has the
 shape the real peers give it; with any other value only "no exception but InputError" is.
-A flow-run reference missing from an event is accepted only when the translation reported
-the label or tag problem that caused it (the event is still sent: nothing observed is
-dropped). Defects these properties found are kept as regression tests at the end.
+Every event carries its flow-run related resource, as the page has it always present: an
+object whose flow-run id is empty or not a UUID gives no event, and the translation says
+why (the same rule on all three sources). Defects these properties found are kept as
+regression tests at the end.
 
 tests/unit/test_kubernetes_translate.py already feeds random JSON to the pod translate (no
 exception but InputError); here pods are well-formed enough to produce events, whose
@@ -56,16 +57,22 @@ OBSERVED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
 TOKEN = re.compile(PLACEHOLDERS["uid"])
-FLOW_RUN_MISSING = "related resource with role 'flow-run' is missing"
+SKIP_REASONS = {"flow_run_id_empty", "flow_run_id_not_uuid"}
 
 
-def assert_acceptable(events: list[Event], *, flow_run_problem_reported: bool = False) -> None:
+def assert_acceptable(events: list[Event]) -> None:
     for event in events:
         assert limit_problems(event) == [], event
-        problems = check_against_catalog(event)
-        if flow_run_problem_reported:
-            problems = [p for p in problems if not p.startswith(FLOW_RUN_MISSING)]
-        assert problems == [], event
+        assert check_against_catalog(event) == [], event
+        roles = [related.get("prefect.resource.role") for related in event.related]
+        assert roles.count("flow-run") == 1, event
+
+
+def assert_skipped_or_emitted(events: list[Event], skipped: Any) -> None:
+    """No event exactly when the object was skipped, with one of the documented reasons."""
+    if skipped is not None:
+        assert events == []
+        assert skipped.reason in SKIP_REASONS
 
 
 # --- shared value strategies --------------------------------------------------------------
@@ -214,9 +221,9 @@ def test_any_pod_gives_acceptable_events_or_an_input_error(
         result = kubernetes.translate(pod, previous, observed=OBSERVED)
     except InputError:
         return
+    assert_skipped_or_emitted(result.events, result.skipped)
     if TOKEN.fullmatch(result.uid):
-        reported = any(problem.kind == "label" for problem in result.problems)
-        assert_acceptable(result.events, flow_run_problem_reported=reported)
+        assert_acceptable(result.events)
 
 
 # --- Docker -------------------------------------------------------------------------------
@@ -324,6 +331,7 @@ def test_any_docker_event_gives_acceptable_events_or_an_input_error(
     result = docker.translate_event(
         parsed, inspected=inspected, previous=previous, worker_name=worker_name
     )
+    assert_skipped_or_emitted(result.events, result.skipped)
     if TOKEN.fullmatch(parsed.container_id):
         assert_acceptable(result.events)
 
@@ -352,10 +360,12 @@ def test_any_listed_container_gives_acceptable_events_or_an_input_error(
         result = docker.reconcile(
             inspected, previous=previous, worker_name=worker_name, observed=observed
         )
+        assert_skipped_or_emitted(result.events, result.skipped)
         if TOKEN.fullmatch(inspected.container_id):
             assert_acceptable(result.events)
     if previous is not None:
         gone = docker.vanished(previous, worker_name=worker_name, observed=observed)
+        assert_skipped_or_emitted(gone.events, gone.skipped)
         if TOKEN.fullmatch(previous.container_id):
             assert_acceptable(gone.events)
 
@@ -444,9 +454,9 @@ def test_any_sqs_body_gives_acceptable_events_or_an_input_error(
         tags = {**tags, ecs.FLOW_RUN_TAG: flow_run}
     decision = ecs.translate(change, tags=tags, last_version=last_version)
     assert (decision.event is not None) == (decision.verdict is ecs.Verdict.EMIT)
+    assert (decision.skip is not None) == (decision.verdict is ecs.Verdict.SKIPPED)
     if decision.event is not None and TOKEN.fullmatch(ecs_task_id(change.task_arn)):
-        reported = bool(decision.tag_problems)
-        assert_acceptable([decision.event], flow_run_problem_reported=reported)
+        assert_acceptable([decision.event])
 
 
 # --- defects the properties found, kept as regression tests ------------------------------
@@ -466,20 +476,67 @@ def test_a_worker_name_without_ascii_letters_still_has_a_slug() -> None:
     assert not labels["prefect.resource.id"].endswith(".")
 
 
-def test_an_empty_flow_run_tag_is_reported_or_not_selected() -> None:
-    change = ecs.parse_message(
-        json.dumps(
-            {
-                "id": str(uuid.uuid4()),
-                "detail-type": ecs.DETAIL_TYPE,
-                "source": ecs.EVENT_SOURCE,
-                "time": "2026-01-01T00:00:00Z",
-                "detail": {"taskArn": "arn:aws:ecs:r:1:task/c/abc", "lastStatus": "RUNNING"},
-            }
-        )
-    )
-    decision = ecs.translate(change, tags={ecs.FLOW_RUN_TAG: ""}, last_version=None)
-    assert decision.verdict is ecs.Verdict.NOT_SELECTED
+def _pod_with(labels: dict[str, str]) -> list[Event] | str:
+    pod = {
+        "metadata": {"uid": "u1", "name": "p", "namespace": "n", "labels": labels},
+        "status": {"phase": "Running"},
+    }
+    result = kubernetes.translate(pod, None, observed=OBSERVED)
+    return result.skipped.reason if result.skipped else result.events
+
+
+def _container_with(labels: dict[str, str]) -> list[Event] | str:
+    inspected = docker.Inspected("c" * 64, "box", labels, "running", 1, 2, None)
+    result = docker.reconcile(inspected, previous=None, worker_name="w", observed=3)
+    return result.skipped.reason if result.skipped else result.events
+
+
+def _task_with(tags: dict[str, str]) -> list[Event] | str:
+    body = {
+        "id": str(uuid.uuid4()),
+        "detail-type": ecs.DETAIL_TYPE,
+        "source": ecs.EVENT_SOURCE,
+        "time": "2026-01-01T00:00:00Z",
+        "detail": {"taskArn": "arn:aws:ecs:r:1:task/c/abc", "lastStatus": "RUNNING"},
+    }
+    decision = ecs.translate(ecs.parse_message(json.dumps(body)), tags=tags, last_version=None)
+    if decision.skip is not None:
+        return decision.skip.reason
+    return [decision.event] if decision.event else []
+
+
+@pytest.mark.parametrize(
+    ("value", "outcome"),
+    [
+        ("", "flow_run_id_empty"),
+        ("not-a-uuid", "flow_run_id_not_uuid"),
+        ("42", "flow_run_id_not_uuid"),
+        (str(uuid.UUID(int=7))[:-1], "flow_run_id_not_uuid"),
+        (str(uuid.UUID(int=7)), "emitted"),
+        (str(uuid.UUID(int=7)).upper(), "emitted"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("translate", "key"),
+    [
+        (_pod_with, "prefect.io/flow-run-id"),
+        (_container_with, "io.prefect.flow-run-id"),
+        (_container_with, "prefect.io/flow-run-id"),
+        (_task_with, "prefect.io/flow-run-id"),
+    ],
+    ids=["pod", "container-reverse-dns", "container", "task"],
+)
+def test_one_flow_run_id_rule_for_every_source(
+    translate: Any, key: str, value: str, outcome: str
+) -> None:
+    """Empty or not a UUID: no event, and why; a UUID: an event with its flow run."""
+    result = translate({key: value, "prefect.io/flow-id": str(uuid.UUID(int=8))})
+    if outcome != "emitted":
+        assert result == outcome
+        return
+    (event,) = result
+    flow_run = [r for r in event.related if r["prefect.resource.role"] == "flow-run"]
+    assert [r["prefect.resource.id"] for r in flow_run] == [f"prefect.flow-run.{uuid.UUID(int=7)}"]
 
 
 @pytest.mark.parametrize("uid", ["a b", "-x", "é"])

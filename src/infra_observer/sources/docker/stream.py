@@ -60,6 +60,7 @@ from infra_observer.sources.docker.translate import (
     translate_event,
     vanished,
 )
+from infra_observer.sources.skips import SkipLog
 
 log = structlog.get_logger(__name__)
 
@@ -107,11 +108,18 @@ class DockerSource:
         self._seen: OrderedDict[tuple[str, str, int, str | None], None] = OrderedDict()
         self._lock = asyncio.Lock()
         self._synced = False
+        self._ready = False
+        self._skips = SkipLog(source=SOURCE, metrics=metrics)
         self._worker_name = settings.worker_name or FALLBACK_WORKER_NAME
 
     @property
     def ready(self) -> bool:
-        return self._synced
+        """Listed and following the daemon now; False while it cannot be reached."""
+        return self._ready
+
+    def _set_ready(self, ready: bool) -> None:
+        self._ready = ready
+        self._metrics.source_ready.labels(source=SOURCE).set(1 if ready else 0)
 
     @property
     def tracked_containers(self) -> int:
@@ -125,6 +133,8 @@ class DockerSource:
     async def run(self) -> None:
         endpoint = resolve_endpoint(self._settings, self._env())
         backoff = Backoff(maximum=self._settings.backoff_max_seconds)
+        # Exported from the start: an alert on 0 must fire for a daemon never reached.
+        self._set_ready(False)
         log.info(
             "docker_watch_starting",
             host=endpoint.host,
@@ -134,6 +144,7 @@ class DockerSource:
         async with DockerClient(endpoint=endpoint, transport=self._transport) as client:
             while True:
                 reason = await self._session(client, on_synced=backoff.reset)
+                self._set_ready(False)
                 self._metrics.source_reconnects.labels(source=SOURCE, reason=reason).inc()
                 delay = backoff.next_delay()
                 log.warning(
@@ -228,7 +239,7 @@ class DockerSource:
                 emitted += await self._apply(result)
         first = not self._synced
         self._synced = True
-        self._metrics.source_ready.labels(source=SOURCE).set(1)
+        self._set_ready(True)
         log.info("docker_synced", containers=len(self._containers), events=emitted, first=first)
 
     async def _reconcile_one(
@@ -306,6 +317,8 @@ class DockerSource:
                 event, inspected=inspected, previous=previous, worker_name=self._worker_name
             )
         await self._apply(result)
+        if event.action == "destroy":
+            self._skips.forget(event.container_id)
 
     def _remember(self, event: DockerEvent) -> None:
         self._seen[event.key] = None
@@ -331,6 +344,8 @@ class DockerSource:
             return None
 
     async def _apply(self, result: Translation) -> int:
+        if result.skipped is not None:
+            self._skips.report(result.container_id, result.skipped)
         for problem in result.problems:
             self._input_error(problem.kind, problem.detail, container_id=result.container_id[:12])
         for event in result.events:

@@ -10,6 +10,10 @@ identify that status (`started_at` for running and paused, `finished_at` for exi
 and restarting; none for created and removing, which happen once per container). The
 timestamps come from `GET /containers/{id}/json`, which the stream and the resynchronising
 listing both read, so both paths, any replica and a restarted daemon produce the same id.
+Docker keeps no time of a pause, so a pause is told apart from an earlier one of the same
+run by the unpause before it (`unpaused_at`), when that unpause was seen.
+
+A container whose flow-run label is empty or not a UUID gives no event (`skipped`).
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from infra_observer.events.catalog import (
 )
 from infra_observer.events.ids import container_event_id
 from infra_observer.events.model import Event
+from infra_observer.sources.skips import Skip, flow_run_skip
 
 FLOW_RUN_LABELS = ("io.prefect.flow-run-id", "prefect.io/flow-run-id")
 """Prefect's Docker worker writes the reverse-DNS form; the other one is accepted too."""
+# In the order `refs_from_labels` reads them: the first one set is the flow-run id.
+_FLOW_RUN_KEYS = ("prefect.io/flow-run-id", "io.prefect.flow-run-id")
 
 # What an action means. Actions missing here (attach, rename, exec_*, health_status, ...)
 # never change the status and produce nothing.
@@ -207,8 +214,12 @@ def to_nanos(moment: datetime) -> int:
 
 
 def is_selected(labels: Mapping[str, str], *, label_filters: Sequence[str]) -> bool:
-    """A flow-run label in either form, and every extra `key` or `key=value` filter."""
-    if not any(labels.get(key) for key in FLOW_RUN_LABELS):
+    """A flow-run label in either form, and every extra `key` or `key=value` filter.
+
+    Its presence selects, as the daemon's filter does: an unusable value is then skipped
+    (and reported) by the translation, not silently passed over here.
+    """
+    if not any(key in labels for key in FLOW_RUN_LABELS):
         return False
     for spec in label_filters:
         key, sep, value = spec.partition("=")
@@ -252,6 +263,8 @@ class Translation:
     state: ContainerState | None
     events: list[Event] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    skipped: Skip | None = None
+    """Why the container gives no event at all (its flow-run id is empty or not a UUID)."""
 
 
 class _Status(NamedTuple):
@@ -315,9 +328,12 @@ def _status_for(
     if meaning == "started":
         return _Status("running", {"started_at": str(started)}, started)
     if meaning in ("paused", "unpaused"):
-        status: ContainerStatus = "paused" if meaning == "paused" else "running"
         run = _started_mark(inspected, previous, at)
-        return _Status(status, {"started_at": run, f"{meaning}_at": str(at)}, at)
+        if meaning == "paused":
+            marks = _pause_marks(run, previous)
+        else:
+            marks = {"started_at": run, "unpaused_at": str(at)}
+        return _Status("paused" if meaning == "paused" else "running", marks, at)
     if inspected is None:
         # Gone before it could be inspected: a die still reports the exit, at its own time.
         return _Status("exited", {"finished_at": str(at)}, at) if meaning == "exited" else None
@@ -343,6 +359,17 @@ def _started_mark(inspected: Inspected | None, previous: ContainerState | None, 
     return ""
 
 
+def _pause_marks(run: str, previous: ContainerState | None) -> dict[str, str]:
+    # Docker dates no pause: the run and the unpause before it (if seen) identify it, which
+    # the stream and a listing both know, so both give a pause the same id on every start.
+    marks = {"started_at": run}
+    if previous is not None and previous.marks.get("started_at") == run:
+        unpaused = previous.marks.get("unpaused_at")
+        if unpaused is not None:
+            marks["unpaused_at"] = unpaused
+    return marks
+
+
 def _exit_status(inspected: Inspected) -> ContainerStatus:
     # Already running again after a `die` means a restart policy (or `docker restart`)
     # brought it back: the container is restarting, and its `start` follows.
@@ -363,7 +390,8 @@ def reconcile(
     """A container found by listing (after each (re)connection), in its inspected state.
 
     `observed` is the daemon's time of the listing (ns): it dates what Docker does not date
-    itself (a pause, a removal), and stands in for those instants in the ids.
+    itself (a pause, a removal); of those, only an unpause missed while disconnected has it
+    in its id.
     """
     new = _listed_status(inspected, previous=previous, observed=observed)
     return _report(
@@ -390,7 +418,7 @@ def _listed_status(
         return _Status(status, {"finished_at": str(finished)}, finished)
     marks = {"started_at": str(started)}
     if status == "paused":
-        return _Status("paused", marks | {"paused_at": str(observed)}, observed)
+        return _Status("paused", _pause_marks(marks["started_at"], previous), observed)
     if (
         previous is not None
         and previous.status == "paused"
@@ -424,7 +452,7 @@ def _removed(
         previous=previous,
         worker_name=worker_name,
     )
-    return Translation(known.container_id, None, result.events, result.problems)
+    return Translation(known.container_id, None, result.events, result.problems, result.skipped)
 
 
 def _report(
@@ -440,6 +468,10 @@ def _report(
     if previous is not None and _same(previous, new):
         return Translation(container_id, _keep(previous, state))
     refs, label_problems = refs_from_labels(labels)
+    if refs.flow_run_id is None:
+        # Labels never change on a container: nothing is remembered of it.
+        skip = flow_run_skip(labels, keys=_FLOW_RUN_KEYS)
+        return Translation(container_id, None, skipped=skip)
     event = _build(new, container_id=container_id, name=name, refs=refs, worker_name=worker_name)
     return Translation(container_id, state, [event], [Problem("label", p) for p in label_problems])
 

@@ -37,6 +37,7 @@ from infra_observer.sources.ecs.translate import (
     tags_of,
     translate,
 )
+from infra_observer.sources.skips import SkipLog
 
 log = structlog.get_logger(__name__)
 
@@ -201,6 +202,7 @@ class EcsSource:
             on_evict=metrics.bound_hits.labels("ecs_tasks_cache").inc,
         )
         self._task_locks = _KeyedLocks()
+        self._skips = SkipLog(source=SOURCE, metrics=metrics)
         self._ready = False
 
     @property
@@ -210,6 +212,8 @@ class EcsSource:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def run(self) -> None:
+        # Exported from the start: an alert on 0 must fire for a queue never reached.
+        self._set_ready(False)
         async with self._clients() as clients:
             await self._reach_queue(clients)
             await self._consume(clients)
@@ -405,6 +409,8 @@ class EcsSource:
             self._own_metrics.messages.labels(decision.verdict.value).inc()
             if decision.verdict is Verdict.NOT_SELECTED:
                 log.debug("ecs_task_not_selected", task_arn=change.task_arn)
+            elif decision.skip is not None:
+                self._skips.report(change.task_arn, decision.skip, status=change.status)
             else:
                 log.info(
                     "ecs_change_skipped",

@@ -25,6 +25,7 @@ from infra_observer.events.catalog import (
     refs_from_labels,
 )
 from infra_observer.events.model import Event, utc
+from infra_observer.sources.skips import Skip, flow_run_skip
 
 DETAIL_TYPE = "ECS Task State Change"
 EVENT_SOURCE = "aws.ecs"
@@ -178,6 +179,9 @@ class Verdict(enum.Enum):
     """A new status of a selected task: hand the event over."""
     NOT_SELECTED = "not_selected"
     """The task has no `prefect.io/flow-run-id` tag, or misses a configured tag filter."""
+    SKIPPED = "skipped"
+    """A selected task whose flow-run tag is empty or not a UUID: no event without a flow
+    run (the reference page makes it always present)."""
     DUPLICATE = "duplicate"
     """Same `detail.version` as the last change delivered for the task: already reported."""
     STALE = "stale"
@@ -191,6 +195,8 @@ class Decision:
     event: Event | None = None
     tag_problems: Sequence[str] = ()
     """Tags that were left out of the event (an id tag that is not a UUID)."""
+    skip: Skip | None = None
+    """Why a SKIPPED task gives no event."""
 
 
 def translate(
@@ -201,8 +207,7 @@ def translate(
     tag_filters: Sequence[TagFilter] = (),
 ) -> Decision:
     """Decide what `change` becomes, given the task's tags and its last delivered version."""
-    # An empty flow-run tag names no flow run: such a task is not Prefect's to report.
-    if not tags.get(FLOW_RUN_TAG) or not all(f.matches(tags) for f in tag_filters):
+    if FLOW_RUN_TAG not in tags or not all(f.matches(tags) for f in tag_filters):
         return Decision(Verdict.NOT_SELECTED)
     if change.version is not None and last_version is not None:
         if change.version == last_version:
@@ -210,6 +215,8 @@ def translate(
         if change.version < last_version:
             return Decision(Verdict.STALE)
     refs, problems = refs_from_labels(tags)
+    if refs.flow_run_id is None:
+        return Decision(Verdict.SKIPPED, skip=flow_run_skip(tags, keys=(FLOW_RUN_TAG,)))
     event = ecs_task_event(
         status=change.status,
         task_arn=change.task_arn,

@@ -14,9 +14,15 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from infra_observer.errors import InputError
-from infra_observer.events.catalog import PodPhase, kubernetes_pod_event, refs_from_labels
+from infra_observer.events.catalog import (
+    FlowRunRefs,
+    PodPhase,
+    kubernetes_pod_event,
+    refs_from_labels,
+)
 from infra_observer.events.ids import pod_event_id
 from infra_observer.events.model import Event, utc
+from infra_observer.sources.skips import Skip, flow_run_skip
 
 FLOW_RUN_LABEL = "prefect.io/flow-run-id"
 
@@ -70,18 +76,22 @@ class Translation:
     """The outcome for one pod object."""
 
     uid: str
-    state: PodState
+    state: PodState | None
+    """None: the pod was skipped, and nothing is remembered of it."""
     events: list[Event] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     """What was wrong but did not prevent the event (bad labels, bad timestamps)."""
     repeated: bool = False
     """The state changed to one already sent for this pod (same id): nothing emitted."""
+    skipped: Skip | None = None
+    """Why the pod gives no event at all (its flow-run id is empty or not a UUID)."""
 
 
 def translate(pod: object, previous: PodState | None, *, observed: datetime) -> Translation:
     """The events for `pod`, given what was known of it before (None: never seen).
 
     One event per change of (phase, restart count); the same state again gives nothing.
+    A pod whose flow-run label is empty or not a UUID gives none (`skipped` says why).
     Raises `InputError` naming what is wrong when the object is not a usable pod.
     """
     # A known pod's uid was checked when it was first seen: `previous` was found by it.
@@ -97,9 +107,13 @@ def translate(pod: object, previous: PodState | None, *, observed: datetime) -> 
         # Back to a state already sent (Running, Unknown, Running): its id is the same.
         state = PodState(fields.phase, fields.restart_count, sent)
         return Translation(uid=fields.uid, state=state, repeated=True)
+    refs, label_problems = refs_from_labels(fields.labels)
+    if refs.flow_run_id is None:
+        skip = flow_run_skip(fields.labels, keys=(FLOW_RUN_LABEL,))
+        return Translation(uid=fields.uid, state=None, skipped=skip)
     state = PodState(fields.phase, fields.restart_count, (*sent, fields.phase))
-    problems: list[Problem] = []
-    event = _event(fields, observed=observed, problems=problems)
+    problems = [Problem("label", detail) for detail in label_problems] if label_problems else []
+    event = _event(fields, refs, observed=observed, problems=problems)
     return Translation(uid=fields.uid, state=state, events=[event], problems=problems)
 
 
@@ -187,14 +201,11 @@ def _restart_count(status: Mapping[str, Any]) -> int:
     return total
 
 
-def _event(fields: _PodFields, *, observed: datetime, problems: list[Problem]) -> Event:
+def _event(
+    fields: _PodFields, refs: FlowRunRefs, *, observed: datetime, problems: list[Problem]
+) -> Event:
     eviction = eviction_reason(fields.status) if fields.phase == "Failed" else None
     phase: PodPhase = "evicted" if eviction else _PHASES[fields.phase]
-    refs, label_problems = refs_from_labels(fields.labels)
-    if label_problems:
-        problems.extend(Problem("label", detail) for detail in label_problems)
-    if not fields.labels.get(FLOW_RUN_LABEL):
-        problems.append(Problem("label", f"label {FLOW_RUN_LABEL} is missing or empty"))
     when = occurred_at(fields, problems=problems) or utc(observed)
     return kubernetes_pod_event(
         phase=phase,

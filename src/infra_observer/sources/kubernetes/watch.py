@@ -40,6 +40,7 @@ from infra_observer.sources.kubernetes.translate import (
     translate,
 )
 from infra_observer.sources.kubernetes.wire import Decoder
+from infra_observer.sources.skips import SkipLog
 from infra_observer.transport import gathering_reads
 
 log = structlog.get_logger(__name__)
@@ -306,6 +307,7 @@ class ScopeWatch:
         self._backoff = Backoff(maximum=settings.backoff_max_seconds)
         self._listed_version: str | None = None
         self._decoder = Decoder()
+        self._skips = SkipLog(source=SOURCE, metrics=metrics)
         # For the lines of each pod change: bound once, as the module's lazy logger binds
         # anew on every call, and skipped with their arguments below debug (together about
         # a microsecond per change).
@@ -497,6 +499,9 @@ class ScopeWatch:
             if kind == "DELETED":
                 self.pods.pop(uid, None)
             return uid
+        if result.state is None:
+            self._skipped(kind, metadata, result)
+            return result.uid
         if kind == "DELETED":
             self.pods.pop(result.uid, None)
         else:
@@ -509,13 +514,22 @@ class ScopeWatch:
             await self._handoff.submit(event, source=SOURCE)
         return result.uid
 
+    def _skipped(self, kind: str, metadata: object, result: Translation) -> None:
+        # Its label may have been changed to a bad value since its last event.
+        self.pods.pop(result.uid, None)
+        if result.skipped is not None:
+            pod_name = f"{_get(metadata, 'namespace')}/{_get(metadata, 'name')}"
+            self._skips.report(result.uid, result.skipped, pod=pod_name, scope=self.scope.label)
+        if kind == "DELETED":
+            self._skips.forget(result.uid)
+
     def _report(self, kind: str, metadata: object, result: Translation) -> None:
         pod_name = f"{_get(metadata, 'namespace')}/{_get(metadata, 'name')}"
         for problem in result.problems:
             self._input_error(problem.kind, problem.detail, pod=pod_name, uid=result.uid)
         if not self._log_changes:
             return
-        if result.repeated:
+        if result.repeated and result.state is not None:
             self._changes_log.debug("pod_state_repeated", pod=pod_name, phase=result.state.phase)
         for event in result.events:
             self._changes_log.debug(
