@@ -628,3 +628,20 @@ async def test_no_event_follows_one_the_server_rejected(prefect: PrefectPeer) ->
         str(p.id): None,
         str(r.id): str(p.id),
     }
+
+
+async def test_no_event_follows_one_refused_before_sending(prefect: PrefectPeer) -> None:
+    """An event refused by the emitter's own checks is never sent: the next event of its
+    resource follows the one before it."""
+    first = pod_event(4, phase="pending")
+    unwritable = dataclasses.replace(pod_event(4), payload={"ports": {80, 443}})
+    last = pod_event(4, phase="succeeded")
+    running = start_emitter(prefect.api_url)
+    outcomes = await asyncio.gather(*await running.submit_all([first, unwritable, last]))
+    await running.finish()
+    assert outcomes == [Outcome.DELIVERED, Outcome.REJECTED, Outcome.DELIVERED]
+    stored = await prefect.wait_for_events(
+        expected_count=2, ids=[str(first.id), str(last.id)], settle=3
+    )
+    follows = {event["id"]: event["follows"] for event in stored}
+    assert follows == {str(first.id): None, str(last.id): str(first.id)}

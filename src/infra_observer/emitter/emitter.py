@@ -353,7 +353,8 @@ class Emitter:
         self._settle_delivered(batch)
 
     async def _isolate_rejected(self, batch: list[_Pending], exc: RejectedBatchError) -> None:
-        # One invalid event fails the whole batch: halve until the culprits are alone.
+        # One refused event (or, for a 413, too many bytes) fails the whole batch: halve
+        # until the culprits are alone.
         if len(batch) == 1:
             item = batch[0]
             self._queued.pop(item.event.id.int, None)
@@ -381,6 +382,7 @@ class Emitter:
             self._orphaned[event.id.int] = item.followed
             if len(self._orphaned) > self._settings.follows_max_resources:
                 self._orphaned.popitem(last=False)
+                self._metrics.bound_hits.labels("follows_resources").inc()
 
     def _repoint_orphans(self, batch: list[_Pending]) -> None:
         """Point events that follow a rejected one at what that one followed."""
