@@ -39,7 +39,7 @@ class UnexpectedStatusError(RetryableDeliveryError):
 
 
 class RejectedBatchError(DeliveryError):
-    """The sink refused the batch's content (422, or 400 with the server's validation
+    """The sink refused the batch's content (422, or 400 with the Prefect server's own
     answer); splitting it isolates the culprit."""
 
     def __init__(self, message: str, *, status: int, detail: str) -> None:

@@ -60,7 +60,7 @@ class FollowsTracker:
     def unlink(self, resource_id: str, event_id: UUID, followed: Link | None) -> bool:
         """Take back an event that will not be stored: when it is still the resource's
         latest, `followed` (what `link` returned for it) is again, or the chain starts
-        anew. False when a later event was linked since: that one follows it."""
+        anew. False when it is not the latest: a later event linked since may follow it."""
         latest = self._latest.get(resource_id)
         if latest is None or latest[0] != event_id:
             return False
