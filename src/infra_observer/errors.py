@@ -33,13 +33,24 @@ class MisconfiguredSinkError(RetryableDeliveryError):
     """401, 403 or 404: retried slowly because only an operator can fix it."""
 
 
+class UnexpectedStatusError(RetryableDeliveryError):
+    """A status the events API does not give for a batch (405, 407, 409, a proxy's 400...):
+    nothing says the content is wrong, so the batch is held and retried like a 5xx."""
+
+
 class RejectedBatchError(DeliveryError):
-    """The sink refused the batch's content (400, 413, 422); splitting it isolates the culprit."""
+    """The sink refused the batch's content (422, or 400 with the Prefect server's own
+    answer); splitting it isolates the culprit."""
 
     def __init__(self, message: str, *, status: int, detail: str) -> None:
         super().__init__(message)
         self.status = status
         self.detail = detail
+
+
+class BatchTooLargeError(RejectedBatchError):
+    """413 from something in front of the API: halving the batch fits it under the limit;
+    only an event refused on its own is rejected."""
 
 
 class SourceError(InfraObserverError):

@@ -28,6 +28,7 @@ from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
 from tests.peers._util import free_port
+from tests.peers.faulty_proxy import FaultyProxy, Scripted
 from tests.peers.prefect import PrefectPeer
 
 FAST = EmitterSettings(
@@ -86,6 +87,14 @@ async def flaky() -> AsyncIterator[FlakyEventsApi]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def proxy(prefect: PrefectPeer) -> AsyncIterator[FaultyProxy]:
+    """The fault-injecting proxy in front of the shared Prefect server."""
+    started = await FaultyProxy(prefect.api_url).start()
+    yield started
+    await started.stop()
 
 
 def pod_event(index: int, *, phase: catalog.PodPhase = "running") -> Event:
@@ -515,3 +524,124 @@ async def test_a_full_spool_makes_sources_wait_and_loses_nothing(tmp_path: Path)
         assert not spooled_segments(tmp_path)  # all settled, all space freed
     finally:
         await server.stop()
+
+
+async def test_statuses_the_events_api_does_not_give_hold_and_retry_the_batch(
+    proxy: FaultyProxy, prefect: PrefectPeer
+) -> None:
+    """405 (a WAF's page), then 407 (a proxy asking for credentials), then the real server:
+    the batch is neither split nor rejected, it waits and is stored, each event once."""
+    proxy.answer_next(
+        Scripted(405, b"<html><body><h1>405 Not Allowed</h1></body></html>", "text/html"),
+        Scripted(407, b"Proxy Authentication Required"),
+    )
+    events = [pod_event(i) for i in range(5)]
+    running = start_emitter(proxy.api_url)
+    with capture_logs() as logs:
+        futures = await running.submit_all(events)
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        await running.finish()
+    assert outcomes == [Outcome.DELIVERED] * 5
+    assert [seen.events for seen in proxy.posts() if seen.events] == [5, 5, 5]
+    ids = [str(event.id) for event in events]
+    stored = await prefect.wait_for_events(expected_count=5, ids=ids, settle=3)
+    assert sorted(event["id"] for event in stored) == sorted(ids)
+    failures = [entry for entry in logs if entry["event"] == "delivery_failed"]
+    assert [entry["attempt"] for entry in failures] == [1, 2]
+    for entry, status in zip(failures, (405, 407), strict=True):
+        assert f"POST {proxy.api_url}/events answered {status}," in entry["error"]
+    assert "405 Not Allowed" in failures[0]["error"]
+    retries = sample(
+        running.metrics, "infra_observer_delivery_retries_total", reason="UnexpectedStatusError"
+    )
+    assert retries == 2
+    assert not [entry for entry in logs if entry["event"] == "event_rejected"]
+
+
+async def test_a_413_halves_the_batch_and_rejects_only_an_event_refused_alone(
+    proxy: FaultyProxy, prefect: PrefectPeer
+) -> None:
+    """A proxy's body size limit: smaller batches get through, and the one event too large
+    on its own is the only one rejected."""
+    small = [pod_event(i) for i in range(8)]
+    size = len(small[0].to_json())
+    big = dataclasses.replace(pod_event(8), payload={"blob": "x" * (10 * size)})
+    proxy.refuse_bodies_over(4 * size + 10)  # four events and the list's brackets and commas
+    running = start_emitter(
+        proxy.api_url, settings=FAST.model_copy(update={"flush_interval_seconds": 1.0})
+    )
+    with capture_logs() as logs:
+        futures = await running.submit_all([*small[:4], big, *small[4:]])
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        await running.finish()
+    assert outcomes == [Outcome.DELIVERED] * 4 + [Outcome.REJECTED] + [Outcome.DELIVERED] * 4
+    assert proxy.posts()[1].events == 9  # the first POST with events: the whole batch
+    ids = [str(event.id) for event in small]
+    stored = await prefect.wait_for_events(expected_count=8, ids=[*ids, str(big.id)], settle=3)
+    assert sorted(event["id"] for event in stored) == sorted(ids)
+    (rejected,) = [entry for entry in logs if entry["event"] == "event_rejected"]
+    assert rejected["event_id"] == str(big.id)
+    assert rejected["reason"] == "too_large"
+    assert "413" in rejected["detail"]
+    too_large = sample(
+        running.metrics, "infra_observer_events_rejected_total", source="test", reason="too_large"
+    )
+    assert too_large == 1
+
+
+def refused_by_the_server(event: Event) -> Event:
+    """The event with a label value the server refuses (422) and the emitter lets through:
+    label values are typed by the catalog, not checked per event."""
+    labels: dict[str, Any] = {**event.resource, "kubernetes.restarts": 3}
+    return dataclasses.replace(event, resource=labels)
+
+
+async def test_no_event_follows_one_the_server_rejected(prefect: PrefectPeer) -> None:
+    """Against the real server: a, b (refused), c queued together, then d: c follows a and
+    d follows c. x (refused) first, then y: y starts a chain. p, then q (refused) alone,
+    then r: r follows p. Nothing stored names a rejected id."""
+    # Made in this order: each resource's events occur in the order they are submitted.
+    a, b = pod_event(1, phase="pending"), refused_by_the_server(pod_event(1))
+    c, d = pod_event(1, phase="succeeded"), pod_event(1, phase="failed")
+    x, y = refused_by_the_server(pod_event(2, phase="pending")), pod_event(2)
+    p, q = pod_event(3, phase="pending"), refused_by_the_server(pod_event(3))
+    r = pod_event(3, phase="succeeded")
+    running = start_emitter(prefect.api_url)
+    outcomes = await asyncio.gather(*await running.submit_all([a, b, c, x, p]))
+    delivered, rejected = Outcome.DELIVERED, Outcome.REJECTED
+    assert outcomes == [delivered, rejected, delivered, rejected, delivered]
+    assert await (await running.emitter.submit(q, source="test")) == Outcome.REJECTED
+    later = await asyncio.gather(*await running.submit_all([d, y, r]))
+    await running.finish()
+    assert later == [Outcome.DELIVERED] * 3
+    stored_ids = [str(event.id) for event in (a, c, d, y, p, r)]
+    stored = await prefect.wait_for_events(
+        expected_count=6, ids=[*stored_ids, str(b.id), str(x.id), str(q.id)], settle=3
+    )
+    follows = {event["id"]: event["follows"] for event in stored}
+    assert sorted(follows) == sorted(stored_ids)
+    assert follows == {
+        str(a.id): None,
+        str(c.id): str(a.id),
+        str(d.id): str(c.id),
+        str(y.id): None,
+        str(p.id): None,
+        str(r.id): str(p.id),
+    }
+
+
+async def test_no_event_follows_one_refused_before_sending(prefect: PrefectPeer) -> None:
+    """An event refused by the emitter's own checks is never sent: the next event of its
+    resource follows the one before it."""
+    first = pod_event(4, phase="pending")
+    unwritable = dataclasses.replace(pod_event(4), payload={"ports": {80, 443}})
+    last = pod_event(4, phase="succeeded")
+    running = start_emitter(prefect.api_url)
+    outcomes = await asyncio.gather(*await running.submit_all([first, unwritable, last]))
+    await running.finish()
+    assert outcomes == [Outcome.DELIVERED, Outcome.REJECTED, Outcome.DELIVERED]
+    stored = await prefect.wait_for_events(
+        expected_count=2, ids=[str(first.id), str(last.id)], settle=3
+    )
+    follows = {event["id"]: event["follows"] for event in stored}
+    assert follows == {str(first.id): None, str(last.id): str(first.id)}

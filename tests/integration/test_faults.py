@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_daemon import Daemon, daemons, kube_env, unique
-from tests.peers.faulty_proxy import FaultyProxy, Mode
+from tests.peers.faulty_proxy import FaultyProxy, Mode, Scripted
 from tests.peers.kube import KubePeer, create_pod, delete_pod, set_pod_phase
 from tests.peers.prefect import PrefectPeer
 
@@ -228,6 +228,40 @@ async def test_events_api_faults_lose_nothing_and_store_each_event_once(
     assert (await asyncio.to_thread(daemon.get, "/readyz")).status_code == 200
     assert await asyncio.to_thread(daemon.stop) == 0
     assert logged(daemon, "emitter_drained")
+    await pods.delete_all()
+
+
+async def test_answers_the_events_api_does_not_give_lose_nothing(
+    kube: KubePeer,
+    prefect: PrefectPeer,
+    proxy: FaultyProxy,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    """A WAF's 405, a proxy's 407 and a 400 that is not the server's validation answer, in
+    front of the real server while pods change: nothing is rejected, every event is stored
+    once, chained."""
+    namespace = unique("statuses")
+    env = kube_env(kube, namespace, PREFECT_API_URL=proxy.api_url)
+    daemon = await ready_daemon(env, tmp_path / "daemon.log", daemons)
+    proxy.answer_next(
+        Scripted(405, b"<html><h1>405 Not Allowed</h1></html>", "text/html"),
+        Scripted(407, b"Proxy Authentication Required"),
+        Scripted(400, b"<html><h1>Request blocked</h1></html>", "text/html"),
+    )
+    pods = PodDriver(kube, namespace)
+    for _ in range(3):
+        await pods.step()
+        await asyncio.sleep(STEP_SECONDS)
+    await pods.finish()
+    expected = pods.expected()
+    stored = await stored_events(prefect, expected)
+    assert_stored_once_and_chained(stored, expected)
+    errors = [str(entry.get("error")) for entry in logged(daemon, "delivery_failed")]
+    for status in (405, 407, 400):
+        assert any(f"/events answered {status}," in error for error in errors), errors
+    assert not logged(daemon, "event_rejected")
+    assert await asyncio.to_thread(daemon.stop) == 0
     await pods.delete_all()
 
 

@@ -1,8 +1,11 @@
 """A real HTTP proxy on loopback in front of a real peer, whose failure mode is switched live.
 
 Modes: pass-through, refuse connections (the listening socket is closed), 500, 429 with
-Retry-After, 401, and hang (the request is read and never answered). Every response closes
-its connection, so a client cannot keep using a connection accepted before a refusal.
+Retry-After, 401, and hang (the request is read and never answered). Besides the mode,
+`answer_next` scripts the answers to the next POSTs carrying events (any status and body, as
+a proxy or a WAF in front of the API might give), and `refuse_bodies_over` answers 413 to
+POSTs larger than a limit, as a proxy's body size limit does. Every response closes its
+connection, so a client cannot keep using a connection accepted before a refusal.
 Each request is recorded (time, method, path, mode, events in the body) for the assertions.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import aiohttp
@@ -44,6 +48,15 @@ class Seen:
     """Events in a POST /events body (0 for the emitter's empty reachability check)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Scripted:
+    """One scripted answer: a status and a body, sent as is."""
+
+    status: int
+    body: bytes = b"refused by the proxy"
+    content_type: str = "text/plain"
+
+
 class FaultyProxy:
     """``await FaultyProxy(upstream).start()``; ``api_url`` is what the daemon is given."""
 
@@ -53,6 +66,8 @@ class FaultyProxy:
         self.retry_after_seconds = retry_after_seconds
         self.mode = Mode.PASS
         self.seen: list[Seen] = []
+        self._body_limit: int | None = None
+        self._scripted: deque[Scripted] = deque()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -93,6 +108,14 @@ class FaultyProxy:
         elif mode is not Mode.REFUSE and self._site is None:
             await self._listen()
 
+    def answer_next(self, *answers: Scripted) -> None:
+        """Answer the next POSTs that carry events with these, in turn; then the mode again."""
+        self._scripted.extend(answers)
+
+    def refuse_bodies_over(self, limit: int | None) -> None:
+        """Answer 413 to a POST whose body is larger than `limit` bytes (None: no limit)."""
+        self._body_limit = limit
+
     def posts(self, since: float = 0.0, until: float = float("inf")) -> list[Seen]:
         """POST /events requests that reached the proxy in [since, until)."""
         return [
@@ -109,10 +132,17 @@ class FaultyProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         mode = self.mode
-        self.seen.append(
-            Seen(time.monotonic(), request.method, request.path, mode, _event_count(body))
-        )
-        response = await self._answer(request, body, mode)
+        events = _event_count(body)
+        self.seen.append(Seen(time.monotonic(), request.method, request.path, mode, events))
+        if events and self._scripted:
+            answer = self._scripted.popleft()
+            response = web.Response(
+                status=answer.status, body=answer.body, content_type=answer.content_type
+            )
+        elif self._body_limit is not None and len(body) > self._body_limit:
+            response = web.Response(status=413, text="request entity too large")
+        else:
+            response = await self._answer(request, body, mode)
         response.force_close()
         return response
 

@@ -61,7 +61,7 @@ def test_follows_chains_within_five_minutes_only() -> None:
     tracker = FollowsTracker()
     a, b, c = _ids(3)
     assert tracker.link("r", a, T0) is None
-    assert tracker.link("r", b, T0 + timedelta(minutes=4, seconds=59)) == a
+    assert tracker.link("r", b, T0 + timedelta(minutes=4, seconds=59)) == (a, T0)
     assert tracker.link("r", c, T0 + timedelta(minutes=10)) is None
 
 
@@ -78,7 +78,7 @@ def test_follows_ignores_an_older_event() -> None:
     a, b, c = _ids(3)
     tracker.link("r", a, T0)
     assert tracker.link("r", b, T0 - timedelta(seconds=1)) is None
-    assert tracker.link("r", c, T0 + timedelta(seconds=1)) == a
+    assert tracker.link("r", c, T0 + timedelta(seconds=1)) == (a, T0)
 
 
 def test_follows_memory_is_bounded_and_evictions_are_reported() -> None:
@@ -91,4 +91,41 @@ def test_follows_memory_is_bounded_and_evictions_are_reported() -> None:
     assert evicted == [1]
     # r0 was the least recently used: its chain starts anew.
     assert tracker.link("r0", ids[3], T0) is None
-    assert tracker.link("r2", ids[0], T0) == ids[2]
+    assert tracker.link("r2", ids[0], T0) == (ids[2], T0)
+
+
+def test_an_unlinked_event_is_never_followed() -> None:
+    tracker = FollowsTracker()
+    a, b, c = _ids(3)
+    tracker.link("r", a, T0)
+    followed = tracker.link("r", b, T0 + timedelta(seconds=1))
+    assert tracker.unlink("r", b, followed)
+    assert tracker.link("r", c, T0 + timedelta(seconds=2)) == (a, T0)
+
+
+def test_unlinking_the_first_event_starts_the_chain_anew() -> None:
+    tracker = FollowsTracker()
+    a, b = _ids(2)
+    assert tracker.unlink("r", a, tracker.link("r", a, T0))
+    assert len(tracker) == 0
+    assert tracker.link("r", b, T0 + timedelta(seconds=1)) is None
+
+
+def test_unlink_reports_an_event_that_is_already_followed() -> None:
+    tracker = FollowsTracker()
+    a, b, c = _ids(3)
+    tracker.link("r", a, T0)
+    followed = tracker.link("r", b, T0 + timedelta(seconds=1))
+    tracker.link("r", c, T0 + timedelta(seconds=2))
+    assert not tracker.unlink("r", b, followed)  # c follows b: the caller re-points c
+    assert not tracker.unlink("other", b, followed)
+    d = uuid.uuid4()
+    assert tracker.link("r", d, T0 + timedelta(seconds=3)) == (c, T0 + timedelta(seconds=2))
+
+
+def test_a_re_pointed_event_follows_only_within_the_window() -> None:
+    tracker = FollowsTracker()
+    (a,) = _ids(1)
+    assert tracker.in_window((a, T0), T0 + timedelta(minutes=4)) == (a, T0)
+    assert tracker.in_window((a, T0), T0 + timedelta(minutes=5)) is None
+    assert tracker.in_window(None, T0) is None

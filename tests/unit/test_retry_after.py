@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from infra_observer.emitter.sinks import retry_after_seconds
+from infra_observer.emitter.sinks import RETRY_AFTER_LIMIT_SECONDS, retry_after_seconds
 
 
 def response_with(value: str | None) -> httpx.Response:
@@ -16,7 +16,7 @@ def response_with(value: str | None) -> httpx.Response:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [(None, None), ("7", 7.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None)],
+    [(None, None), ("7", 7.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None), ("nan", None)],
 )
 def test_seconds_form(header: str | None, expected: float | None) -> None:
     assert retry_after_seconds(response_with(header)) == expected
@@ -27,3 +27,17 @@ def test_http_date_form() -> None:
     seconds = retry_after_seconds(response_with(email.utils.format_datetime(later, usegmt=True)))
     assert seconds is not None
     assert 25 <= seconds <= 30
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "301",
+        "86400",
+        "1e12",
+        "inf",
+        email.utils.format_datetime(datetime.now(UTC) + timedelta(days=365), usegmt=True),
+    ],
+)
+def test_a_longer_wait_is_cut_to_the_limit(header: str) -> None:
+    assert retry_after_seconds(response_with(header)) == RETRY_AFTER_LIMIT_SECONDS

@@ -24,13 +24,14 @@ from infra_observer.emitter.backlog import Backlog
 from infra_observer.emitter.sinks import Sink
 from infra_observer.emitter.spool import Checkpoint, Spool, SpooledEvent
 from infra_observer.errors import (
+    BatchTooLargeError,
     ConfigError,
     DeliveryError,
     MisconfiguredSinkError,
     RejectedBatchError,
     RetryableDeliveryError,
 )
-from infra_observer.events.follows import FollowsTracker
+from infra_observer.events.follows import FollowsTracker, Link
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event, accepted_size, limit_problems
 from infra_observer.metrics import Metrics
@@ -46,6 +47,8 @@ class _Pending:
     future: asyncio.Future[Outcome] = field(repr=False)
     arrived: float = 0.0
     """The loop's clock when it was queued: its batch leaves a flush interval later."""
+    followed: Link | None = None
+    """The event its `follows` names, as the follows tracker gave it."""
 
 
 class _IdMemory:
@@ -123,6 +126,8 @@ class Emitter:
             on_evict=metrics.bound_hits.labels("follows_resources").inc,
         )
         self._delivered = _IdMemory(settings.sent_ids_max)
+        # Rejected event id -> what it followed, for the later event already linked to it.
+        self._orphaned: OrderedDict[int, Link | None] = OrderedDict()
         # Queued, not yet settled: a second submit of the same id shares the first's fate.
         self._queued: dict[int, asyncio.Future[Outcome]] = {}
         self._stopping = asyncio.Event()
@@ -213,17 +218,23 @@ class Emitter:
             self._metrics.events_duplicate.labels(source).inc()
             future.set_result(Outcome.DUPLICATE)
             return future
-        follows = self._follows.link(event.resource_id, event.id, event.occurred)
-        if follows is not None:
-            event = event.with_follows(follows)
+        followed = self._follows.link(event.resource_id, event.id, event.occurred)
+        if followed is not None:
+            event = event.with_follows(followed[0])
         size = accepted_size(event)
         if size is None:
+            self._follows.unlink(event.resource_id, event.id, followed)
             problems = limit_problems(event)
             self._reject(event, source=source, reason="invalid", detail="; ".join(problems))
             future.set_result(Outcome.REJECTED)
             return future
         pending = _Pending(
-            event=event, source=source, size=size, future=future, arrived=loop.time()
+            event=event,
+            source=source,
+            size=size,
+            future=future,
+            arrived=loop.time(),
+            followed=followed,
         )
         self._queued[id_number] = future
         if self._spool is None:
@@ -330,6 +341,8 @@ class Emitter:
         return batch
 
     async def _deliver_batch(self, batch: list[_Pending]) -> None:
+        if self._orphaned:
+            self._repoint_orphans(batch)
         started = time.monotonic()
         try:
             await self._send_with_retries(batch)
@@ -340,17 +353,47 @@ class Emitter:
         self._settle_delivered(batch)
 
     async def _isolate_rejected(self, batch: list[_Pending], exc: RejectedBatchError) -> None:
-        # One invalid event fails the whole batch: halve until the culprits are alone.
+        # One refused event (or, for a 413, too many bytes) fails the whole batch: halve
+        # until the culprits are alone.
         if len(batch) == 1:
             item = batch[0]
             self._queued.pop(item.event.id.int, None)
-            detail = f"{exc.status}: {exc.detail}"
-            self._reject(item.event, source=item.source, reason="server_rejected", detail=detail)
+            self._unchain(item)
+            if isinstance(exc, BatchTooLargeError):
+                reason = "too_large"
+                detail = (
+                    f"{exc.status}: {item.size} bytes on its own are over the body size limit "
+                    "of a proxy in front of the events API; raise that limit"
+                )
+            else:
+                reason, detail = "server_rejected", f"{exc.status}: {exc.detail}"
+            self._reject(item.event, source=item.source, reason=reason, detail=detail)
             item.future.set_result(Outcome.REJECTED)
             return
         middle = len(batch) // 2
         for half in (batch[:middle], batch[middle:]):
             await self._deliver_batch(half)
+
+    def _unchain(self, item: _Pending) -> None:
+        """A rejected event is never stored: nothing may follow it."""
+        event = item.event
+        if not self._follows.unlink(event.resource_id, event.id, item.followed):
+            # A later event of the resource was linked to it: re-pointed before it is sent.
+            self._orphaned[event.id.int] = item.followed
+            if len(self._orphaned) > self._settings.follows_max_resources:
+                self._orphaned.popitem(last=False)
+                self._metrics.bound_hits.labels("follows_resources").inc()
+
+    def _repoint_orphans(self, batch: list[_Pending]) -> None:
+        """Point events that follow a rejected one at what that one followed."""
+        orphaned = self._orphaned
+        for item in batch:
+            follows = item.event.follows
+            if follows is None or follows.int not in orphaned:
+                continue
+            followed = self._follows.in_window(orphaned.pop(follows.int), item.event.occurred)
+            item.followed = followed
+            item.event = item.event.with_follows(None if followed is None else followed[0])
 
     async def _send_with_retries(self, batch: list[_Pending]) -> None:
         self._sending = batch

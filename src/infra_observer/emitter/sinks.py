@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import math
 import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+import orjson
+
 from infra_observer import __version__
 from infra_observer.config import EmitterSettings, PrefectSettings
 from infra_observer.errors import (
+    BatchTooLargeError,
     ConfigError,
     MisconfiguredSinkError,
     RejectedBatchError,
     RetryableDeliveryError,
+    UnexpectedStatusError,
 )
 from infra_observer.events.model import Event, batch_to_json
 from infra_observer.lean import prepare_imports
@@ -24,8 +29,11 @@ if TYPE_CHECKING:
     import httpx
 
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
-_REJECTING_STATUSES = frozenset({400, 413, 422})
 _DETAIL_LIMIT = 500
+_EXCERPT_LIMIT = 200
+_BODY_NOT_PARSED = "There was an error parsing the body"
+RETRY_AFTER_LIMIT_SECONDS = 300.0
+"""The longest `Retry-After` obeyed: a bogus header or a far date must not stall delivery."""
 
 
 class Sink(Protocol):
@@ -148,7 +156,7 @@ class EventsApiSink:
                 f"POST {self._url} failed: {reason}; is the Prefect server up, "
                 "and PREFECT_API_URL right?"
             ) from exc
-        _raise_for_status(response, url=self._url)
+        raise_for_status(response, url=self._url)
 
 
 def _certificate_refused(exc: BaseException) -> bool:
@@ -160,11 +168,13 @@ def _certificate_refused(exc: BaseException) -> bool:
     return False
 
 
-def _raise_for_status(response: httpx.Response, *, url: str) -> None:
+def raise_for_status(response: httpx.Response, *, url: str) -> None:
+    """Map a status onto the error tree. Only the events API's own refusal of the content
+    rejects events; any other answer may come from something in front of it (a proxy, a
+    WAF, a load balancer), so the batch is held and retried."""
     status = response.status_code
     if 200 <= status < 300:
         return
-    detail = response.text[:_DETAIL_LIMIT]
     if status in _RETRYABLE_STATUSES or status >= 500:
         raise RetryableDeliveryError(
             f"POST {url} answered {status}", retry_after=retry_after_seconds(response)
@@ -179,25 +189,60 @@ def _raise_for_status(response: httpx.Response, *, url: str) -> None:
             f"POST {url} answered {status}: no events API there; PREFECT_API_URL must end in "
             "/api (self-hosted) or /api/accounts/<id>/workspaces/<id> (Cloud)"
         )
-    raise RejectedBatchError(f"POST {url} answered {status}", status=status, detail=detail)
+    detail = response.text[:_DETAIL_LIMIT]
+    if status == 422 or (status == 400 and _is_validation_answer(response)):
+        raise RejectedBatchError(f"POST {url} answered {status}", status=status, detail=detail)
+    if status == 413:
+        raise BatchTooLargeError(
+            f"POST {url} answered 413: the request is larger than something in front of the "
+            "events API accepts",
+            status=status,
+            detail=detail,
+        )
+    excerpt = " ".join(detail[:_EXCERPT_LIMIT].split())
+    raise UnexpectedStatusError(
+        f"POST {url} answered {status}, which is not an answer of the events API; the batch "
+        f"is kept and retried: {excerpt!r}",
+        retry_after=retry_after_seconds(response),
+    )
+
+
+def _is_validation_answer(response: httpx.Response) -> bool:
+    """The Prefect server's answer to a body it could not read or validate: its own
+    validation answer, or that of the web framework under it."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and (
+        "exception_detail" in body or body.get("detail") == _BODY_NOT_PARSED
+    )
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """`Retry-After` as seconds, from either of its forms (seconds, or an HTTP date)."""
+    """`Retry-After` as seconds, from either of its forms (seconds, or an HTTP date), at
+    most `RETRY_AFTER_LIMIT_SECONDS`."""
     value = response.headers.get("Retry-After")
     if not value:
         return None
+    seconds: float | None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
+        seconds = _seconds_until(value)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_LIMIT_SECONDS)
+
+
+def _seconds_until(http_date: str) -> float | None:
     try:
-        moment = email.utils.parsedate_to_datetime(value)
+        moment = email.utils.parsedate_to_datetime(http_date)
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+    return (moment - datetime.now(UTC)).total_seconds()
 
 
 class StdoutSink:

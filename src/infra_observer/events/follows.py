@@ -11,11 +11,17 @@ FOLLOWS_WINDOW = timedelta(minutes=5)
 DEFAULT_MAX_RESOURCES = 100_000
 
 
+Link = tuple[UUID, datetime]
+"""An event a later one may follow: its id and when it occurred."""
+
+
 class FollowsTracker:
     """Remembers the latest event per resource, least recently used first out.
 
     Memory is bounded by `max_resources` entries (about 200 bytes each); when a resource is
     forgotten its next event simply starts a new chain, and `on_evict` is told.
+    An event that is never stored (rejected) is taken back with `unlink`, so no later event
+    follows it.
     """
 
     def __init__(
@@ -25,7 +31,7 @@ class FollowsTracker:
         window: timedelta = FOLLOWS_WINDOW,
         on_evict: Callable[[], None] | None = None,
     ) -> None:
-        self._latest: OrderedDict[str, tuple[UUID, datetime]] = OrderedDict()
+        self._latest: OrderedDict[str, Link] = OrderedDict()
         self._max_resources = max_resources
         self._window = window
         self._on_evict = on_evict
@@ -33,8 +39,8 @@ class FollowsTracker:
     def __len__(self) -> int:
         return len(self._latest)
 
-    def link(self, resource_id: str, event_id: UUID, occurred: datetime) -> UUID | None:
-        """Record this event and return the id it follows, or None to start a chain."""
+    def link(self, resource_id: str, event_id: UUID, occurred: datetime) -> Link | None:
+        """Record this event and return the event it follows, or None to start a chain."""
         previous = self._latest.get(resource_id)
         if previous is not None:
             previous_id, previous_occurred = previous
@@ -49,7 +55,26 @@ class FollowsTracker:
                 self._on_evict()
         if previous is None or previous_id == event_id:
             return None
-        return previous_id if occurred - previous_occurred < self._window else None
+        return previous if occurred - previous_occurred < self._window else None
+
+    def unlink(self, resource_id: str, event_id: UUID, followed: Link | None) -> bool:
+        """Take back an event that will not be stored: when it is still the resource's
+        latest, `followed` (what `link` returned for it) is again, or the chain starts
+        anew. False when it is not the latest: a later event linked since may follow it."""
+        latest = self._latest.get(resource_id)
+        if latest is None or latest[0] != event_id:
+            return False
+        if followed is None:
+            del self._latest[resource_id]
+        else:
+            self._latest[resource_id] = followed
+        return True
+
+    def in_window(self, followed: Link | None, occurred: datetime) -> Link | None:
+        """`followed`, if an event at `occurred` may still follow it."""
+        if followed is None or occurred - followed[1] >= self._window:
+            return None
+        return followed
 
     def remember(self, resource_id: str, event_id: UUID, occurred: datetime) -> None:
         """Seed the tracker (from a checkpoint) without producing a link."""
