@@ -3,13 +3,15 @@
 Modes: pass-through, refuse connections (the listening socket is closed), 500, 429 with
 Retry-After, 401, and hang (the request is read and never answered). Every response closes
 its connection, so a client cannot keep using a connection accepted before a refusal.
-Each request is recorded (time, method, path, mode, events in the body) for the assertions.
+Each request is recorded (time, method, path, mode, events in the body and its size) for the
+assertions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import time
 from dataclasses import dataclass
 
@@ -23,6 +25,10 @@ from ._util import free_port
 _NOT_FORWARDED = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
 )
+
+
+# Above any batch the emitter may send (INFRA_OBSERVER_EMITTER_BATCH_MAX_BYTES).
+_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class Mode(enum.Enum):
@@ -42,6 +48,8 @@ class Seen:
     mode: Mode
     events: int
     """Events in a POST /events body (0 for the emitter's empty reachability check)."""
+    size: int
+    """Bytes of the request body."""
 
 
 class FaultyProxy:
@@ -64,7 +72,8 @@ class FaultyProxy:
 
     async def start(self) -> FaultyProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        app = web.Application()
+        # aiohttp refuses bodies over 1 MiB by default; a batch may be larger.
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_route("*", "/api/{tail:.*}", self._handle)
         # A short shutdown: hung handlers are released on stop, nothing else is in flight.
         self._runner = web.AppRunner(app, shutdown_timeout=1)
@@ -110,7 +119,9 @@ class FaultyProxy:
         body = await request.read()
         mode = self.mode
         self.seen.append(
-            Seen(time.monotonic(), request.method, request.path, mode, _event_count(body))
+            Seen(
+                time.monotonic(), request.method, request.path, mode, _event_count(body), len(body)
+            )
         )
         response = await self._answer(request, body, mode)
         response.force_close()
@@ -137,8 +148,9 @@ class FaultyProxy:
         tail = request.path.removeprefix("/api")
         url = self._upstream + tail + (f"?{request.query_string}" if request.query_string else "")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        # As a stream: aiohttp warns about bodies over 1 MiB given as bytes.
         async with self._session.request(
-            request.method, url, data=body, headers=headers
+            request.method, url, data=io.BytesIO(body), headers=headers
         ) as upstream:
             content = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type",)}
