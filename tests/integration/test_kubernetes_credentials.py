@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from infra_observer.metrics import Metrics
 from infra_observer.sources.kubernetes import KubernetesSource
@@ -61,9 +62,13 @@ async def test_a_reload_connects_with_the_rotated_client_certificate(
         assert await user_seen_by_the_apiserver(client) == first  # keeps a connection open
         kube.client_certificate(tmp_path, second)  # renewed in place, as cert-manager does
         assert await user_seen_by_the_apiserver(client) == first  # nothing reloaded yet
-        await client.reload_credentials()
+        with capture_logs() as logs:
+            await client.reload_credentials()
+        assert [entry["event"] for entry in logs] == ["kubernetes_connection_renewed"]
         assert await user_seen_by_the_apiserver(client) == second
-        await client.reload_credentials()  # unchanged files: the same connections go on
+        with capture_logs() as logs:
+            await client.reload_credentials()  # unchanged files: the same connections go on
+        assert not logs
         assert await user_seen_by_the_apiserver(client) == second
     finally:
         await client.aclose()
