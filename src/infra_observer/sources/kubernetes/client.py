@@ -19,6 +19,7 @@ loop's own sockets and TLS (see `infra_observer.transport`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -173,11 +174,13 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext:
 
 
 def _connection_material(configuration: Any) -> tuple[object, ...]:
-    """What the HTTP client is built from, with the contents of its TLS files: a renewed
-    certificate usually keeps its path."""
+    """What the HTTP client is built from, with digests of its TLS files' contents (a
+    renewed certificate usually keeps its path; the key itself is not kept)."""
     files = (configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file)
     try:
-        contents = tuple(Path(name).read_bytes() if name else None for name in files)
+        contents = tuple(
+            hashlib.sha256(Path(name).read_bytes()).digest() if name else None for name in files
+        )
     except OSError as exc:
         raise ConfigError(
             f"cannot read a Kubernetes TLS file ({exc}); check certificate-authority, "
