@@ -106,6 +106,12 @@ class Metrics:
             ["source", "reason"],
             registry=registry,
         )
+        self.spool_records_unreadable = Counter(
+            f"{_PREFIX}_spool_records_unreadable",
+            "Spool records that could not be read back at start (damaged on disk): logged, "
+            "skipped and settled.",
+            registry=registry,
+        )
         self.source_reconnects = Counter(
             f"{_PREFIX}_source_reconnects",
             "Times a source re-established its stream, by reason.",

@@ -6,13 +6,15 @@ Retry-After, 401, and hang (the request is read and never answered). Besides the
 a proxy or a WAF in front of the API might give), and `refuse_bodies_over` answers 413 to
 POSTs larger than a limit, as a proxy's body size limit does. Every response closes its
 connection, so a client cannot keep using a connection accepted before a refusal.
-Each request is recorded (time, method, path, mode, events in the body) for the assertions.
+Each request is recorded (time, method, path, mode, events in the body and its size) for the
+assertions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -27,6 +29,10 @@ from ._util import free_port
 _NOT_FORWARDED = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
 )
+
+
+# Above any batch the emitter may send (INFRA_OBSERVER_EMITTER_BATCH_MAX_BYTES).
+_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class Mode(enum.Enum):
@@ -46,6 +52,8 @@ class Seen:
     mode: Mode
     events: int
     """Events in a POST /events body (0 for the emitter's empty reachability check)."""
+    size: int
+    """Bytes of the request body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +87,8 @@ class FaultyProxy:
 
     async def start(self) -> FaultyProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        app = web.Application()
+        # aiohttp refuses bodies over 1 MiB by default; a batch may be larger.
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_route("*", "/api/{tail:.*}", self._handle)
         # A short shutdown: hung handlers are released on stop, nothing else is in flight.
         self._runner = web.AppRunner(app, shutdown_timeout=1)
@@ -133,7 +142,9 @@ class FaultyProxy:
         body = await request.read()
         mode = self.mode
         events = _event_count(body)
-        self.seen.append(Seen(time.monotonic(), request.method, request.path, mode, events))
+        self.seen.append(
+            Seen(time.monotonic(), request.method, request.path, mode, events, len(body))
+        )
         if events and self._scripted:
             answer = self._scripted.popleft()
             response = web.Response(
@@ -167,8 +178,9 @@ class FaultyProxy:
         tail = request.path.removeprefix("/api")
         url = self._upstream + tail + (f"?{request.query_string}" if request.query_string else "")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        # As a stream: aiohttp warns about bodies over 1 MiB given as bytes.
         async with self._session.request(
-            request.method, url, data=body, headers=headers
+            request.method, url, data=io.BytesIO(body), headers=headers
         ) as upstream:
             content = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type",)}

@@ -50,8 +50,23 @@ def kube_apiserver_binary() -> Path:
     return provisioned("kube_apiserver")
 
 
-def write_kubeconfig(path: Path, *, server: str, ca_file: Path, token: str, user: str) -> Path:
-    """A kubeconfig with one cluster, one token user and one context (JSON is valid YAML)."""
+def write_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    ca_file: Path,
+    user: str,
+    token: str | None = None,
+    client_certificate: tuple[Path, Path] | None = None,
+) -> Path:
+    """A kubeconfig with one cluster, one user and one context (JSON is valid YAML); the user
+    has a token, or a client certificate and key as (cert, key) files, or both."""
+    credentials: dict[str, str] = {}
+    if token is not None:
+        credentials["token"] = token
+    if client_certificate is not None:
+        credentials["client-certificate"] = str(client_certificate[0])
+        credentials["client-key"] = str(client_certificate[1])
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -61,7 +76,7 @@ def write_kubeconfig(path: Path, *, server: str, ca_file: Path, token: str, user
                 "cluster": {"server": server, "certificate-authority": str(ca_file)},
             }
         ],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [
             {
                 "name": user,
@@ -79,7 +94,8 @@ class KubePeer:
     """etcd + kube-apiserver on free loopback ports, with token auth and RBAC.
 
     Attributes: ``server`` (https URL), ``token`` (system:masters), ``ca_file``,
-    ``kubeconfig`` (admin kubeconfig file), ``etcd_endpoint``, ``version``.
+    ``kubeconfig`` (admin kubeconfig file), ``etcd_endpoint``, ``version``. Client
+    certificates signed with ``client_certificate()`` are accepted too (``--client-ca-file``).
     """
 
     def __init__(self, *, state_dir: Path | None = None) -> None:
@@ -96,6 +112,8 @@ class KubePeer:
         self.etcd_endpoint = f"http://127.0.0.1:{self.etcd_port}"
         self.cert_dir = self.state_dir / "certs"
         self.ca_file = self.cert_dir / "apiserver.crt"
+        self.client_ca_file = self.state_dir / "client-ca.crt"
+        self._client_ca_key = self.state_dir / "client-ca.key"
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.version = ""
         self._etcd: ManagedProcess | None = None
@@ -125,6 +143,20 @@ class KubePeer:
     def _write_auth_files(self) -> None:
         self.cert_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "tokens.csv").write_text(f"{self.token},admin,admin,system:masters\n")
+        if not self.client_ca_file.exists():
+            _openssl(
+                "req",
+                "-x509",
+                *_NEW_KEY,
+                "-keyout",
+                str(self._client_ca_key),
+                "-out",
+                str(self.client_ca_file),
+                "-subj",
+                "/CN=infra-observer-test-client-ca",
+                "-days",
+                "30",
+            )
         key = self.state_dir / "sa.key"
         if not key.exists():
             subprocess.run(
@@ -191,6 +223,7 @@ class KubePeer:
             f"--secure-port={self.port}",
             f"--cert-dir={self.cert_dir}",
             f"--token-auth-file={self.state_dir / 'tokens.csv'}",
+            f"--client-ca-file={self.client_ca_file}",
             "--authorization-mode=RBAC",
             f"--service-account-issuer={self.server}",
             f"--service-account-key-file={self.state_dir / 'sa.pub'}",
@@ -284,6 +317,38 @@ class KubePeer:
             )
         return result
 
+    def client_certificate(
+        self, directory: Path, user: str, *, groups: Sequence[str] = (), days: int = 1
+    ) -> tuple[Path, Path]:
+        """A client certificate for ``user`` (and ``groups``) signed by the apiserver's client
+        CA, written as ``client.crt`` and ``client.key`` in ``directory``, replacing those
+        there (a rotation); ``days=-1`` makes one that has already expired."""
+        directory.mkdir(parents=True, exist_ok=True)
+        subject = "".join([f"/CN={user}", *(f"/O={group}" for group in groups)])
+        key, request = directory / "client.key.new", directory / "client.csr"
+        cert, cert_new = directory / "client.crt", directory / "client.crt.new"
+        _openssl("req", *_NEW_KEY, "-keyout", str(key), "-out", str(request), "-subj", subject)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(request),
+            "-CA",
+            str(self.client_ca_file),
+            "-CAkey",
+            str(self._client_ca_key),
+            "-set_serial",
+            str(secrets.randbits(63)),
+            "-days",
+            str(days),
+            "-out",
+            str(cert_new),
+        )
+        request.unlink()
+        cert_new.replace(cert)
+        key.replace(directory / "client.key")
+        return cert, directory / "client.key"
+
     # ------------------------------------------------------------ plain HTTP + etcd
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -340,6 +405,13 @@ class KubePeer:
         )
         async with client.ApiClient(configuration=configuration) as api:
             yield api
+
+
+_NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
 
 
 # ---------------------------------------------------------------- async helpers

@@ -108,3 +108,15 @@ def test_waiting_for_the_first_item_ends_on_an_item_or_on_stop(run: Run) -> None
             assert await waiter is False
 
     run(scenario())
+
+
+def test_a_batch_fits_its_bytes_as_the_json_array_it_is_sent_as(run: Run) -> None:
+    async def scenario() -> None:
+        pending = backlog(events=10, size=30)
+        for name in "abcd":
+            await pending.put(Item(name, 10))
+        # Three items are 30 bytes, but as "[a,b,c]" 34: only two fit.
+        assert [item.name for item in pending.take()] == ["a", "b"]
+        assert [item.name for item in pending.take()] == ["c", "d"]
+
+    run(scenario())

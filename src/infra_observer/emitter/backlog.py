@@ -104,13 +104,17 @@ class Backlog(Generic[Item]):
             timer.cancel()
 
     def take(self) -> list[Item]:
-        """The oldest items, up to one batch by count and bytes (always at least one)."""
+        """The oldest items, up to one batch by count and bytes (always at least one).
+
+        The bytes are those of the JSON array the batch is sent as: the items, a comma
+        between each two, and the brackets.
+        """
         batch: list[Item] = []
         size = 0
         items = self._items
         while items and len(batch) < self._batch_events:
             item = items[0]
-            if batch and size + item.size > self._batch_bytes:
+            if batch and size + item.size + len(batch) + 2 > self._batch_bytes:
                 break
             batch.append(items.popleft())
             size += item.size

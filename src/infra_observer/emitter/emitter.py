@@ -114,11 +114,7 @@ class Emitter:
         self._checkpoint = checkpoint
         self._settings = settings
         self._metrics = metrics
-        self._backlog: Backlog[_Pending] = Backlog(
-            limit=settings.queue_size,
-            batch_events=settings.batch_max_events,
-            batch_bytes=settings.batch_max_bytes,
-        )
+        self._backlog = self._batcher(limit=settings.queue_size)
         # Read when scraped, not written per event.
         metrics.queue_depth.set_function(self._backlog.__len__)
         self._follows = FollowsTracker(
@@ -135,7 +131,7 @@ class Emitter:
         self._sink_healthy: bool | None = None
         self._spool_lock = asyncio.Lock()
         self._spool_freed = asyncio.Event()
-        self._replay: list[_Pending] = []
+        self._replay = self._batcher(limit=1)
         # resource id -> (event id, occurred) of its latest delivered event, for the
         # checkpoint only; kept as objects and formatted when saved, off the delivery path.
         self._last_delivered: OrderedDict[str, tuple[UUID, datetime]] = OrderedDict()
@@ -160,6 +156,14 @@ class Emitter:
         # every call, once per submitted event.
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def _batcher(self, *, limit: int) -> Backlog[_Pending]:
+        settings = self._settings
+        return Backlog(
+            limit=limit,
+            batch_events=settings.batch_max_events,
+            batch_bytes=settings.batch_max_bytes,
+        )
+
     async def open(self) -> None:
         """Load the checkpoint and the spool; call before any source submits."""
         try:
@@ -178,8 +182,18 @@ class Emitter:
             log.info("checkpoint_loaded", resources=len(latest))
         if self._spool is not None:
             spooled = await asyncio.to_thread(self._spool.open)
-            self._replay = [self._pending_from_spool(record) for record in spooled]
-            log.info("spool_opened", pending=len(self._replay), bytes=self._spool.bytes_used)
+            # Replayed in batches cut as the live ones are, by count and by bytes.
+            self._replay = self._batcher(limit=max(1, len(spooled)))
+            for record in spooled:
+                self._replay.add(self._pending_from_spool(record))
+            if self._spool.unreadable:
+                self._metrics.spool_records_unreadable.inc(self._spool.unreadable)
+            log.info(
+                "spool_opened",
+                pending=len(self._replay),
+                unreadable=self._spool.unreadable,
+                bytes=self._spool.bytes_used,
+            )
 
     def _restore(self, resource_id: str, event_id: UUID, occurred: datetime) -> None:
         self._follows.remember(resource_id, event_id, occurred)
@@ -284,9 +298,7 @@ class Emitter:
         await self._check_sink()
         batch: list[_Pending] = []
         try:
-            while self._replay:
-                count = self._settings.batch_max_events
-                batch, self._replay = self._replay[:count], self._replay[count:]
+            while batch := self._replay.take():
                 await self._deliver_batch(batch)
                 await self._settled(batch)
             while batch := await self._next_batch():
@@ -294,7 +306,7 @@ class Emitter:
                 await self._settled(batch)
         except _DeadlinePassed:
             pass
-        undelivered = self._abandon(batch + self._replay)
+        undelivered = self._abandon(batch + self._replay.take_all())
         await self._save_checkpoint()
         if self._spool is not None:
             self._spool.close()

@@ -9,13 +9,16 @@ Layout of the spool directory:
 Delivery is in order, so the settled records are always a prefix; whole settled segments are
 deleted. A record is flushed to the kernel before `submit` returns, so a killed process loses
 nothing; a machine crash may lose what the kernel had not yet written out.
+
+A record that cannot be read back (damaged on disk) is logged, counted in `unreadable` and
+skipped; it is settled together with the readable record before it, so the cursor moves past
+it and it is neither read again nor holds back the records after it.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -54,6 +57,16 @@ def write_atomically(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     partial.replace(path)
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Write out the directory's entries: until then a machine crash can undo a rename."""
+    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class Spool:
@@ -68,6 +81,12 @@ class Spool:
         self._cursor_path = directory / "cursor.json"
         # Segment numbers only grow, so a cursor never points behind a newer segment.
         self._next_number = 0
+        self.unreadable = 0
+        """Records found unreadable by `open`, skipped."""
+        # Unreadable lines among those `open` returned, oldest first: (readable records
+        # before them, how many). They are settled once those readable records are.
+        self._unreadable_after: deque[tuple[int, int]] = deque()
+        self._readable_settled = 0
 
     @property
     def bytes_used(self) -> int:
@@ -75,7 +94,9 @@ class Spool:
 
     @property
     def pending(self) -> int:
-        return sum(segment.records for segment in self._segments) - self._settled_in_first
+        """Readable records not settled yet."""
+        records = sum(segment.records for segment in self._segments) - self._settled_in_first
+        return records - sum(lines for _, lines in self._unreadable_after)
 
     def open(self) -> list[SpooledEvent]:
         """Load the spool and return what was accepted but not settled, oldest first."""
@@ -91,7 +112,9 @@ class Spool:
             self._drop_first_segment()
         if self._segments and self._segments[0].number == first_unsettled[0]:
             self._settled_in_first = min(first_unsettled[1], self._segments[0].records)
-        return list(self._unsettled())
+        unsettled = self._read_unsettled()
+        self._advance(self._unreadable_settled_by(0))
+        return unsettled
 
     def _read_cursor(self) -> tuple[int, int]:
         try:
@@ -104,7 +127,8 @@ class Spool:
             log.error("spool_cursor_unreadable", path=str(self._cursor_path), error=str(exc))
             return (self._segments[0].number, 0) if self._segments else (0, 0)
 
-    def _unsettled(self) -> Iterator[SpooledEvent]:
+    def _read_unsettled(self) -> list[SpooledEvent]:
+        records: list[SpooledEvent] = []
         for index, segment in enumerate(self._segments):
             skip = self._settled_in_first if index == 0 else 0
             with segment.path.open("rb") as file:
@@ -112,7 +136,7 @@ class Spool:
                     if line_number < skip:
                         continue
                     try:
-                        yield _decode(line)
+                        records.append(_decode(line))
                     except InputError as exc:
                         log.error(
                             "spool_record_unreadable",
@@ -120,6 +144,23 @@ class Spool:
                             line=line_number + 1,
                             error=str(exc),
                         )
+                        self._skip_unreadable(after=len(records))
+        return records
+
+    def _skip_unreadable(self, *, after: int) -> None:
+        self.unreadable += 1
+        if self._unreadable_after and self._unreadable_after[-1][0] == after:
+            self._unreadable_after[-1] = (after, self._unreadable_after[-1][1] + 1)
+        else:
+            self._unreadable_after.append((after, 1))
+
+    def _unreadable_settled_by(self, count: int) -> int:
+        """How many unreadable lines are settled once `count` more readable records are."""
+        self._readable_settled += count
+        lines = 0
+        while self._unreadable_after and self._unreadable_after[0][0] <= self._readable_settled:
+            lines += self._unreadable_after.popleft()[1]
+        return lines
 
     def append(self, event: Event, *, source: str) -> int:
         """Write one record and hand it to the kernel; returns its size in bytes."""
@@ -149,14 +190,19 @@ class Spool:
     def settle(self, count: int) -> bytes:
         """Mark the next `count` records as done and drop finished segments; returns the
         cursor to hand to `save_cursor` (which may run in a thread: it touches no state)."""
-        self._settled_in_first += count
+        if self._unreadable_after:
+            count += self._unreadable_settled_by(count)
+        self._advance(count)
+        first = self._segments[0].number if self._segments else self._next_number
+        return orjson.dumps({"segment": first, "line": self._settled_in_first})
+
+    def _advance(self, lines: int) -> None:
+        self._settled_in_first += lines
         while self._segments and self._settled_in_first >= self._segments[0].records:
             if len(self._segments) == 1:
                 self.close()  # the next record opens a new segment
             self._settled_in_first -= self._segments[0].records
             self._drop_first_segment()
-        first = self._segments[0].number if self._segments else self._next_number
-        return orjson.dumps({"segment": first, "line": self._settled_in_first})
 
     def save_cursor(self, cursor: bytes) -> None:
         write_atomically(self._cursor_path, cursor)
