@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -87,6 +88,14 @@ class HealthServer:
             server.shutdown()  # returns once the serving thread has seen it
             server.server_close()
 
+    def loop_lag_seconds(self) -> float:
+        """How long the event loop takes to run a callback handed over now (from the serving
+        thread, when scraped): measured only when asked, so it costs the loop nothing between
+        scrapes."""
+        started = time.monotonic()
+        self._on_loop(_no_problems)
+        return time.monotonic() - started
+
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
@@ -121,6 +130,10 @@ class HealthServer:
             return [f"the event loop did not answer within {self._loop_answer_seconds} s"]
         except Exception as exc:
             return [f"the check failed: {type(exc).__name__}: {exc}"]
+
+
+def _no_problems() -> list[str]:
+    return []
 
 
 def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:
