@@ -183,7 +183,9 @@ async def test_a_refusing_events_api_makes_the_undelivered_alert_pending_then_fi
         prometheus.configure({"obs-infra-observer": scrape_job(daemon)}, [rules])
         pods = PodDriver(kube, namespace)
         await pods.step()  # delivered while the events API answers
-        await scraped(prometheus, "infra_observer_events_emitted_total >= 1")
+        await scraped(
+            prometheus, 'infra_observer_events_emitted_total{job="obs-infra-observer"} >= 1'
+        )
         assert await alert_states(prometheus, "InfraObserverEventsUndelivered") == []
 
         await proxy.set_mode(Mode.REFUSE)
@@ -260,8 +262,10 @@ async def test_a_lease_held_elsewhere_fires_no_leader_and_no_source_alert(
 
         await hold_lease(kube, lease, None)  # freed: the standby takes it
         await wait_for_alert_state(prometheus, "InfraObserverNoLeader", "inactive", seen)
-        await scraped(prometheus, f'infra_observer_leader{{lease="{lease}"}} == 1')
-        await scraped(prometheus, 'infra_observer_source_ready{source="kubernetes"} == 1')
+        await scraped(
+            prometheus, f'infra_observer_leader{{job="ha-infra-observer",lease="{lease}"}} == 1'
+        )
+        await scraped(prometheus, 'infra_observer_source_ready{job="ha-infra-observer"} == 1')
         settled: list[str] = []
         await wait_for_alert_state(prometheus, "InfraObserverSourceNotReady", "inactive", settled)
         assert "firing" not in settled, settled
