@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer  # noqa: E402
+from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer, PrometheusPeer  # noqa: E402
 from tests.peers.prefect import TEST_AUTH_STRING  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -107,5 +107,14 @@ def prefect_isolated() -> Iterator[PrefectPeer]:
     may drop new events caught in the same batch: kept away from the shared server.
     """
     peer = start_peer("prefect (isolated)", lambda: PrefectPeer().start())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[PrometheusPeer]:
+    """A Prometheus server scraping and evaluating every second; ``configure`` gives it
+    targets and rules."""
+    peer = start_peer("prometheus", lambda: PrometheusPeer().start())
     yield peer
     peer.stop()

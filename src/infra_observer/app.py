@@ -108,7 +108,10 @@ async def run(settings: Settings) -> None:
     if settings.leader_election.enabled:
         from infra_observer.leader import LeaderElector
 
-        elector = LeaderElector(settings=settings.leader_election, kubernetes=settings.kubernetes)
+        candidate = LeaderElector(settings=settings.leader_election, kubernetes=settings.kubernetes)
+        lease = metrics.leader.labels(settings.leader_election.lease_name)
+        lease.set_function(lambda: candidate.is_leader)  # read when scraped
+        elector = candidate
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     health: HealthServer | None = None
@@ -121,6 +124,7 @@ async def run(settings: Settings) -> None:
             liveness=lambda: [f"task {task.get_name()} ended" for task in tasks if task.done()],
             readiness=lambda: _readiness_problems(sources, emitter, elector),
         )
+        metrics.event_loop_lag.set_function(health.loop_lag_seconds)
     log.info("starting", sources=[source.name for source in sources], sink=sink.name)
     try:
         with _signals_set(stop):

@@ -138,6 +138,19 @@ class Metrics:
             "Unix time of the last successful delivery.",
             registry=registry,
         )
+        self.leader = Gauge(
+            f"{_PREFIX}_leader",
+            "1 while this replica holds the leader election Lease, 0 while it waits; "
+            "no sample without leader election.",
+            ["lease"],
+            registry=registry,
+        )
+        self.event_loop_lag = Gauge(
+            f"{_PREFIX}_event_loop_lag_seconds",
+            "How long the event loop took to run a callback handed to it when scraped "
+            "(the health server's answer timeout when it did not run in time).",
+            registry=registry,
+        )
         self.bound_hits = Counter(
             f"{_PREFIX}_bound_hits",
             "Times a documented bound was reached (queue full, cache eviction).",

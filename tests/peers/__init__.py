@@ -1,4 +1,5 @@
-"""Real peers for the integration tests: kube-apiserver + etcd, dockerd, moto, Prefect server.
+"""Real peers for the integration tests: kube-apiserver + etcd, dockerd, moto, Prefect server,
+Prometheus.
 
 Binaries come from the cache that scripts/provision-peers fills; each peer starts on free
 loopback ports (or a unix socket), waits until it is ready, and on ``stop()`` kills only
@@ -10,6 +11,7 @@ from .docker import DockerPeer
 from .kube import KubePeer
 from .moto import MotoPeer
 from .prefect import PrefectPeer
+from .prometheus import PrometheusPeer
 
 __all__ = [
     "DockerPeer",
@@ -17,6 +19,7 @@ __all__ = [
     "MotoPeer",
     "PeerUnavailableError",
     "PrefectPeer",
+    "PrometheusPeer",
     "cache_dir",
     "free_port",
     "wait_until",

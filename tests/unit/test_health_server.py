@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from infra_observer.config import HealthSettings
 from infra_observer.errors import ConfigError
@@ -142,3 +144,34 @@ async def test_a_busy_port_is_a_configuration_error_naming_the_variable(probes: 
     assert f"cannot listen on 127.0.0.1 port {port}" in message
     assert f"INFRA_OBSERVER_HEALTH_PORT={port}" in message
     assert "a free port" in message
+
+
+def lag_sample(body: str) -> float:
+    match = re.search(r"^probe_test_lag_seconds (\S+)$", body, re.MULTILINE)
+    assert match, body
+    return float(match.group(1))
+
+
+async def test_loop_lag_is_how_long_the_loop_takes_to_answer_a_scrape(probes: Probes) -> None:
+    registry = CollectorRegistry()
+    asked = threading.Event()
+    async with health_server(
+        liveness=lambda: probes.live, readiness=lambda: probes.ready, registry=registry
+    ) as server:
+
+        def measured() -> float:
+            asked.set()
+            return server.loop_lag_seconds()
+
+        Gauge("probe_test_lag_seconds", "Lag.", registry=registry).set_function(measured)
+        assert lag_sample((await get(server, "/metrics"))[1]) < 0.1
+        assert server.port is not None
+        for blocked, low, high in ((0.15, 0.15, 0.29), (0.6, 0.3, 0.5)):
+            asked.clear()
+            scrape = asyncio.get_running_loop().run_in_executor(
+                None, fetch, server.port, "/metrics"
+            )
+            assert asked.wait(5)  # the loop stays blocked while it is scraped
+            time.sleep(blocked)  # noqa: ASYNC251
+            # Blocked past the answer timeout (0.3 s), the gauge says the timeout.
+            assert low <= lag_sample((await scrape)[1]) < high, blocked

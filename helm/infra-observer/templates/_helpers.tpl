@@ -136,3 +136,22 @@ and the fix.
 {{- fail "spool.persistence creates one PersistentVolumeClaim, which replicas cannot share: use replicaCount 1 or an existingClaim that allows it" }}
 {{- end }}
 {{- end }}
+
+{{/* Label matchers of the daemon's series in the alert rules: by default the job the
+ServiceMonitor gives them (the Service's name) in the release namespace. */}}
+{{- define "infra-observer.ruleSelector" -}}
+{{- if .Values.prometheusRule.selector }}
+{{- .Values.prometheusRule.selector }}
+{{- else }}
+{{- printf "job=%q, namespace=%q" (include "infra-observer.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* (list SERIES WINDOW): the counter rose within the window. A labelled counter first
+appears at 1, which increase() cannot see, so a series absent WINDOW ago counts too. */}}
+{{- define "infra-observer.counterRose" -}}
+{{- $series := index . 0 }}
+{{- $window := index . 1 -}}
+(increase({{ $series }}[{{ $window }}]) > 0 or ({{ $series }} unless {{ $series }} offset {{ $window }}))
+{{- end }}
+

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -87,6 +88,14 @@ class HealthServer:
             server.shutdown()  # returns once the serving thread has seen it
             server.server_close()
 
+    def loop_lag_seconds(self) -> float:
+        """How long the event loop takes to run a callback handed over now (from the serving
+        thread, when scraped): measured only when asked, so it costs the loop nothing between
+        scrapes."""
+        started = time.monotonic()
+        self._on_loop(_no_problems)
+        return time.monotonic() - started
+
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
@@ -141,6 +150,10 @@ def _listen(host: str, port: int) -> _Server:
             f"(INFRA_OBSERVER_HEALTH_HOST={host}, INFRA_OBSERVER_HEALTH_PORT={port}): "
             f"{reason}; {fix}"
         ) from exc
+
+
+def _no_problems() -> list[str]:
+    return []
 
 
 def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:
