@@ -294,6 +294,7 @@ def test_default_values_watch_the_cluster_with_pod_read_access_only(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Pod",  # the `helm test` hook
         "Service",
         "ServiceAccount",
     ]
@@ -714,6 +715,7 @@ API_PATHS = {
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
     "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
     "ServiceMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors",
+    "Pod": "/api/v1/namespaces/{ns}/pods",
 }
 
 # The Prometheus Operator's CRD, reduced to what the API server needs to accept objects.

@@ -27,12 +27,43 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "infra-observer.labels" -}}
-helm.sh/chart: {{ include "infra-observer.chart" . }}
 {{ include "infra-observer.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/component: observer
-app.kubernetes.io/part-of: infra-observer
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{ include "infra-observer.sharedLabels" (dict "context" . "component" "observer") }}
+{{- end }}
+
+{{/*
+The labels beside the selector's: commonLabels, then `extra` (podLabels), may replace the
+chart's own; the selector's keys are refused in "infra-observer.validate".
+*/}}
+{{- define "infra-observer.sharedLabels" -}}
+{{- $ctx := .context }}
+{{- $labels := dict "helm.sh/chart" (include "infra-observer.chart" $ctx) "app.kubernetes.io/version" $ctx.Chart.AppVersion "app.kubernetes.io/component" .component "app.kubernetes.io/part-of" "infra-observer" "app.kubernetes.io/managed-by" $ctx.Release.Service }}
+{{- toYaml (merge (deepCopy (.extra | default dict)) (deepCopy $ctx.Values.commonLabels) $labels) }}
+{{- end }}
+
+{{/*
+The `helm test` Pod's labels: another name, so that neither the Service nor the workload's
+selector (which a ReplicaSet adopts pods by) ever matches it.
+*/}}
+{{- define "infra-observer.testName" -}}
+{{- printf "%s-test" (include "infra-observer.name" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "infra-observer.testLabels" -}}
+app.kubernetes.io/name: {{ include "infra-observer.testName" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "infra-observer.sharedLabels" (dict "context" . "component" "test") }}
+{{- end }}
+
+{{/*
+An object's `annotations:` block: commonAnnotations, with the object's own (`extra`) winning;
+nothing when both are empty.
+*/}}
+{{- define "infra-observer.annotations" -}}
+{{- with merge (deepCopy (.extra | default dict)) (deepCopy .context.Values.commonAnnotations) -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{- define "infra-observer.serviceAccountName" -}}
@@ -43,11 +74,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* [registry/]repository, then @digest or :tag; global.imageRegistry wins over image.registry. */}}
 {{- define "infra-observer.image" -}}
+{{- $registry := default .Values.image.registry (.Values.global).imageRegistry }}
+{{- $repository := .Values.image.repository }}
+{{- if $registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}
+{{- end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -132,6 +169,7 @@ and the fix.
 {{- fail (printf "kubernetes.shards needs Kubernetes 1.28 or later (the apps.kubernetes.io/pod-index label); this cluster is %s" .Capabilities.KubeVersion.Version) }}
 {{- end }}
 {{- end }}
+{{- include "infra-observer.validateConventions" . }}
 {{- if and .Values.spool.enabled .Values.spool.persistence.enabled (not .Values.spool.persistence.existingClaim) (gt (int .Values.replicaCount) 1) }}
 {{- fail "spool.persistence creates one PersistentVolumeClaim, which replicas cannot share: use replicaCount 1 or an existingClaim that allows it" }}
 {{- end }}
@@ -155,3 +193,26 @@ appears at 1, which increase() cannot see, so a series absent WINDOW ago counts 
 (increase({{ $series }}[{{ $window }}]) > 0 or ({{ $series }} unless {{ $series }} offset {{ $window }}))
 {{- end }}
 
+
+{{/* Checks of the values shared with other charts' conventions. */}}
+{{- define "infra-observer.validateConventions" -}}
+{{- range $key := list "app.kubernetes.io/name" "app.kubernetes.io/instance" }}
+{{- if hasKey $.Values.commonLabels $key }}
+{{- fail (printf "commonLabels sets %s, a label of the workload's selector, which cannot change after install: set nameOverride to rename the release's objects, or drop the key" $key) }}
+{{- end }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and (ne (toString $pdb.minAvailable) "") (ne (toString $pdb.maxUnavailable) "") }}
+{{- fail (printf "podDisruptionBudget sets both minAvailable (%v) and maxUnavailable (%v): a PodDisruptionBudget takes one of them; set the other to \"\"" $pdb.minAvailable $pdb.maxUnavailable) }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.automount) (or .Values.kubernetes.enabled .Values.leaderElection.enabled) }}
+{{- $tokenDir := "/var/run/secrets/kubernetes.io/serviceaccount" }}
+{{- $mounted := false }}
+{{- range .Values.extraVolumeMounts }}
+{{- if eq (trimSuffix "/" (toString .mountPath)) $tokenDir }}{{ $mounted = true }}{{ end }}
+{{- end }}
+{{- if not $mounted }}
+{{- fail (printf "serviceAccount.automount is false, but the Kubernetes source and leader election read the ServiceAccount's token from %s: mount a projected token there with extraVolumes and extraVolumeMounts, or set serviceAccount.automount to true" $tokenDir) }}
+{{- end }}
+{{- end }}
+{{- end }}

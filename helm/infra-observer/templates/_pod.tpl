@@ -3,10 +3,8 @@
 {{- $credentialEnv := include "infra-observer.credentialEnvName" . -}}
 metadata:
   labels:
-    {{- include "infra-observer.labels" . | nindent 4 }}
-    {{- with .Values.podLabels }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
+    {{- include "infra-observer.selectorLabels" . | nindent 4 }}
+    {{- include "infra-observer.sharedLabels" (dict "context" . "component" "observer" "extra" .Values.podLabels) | nindent 4 }}
   annotations:
     # A changed credential the chart manages rolls the pods.
     checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
@@ -16,7 +14,7 @@ metadata:
 spec:
   serviceAccountName: {{ include "infra-observer.serviceAccountName" . }}
   # The token is only needed by the Kubernetes source and leader election.
-  automountServiceAccountToken: {{ or .Values.kubernetes.enabled .Values.leaderElection.enabled }}
+  automountServiceAccountToken: {{ and .Values.serviceAccount.automount (or .Values.kubernetes.enabled .Values.leaderElection.enabled) }}
   {{- with .Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
@@ -30,6 +28,10 @@ spec:
   enableServiceLinks: false
   securityContext:
     {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  {{- with .Values.initContainers }}
+  initContainers:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   containers:
     - name: infra-observer
       image: {{ include "infra-observer.image" . | quote }}
@@ -171,6 +173,14 @@ spec:
       envFrom:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      # /healthz answers as soon as the health server listens, before the sources sync:
+      # this gives a slow start time without delaying liveness checks for the rest of the
+      # pod's life, and never restarts a pod that waits for the events API.
+      startupProbe:
+        httpGet:
+          path: /healthz
+          port: http
+        {{- toYaml .Values.startupProbe | nindent 8 }}
       livenessProbe:
         httpGet:
           path: /healthz
@@ -208,6 +218,9 @@ spec:
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+    {{- with .Values.extraContainers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   volumes:
     - name: tmp
       emptyDir:
