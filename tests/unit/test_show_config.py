@@ -38,7 +38,7 @@ def rows_for(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[s
     return {row.variable: row for row in found}
 
 
-def test_every_setting_has_a_row_in_the_reference_order(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_setting_has_a_row_in_the_reference_order() -> None:
     found = show_config.rows(load_settings(), {})
     assert [row.variable for row in found] == known_variables()
     assert {row.source for row in found} == {"default"}
