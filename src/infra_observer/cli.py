@@ -17,7 +17,7 @@ from typing import IO
 import structlog
 
 from infra_observer import __version__, app
-from infra_observer.commands import CommandInputError, emit, validate
+from infra_observer.commands import CommandInputError, emit, show_config, validate
 from infra_observer.config import (
     Settings,
     api_url_problem,
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "unused or sent over plain http://), then PASS or FAIL per peer with the reason and "
         "the fix; exits 1 when any fails or no source is enabled. Secrets are never printed.",
     )
+    show_config.add_parser(commands)
     commands.add_parser("version", help="print the version", description="Print the version.")
     emit.add_parser(commands)
     checker = commands.add_parser(
@@ -96,8 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"infra-observer: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log)
+    return _configured(args, settings)
+
+
+def _configured(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands that need the settings, once they are valid."""
     if args.command == "check":
         return _check(settings)
+    if args.command == "config":
+        return _show_config(settings, as_json=args.json, only_changed=args.changed)
     if args.command == "emit":
         return _emit(args, settings)
     return _run(settings)
@@ -186,6 +194,17 @@ def _check(settings: Settings) -> int:
     for peer, passed, detail in results:
         print(f"{'PASS' if passed else 'FAIL'} {peer}: {redact_credentials(detail)}")
     return EXIT_OK if all(passed for _, passed, _ in results) else EXIT_FAILURE
+
+
+def _show_config(settings: Settings, *, as_json: bool, only_changed: bool) -> int:
+    # On stderr, so that stdout stays the configuration alone (and valid JSON with --json).
+    for warning in configuration_warnings(settings, os.environ):
+        print(f"WARN {warning.variable}: {warning.message}", file=sys.stderr)
+    rows = show_config.rows(settings, os.environ)
+    if only_changed:
+        rows = show_config.changed(rows)
+    print(show_config.as_json(rows) if as_json else show_config.as_table(rows))
+    return EXIT_OK
 
 
 def _emit(args: argparse.Namespace, settings: Settings) -> int:

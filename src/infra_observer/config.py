@@ -444,10 +444,15 @@ def _describe(section: type[_Section], exc: pydantic.ValidationError) -> list[st
 
 
 def _redacted(section: type[_Section], field: str, value: object) -> str:
-    annotation = section.model_fields[field].annotation if field in section.model_fields else None
-    if _mentions_secret(annotation):
+    if is_secret(section, field):
         return "'********'"
     return redact_credentials(repr(value))
+
+
+def is_secret(section: type[_Section], field: str) -> bool:
+    """Whether the setting holds a secret, never to be shown (an unknown field holds none)."""
+    info = section.model_fields.get(field)
+    return info is not None and _mentions_secret(info.annotation)
 
 
 def _mentions_secret(annotation: object) -> bool:
@@ -568,6 +573,17 @@ def reference_markdown() -> str:
         f"logged or printed. A `{ENV_PREFIX}*` variable not listed here is reported, with "
         "the closest known name, by `infra-observer check` and in the logs of "
         "`infra-observer run`.",
+        "",
+        "## The effective configuration",
+        "",
+        "`infra-observer config` prints every setting below: its section, its variable, its "
+        "effective value and its source, `default` or `environment` (with the name as written "
+        "when it differs in case: names are read in any case). The environment is the only "
+        "source: no dotenv file, no secrets directory. Secrets, and credentials written into "
+        "a URL, are shown as `***`; a setting without a value as `(unset)`. `--json` prints a "
+        "JSON array of objects (`section`, `variable`, `value`, `source`; `null` for no "
+        "value), `--changed` only the settings the environment sets. An invalid configuration "
+        "is reported as by `infra-observer run`, with exit status 2.",
     ]
     for section in SECTIONS:
         title = (section.__doc__ or section.__name__).rstrip(".")

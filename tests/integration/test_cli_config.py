@@ -133,3 +133,83 @@ def test_a_key_without_a_url_is_said_to_be_unused() -> None:
     assert "WARN PREFECT_API_KEY: set, but PREFECT_API_URL is not" in result.stdout
     assert "PASS sink stdout" in result.stdout
     assert "s3cret" not in result.stdout + result.stderr
+
+
+URL_PASSWORD = "s3cret-in-url"
+API_KEY = "pnu_s3cret-key"
+WITH_SECRETS = {
+    "PREFECT_API_URL": f"https://user:{URL_PASSWORD}@prefect.example/api",
+    "PREFECT_API_KEY": API_KEY,
+}
+
+
+def test_config_shows_each_value_and_its_source_and_hides_secrets() -> None:
+    env = base_env(
+        **WITH_SECRETS,
+        INFRA_OBSERVER_HEALTH_PORT="9191",
+        infra_observer_log_level="Warn",
+        INFRA_OBSERVER_KUBERNETES_ENABLE="true",
+    )
+    result = cli("config", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = {row["variable"]: row for row in orjson.loads(result.stdout)}
+    assert rows["PREFECT_API_URL"] == {
+        "section": "prefect",
+        "variable": "PREFECT_API_URL",
+        "value": "https://***@prefect.example/api",
+        "source": "environment",
+    }
+    assert (rows["PREFECT_API_KEY"]["value"], rows["PREFECT_API_KEY"]["source"]) == (
+        "***",
+        "environment",
+    )
+    assert rows["PREFECT_API_AUTH_STRING"]["value"] is None
+    assert (
+        rows["INFRA_OBSERVER_HEALTH_PORT"]["value"],
+        rows["INFRA_OBSERVER_HEALTH_PORT"]["source"],
+    ) == (9191, "environment")
+    assert rows["INFRA_OBSERVER_LOG_LEVEL"]["value"] == "warning"
+    assert rows["INFRA_OBSERVER_LOG_LEVEL"]["source"] == "environment (infra_observer_log_level)"
+    assert rows["INFRA_OBSERVER_EMITTER_QUEUE_SIZE"]["source"] == "default"
+    # The misspelled variable is not a setting: named on stderr, as `check` names it.
+    assert "INFRA_OBSERVER_KUBERNETES_ENABLE" not in rows
+    assert result.stderr.splitlines() == [
+        "WARN INFRA_OBSERVER_KUBERNETES_ENABLE: not a known variable, ignored; "
+        "did you mean INFRA_OBSERVER_KUBERNETES_ENABLED?"
+    ]
+    assert URL_PASSWORD not in result.stdout + result.stderr
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_config_changed_is_a_table_of_what_the_environment_sets() -> None:
+    env = base_env(**WITH_SECRETS, INFRA_OBSERVER_HEALTH_PORT="9191")
+    result = cli("config", "--changed", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines == [
+        ["SECTION", "VARIABLE", "VALUE", "SOURCE"],
+        ["prefect", "PREFECT_API_URL", "https://***@prefect.example/api", "environment"],
+        ["prefect", "PREFECT_API_KEY", "***", "environment"],
+        ["health", "INFRA_OBSERVER_HEALTH_PORT", "9191", "environment"],
+        ["log", "INFRA_OBSERVER_LOG_FORMAT", "json", "environment"],
+    ]
+    assert URL_PASSWORD not in result.stdout + result.stderr
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_config_refuses_an_invalid_configuration_as_run_does() -> None:
+    env = base_env(
+        INFRA_OBSERVER_HEALTH_PORT="70000",
+        PREFECT_API_KEY=API_KEY,
+        PREFECT_API_AUTH_STRING="admin:hunter2",
+    )
+    result = cli("config", "--json", env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("infra-observer: invalid configuration:\n")
+    assert "INFRA_OBSERVER_HEALTH_PORT='70000'" in result.stderr
+    assert "not both" in result.stderr
+    assert API_KEY not in result.stderr
+    assert "hunter2" not in result.stderr
+    run = cli("run", env=env)
+    assert (run.returncode, run.stderr) == (2, result.stderr)

@@ -1,4 +1,4 @@
-"""The one-shot subcommands besides `run` and `check`: `emit` and `validate`.
+"""The one-shot subcommands besides `run` and `check`: `config`, `emit` and `validate`.
 
 Each module parses its own arguments into typed inputs and returns results; `cli` prints
 them and maps them to exit codes.
