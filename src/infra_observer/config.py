@@ -61,7 +61,10 @@ def _split_commas(value: Any) -> Any:
 
 
 class _Section(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_default=True)
+    # A duration or size of `inf` or `nan` would pass every lower bound and then wait forever.
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> typing.Self:

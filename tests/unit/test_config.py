@@ -107,6 +107,8 @@ def test_a_renew_deadline_not_below_the_lease_duration_is_refused(
         ("INFRA_OBSERVER_ECS_VISIBILITY_TIMEOUT_SECONDS", "43201"),
         ("INFRA_OBSERVER_KUBERNETES_READ_COALESCE_SECONDS", "-0.1"),
         ("INFRA_OBSERVER_KUBERNETES_READ_COALESCE_SECONDS", "1.5"),
+        ("INFRA_OBSERVER_EMITTER_DRAIN_SECONDS", "inf"),
+        ("INFRA_OBSERVER_EMITTER_RETRY_MAX_SECONDS", "nan"),
     ],
 )
 def test_documented_bounds_are_enforced(

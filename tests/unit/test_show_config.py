@@ -90,11 +90,10 @@ def test_every_setting_has_a_row_in_the_reference_order() -> None:
             False,
             "environment",
         ),
-        # JSON has no infinity; the row keeps what was meant.
         (
-            {"INFRA_OBSERVER_EMITTER_DRAIN_SECONDS": "inf"},
+            {"INFRA_OBSERVER_EMITTER_DRAIN_SECONDS": "2.5"},
             "INFRA_OBSERVER_EMITTER_DRAIN_SECONDS",
-            "inf",
+            2.5,
             "environment",
         ),
         (

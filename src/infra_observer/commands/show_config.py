@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping
 
 import orjson
@@ -92,8 +91,6 @@ def _shown(value: object, *, secret: bool) -> Shown:
         return None  # an unset secret says so: nothing is hidden
     if secret:
         return SECRET
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no infinity: `inf` is what the variable says
     if isinstance(value, bool | int | float):
         return value
     if isinstance(value, list):
