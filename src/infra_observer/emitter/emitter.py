@@ -345,7 +345,9 @@ class Emitter:
     async def _deliver_unstored(self, batch: list[_Pending]) -> None:
         """`_deliver_batch`, less the events found already stored (see `stored.py`)."""
         if self._stored is not None and not self._stopping.is_set():
-            found = await self._stored.among([item.event for item in batch])
+            found = await self._stored.among(
+                [item.event for item in batch], stopping=self._stopping
+            )
             if found:
                 batch = [item for item in batch if not self._settle_stored(item, found)]
                 if not batch:

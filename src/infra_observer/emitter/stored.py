@@ -11,6 +11,7 @@ ones found are not sent (see docs/reliability.md, "Restarts").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -112,8 +113,12 @@ class StoredEvents:
             registry=metrics.registry,
         )
 
-    async def among(self, events: Sequence[Event]) -> set[int]:
-        """The ids (`UUID.int`) of those `events` the server already stores."""
+    async def among(self, events: Sequence[Event], *, stopping: asyncio.Event) -> set[int]:
+        """The ids (`UUID.int`) of those `events` the server already stores.
+
+        Once `stopping` is set, reads still in flight are given up and nothing is found:
+        the events go out within the shutdown deadline, if need be twice.
+        """
         if not self._enabled:
             return set()
         cutoff = self._cutoff
@@ -124,8 +129,20 @@ class StoredEvents:
             candidates[start : start + PAGE_LIMIT]
             for start in range(0, len(candidates), PAGE_LIMIT)
         ]
+        lookups = asyncio.gather(*(self._lookup(chunk) for chunk in chunks))
+        stopped = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait((lookups, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not lookups.done():
+            lookups.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lookups
+            log.info("stored_lookup_given_up", events=len(candidates), reason="stopping")
+            return set()
         found: set[int] = set()
-        for ids in await asyncio.gather(*(self._lookup(chunk) for chunk in chunks)):
+        for ids in lookups.result():
             found |= ids
         return found
 
