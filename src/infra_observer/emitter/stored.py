@@ -100,11 +100,11 @@ class StoredEvents:
         client: httpx.AsyncClient,
         api_url: str,
         metrics: Metrics,
-        started: datetime | None = None,
     ) -> None:
         self._client = client
         self._url = f"{api_url.rstrip('/')}/events/filter"
-        self._cutoff = (started or datetime.now(UTC)) + START_MARGIN
+        # Built once, at start: what occurred before may have been sent by an earlier process.
+        self._cutoff = datetime.now(UTC) + START_MARGIN
         self._enabled = True
         self._lookups = Counter(
             "infra_observer_stored_lookups",
