@@ -17,8 +17,9 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from infra_observer.config import Settings, api_url_problem
-from infra_observer.emitter import Emitter, Sink, StdoutSink, events_api_sink
+from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, events_api_sink
 from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
+from infra_observer.emitter.stored import StoredEvents
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.lean import prepare_imports
@@ -69,7 +70,15 @@ def build_emitter(settings: Settings, *, sink: Sink, metrics: Metrics) -> Emitte
         if spool_dir
         else None,
         checkpoint=Checkpoint(spool_dir / "checkpoint.json") if spool_dir else None,
+        stored=_stored_events(settings, sink=sink, metrics=metrics),
     )
+
+
+def _stored_events(settings: Settings, *, sink: Sink, metrics: Metrics) -> StoredEvents | None:
+    api_url = settings.prefect.api_url
+    if not settings.emitter.skip_stored or not isinstance(sink, EventsApiSink) or api_url is None:
+        return None
+    return StoredEvents(client=sink.client, api_url=str(api_url), metrics=metrics)
 
 
 def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics) -> list[Source]:

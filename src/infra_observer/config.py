@@ -170,6 +170,13 @@ class EmitterSettings(_Section):
     checkpoint_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the last delivered event per resource is saved."
     )
+    skip_stored: bool = Field(
+        default=True,
+        description="Events API sink: before sending events an earlier process may have "
+        "delivered (the first of each resource since the start, occurred before it), ask "
+        "the server which it already stores (one `/events/filter` read per 50 ids) and send "
+        'only the others; a failed read sends them. See docs/reliability.md, "Restarts".',
+    )
 
 
 class HealthSettings(_Section):

@@ -71,7 +71,8 @@ class Metrics:
         )
         self.events_duplicate = Counter(
             f"{_PREFIX}_events_duplicate",
-            "Events not sent again because their id was already delivered by this process.",
+            "Events not sent again: their id was delivered by this process, or found stored "
+            "on the server after a start.",
             ["source"],
             registry=registry,
         )

@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,6 +27,8 @@ from infra_observer import app
 from infra_observer.commands import CommandInputError
 from infra_observer.config import Settings
 from infra_observer.emitter import Emitter, events_api_client
+from infra_observer.emitter.stored import stored_ids
+from infra_observer.errors import DeliveryError
 from infra_observer.events import catalog
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
@@ -498,22 +500,12 @@ async def _already_stored(event: Event, settings: Settings) -> bool:
     """
     if settings.prefect.api_url is None or settings.emitter.sink == "stdout":
         return False
-    now = datetime.now(UTC)
-    window = {
-        "since": (min(event.occurred, now) - timedelta(days=1)).isoformat(),
-        "until": (max(event.occurred, now) + timedelta(days=1)).isoformat(),
-    }
-    body = {"filter": {"id": {"id": [str(event.id)]}, "occurred": window}, "limit": 1}
     url = f"{str(settings.prefect.api_url).rstrip('/')}/events/filter"
     async with events_api_client(settings.prefect, settings.emitter) as client:
-        import httpx  # loaded with the client; at the top, every command would load it
-
         try:
-            response = await client.post(url, json=body)
-            response.raise_for_status()
-            found = response.json().get("events") or []
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            log.warning("stored_event_lookup_failed", url=url, error=str(exc) or repr(exc))
+            found = await stored_ids(client, url=url, events=[event])
+        except DeliveryError as exc:
+            log.warning("stored_event_lookup_failed", url=url, error=str(exc))
             return False
     return bool(found)
 

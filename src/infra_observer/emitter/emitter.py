@@ -23,6 +23,7 @@ from infra_observer.config import EmitterSettings
 from infra_observer.emitter.backlog import Backlog
 from infra_observer.emitter.sinks import Sink
 from infra_observer.emitter.spool import Checkpoint, Spool, SpooledEvent
+from infra_observer.emitter.stored import StoredEvents
 from infra_observer.errors import (
     BatchTooLargeError,
     ConfigError,
@@ -108,8 +109,10 @@ class Emitter:
         metrics: Metrics,
         spool: Spool | None = None,
         checkpoint: Checkpoint | None = None,
+        stored: StoredEvents | None = None,
     ) -> None:
         self._sink = sink
+        self._stored = stored
         self._spool = spool
         self._checkpoint = checkpoint
         self._settings = settings
@@ -299,10 +302,10 @@ class Emitter:
         batch: list[_Pending] = []
         try:
             while batch := self._replay.take():
-                await self._deliver_batch(batch)
+                await self._deliver_unstored(batch)
                 await self._settled(batch)
             while batch := await self._next_batch():
-                await self._deliver_batch(batch)
+                await self._deliver_unstored(batch)
                 await self._settled(batch)
         except _DeadlinePassed:
             pass
@@ -363,6 +366,33 @@ class Emitter:
             return
         self._metrics.batch_seconds.observe(time.monotonic() - started)
         self._settle_delivered(batch)
+
+    async def _deliver_unstored(self, batch: list[_Pending]) -> None:
+        """`_deliver_batch`, less the events found already stored (see `stored.py`)."""
+        if self._stored is not None and not self._stopping.is_set():
+            found = await self._stored.among(
+                [item.event for item in batch], stopping=self._stopping
+            )
+            if found:
+                batch = [item for item in batch if not self._settle_stored(item, found)]
+                if not batch:
+                    return
+        await self._deliver_batch(batch)
+
+    def _settle_stored(self, item: _Pending, found: set[int]) -> bool:
+        """Settle the item as a duplicate if the server stores it; whether it did."""
+        id_number = item.event.id.int
+        if id_number not in found:
+            return False
+        self._queued.pop(id_number, None)
+        if self._delivered.add(id_number):
+            self._metrics.bound_hits.labels("sent_ids").inc()
+        if self._checkpoint is not None:
+            self._remember_delivered(item.event)
+        self._metrics.events_duplicate.labels(item.source).inc()
+        if not item.future.done():
+            item.future.set_result(Outcome.DUPLICATE)
+        return True
 
     async def _isolate_rejected(self, batch: list[_Pending], exc: RejectedBatchError) -> None:
         # One refused event (or, for a 413, too many bytes) fails the whole batch: halve

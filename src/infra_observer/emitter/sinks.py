@@ -120,6 +120,11 @@ class EventsApiSink:
         self._url = f"{api_url.rstrip('/')}/events"
         self._transport = transport
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The client, with the API's auth, for reads of the same API (`stored.py`)."""
+        return self._client
+
     async def send(self, batch: Sequence[Event]) -> None:
         await self._post(batch_to_json(batch))
 
