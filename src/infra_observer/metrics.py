@@ -51,6 +51,13 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._register_event_counts(registry)
+        self._register_source_metrics(registry)
+        self._register_delivery_metrics(registry)
+        self._register_process_metrics(registry)
+
+    def _register_event_counts(self, registry: CollectorRegistry) -> None:
+        """What became of each event: observed, emitted, rejected, duplicate, undelivered."""
         self.events_observed = LoopCounter(
             f"{_PREFIX}_events_observed",
             "Events produced by a source, before validation and deduplication.",
@@ -65,7 +72,8 @@ class Metrics:
         )
         self.events_rejected = Counter(
             f"{_PREFIX}_events_rejected",
-            "Events refused locally (invalid) or by the server (422), never delivered.",
+            "Events refused locally (invalid), by the server (server_rejected) or, alone, by a "
+            "proxy's size limit (too_large); never delivered.",
             ["source", "reason"],
             registry=registry,
         )
@@ -88,12 +96,9 @@ class Metrics:
             ["source", "event"],
             registry=registry,
         )
-        self.delivery_retries = Counter(
-            f"{_PREFIX}_delivery_retries",
-            "Failed delivery attempts that will be retried, by reason.",
-            ["reason"],
-            registry=registry,
-        )
+
+    def _register_source_metrics(self, registry: CollectorRegistry) -> None:
+        """What the sources saw of their input and of their peers."""
         self.input_errors = Counter(
             f"{_PREFIX}_input_errors",
             "Malformed objects seen by a source (logged with what was wrong).",
@@ -107,12 +112,6 @@ class Metrics:
             ["source", "reason"],
             registry=registry,
         )
-        self.spool_records_unreadable = Counter(
-            f"{_PREFIX}_spool_records_unreadable",
-            "Spool records that could not be read back at start (damaged on disk): logged, "
-            "skipped and settled.",
-            registry=registry,
-        )
         self.source_reconnects = Counter(
             f"{_PREFIX}_source_reconnects",
             "Times a source re-established its stream, by reason.",
@@ -123,6 +122,21 @@ class Metrics:
             f"{_PREFIX}_source_ready",
             "1 once a source has synced its initial state and is following changes.",
             ["source"],
+            registry=registry,
+        )
+
+    def _register_delivery_metrics(self, registry: CollectorRegistry) -> None:
+        """How delivery goes: retries, the queue, the spool, batches."""
+        self.delivery_retries = Counter(
+            f"{_PREFIX}_delivery_retries",
+            "Failed delivery attempts that will be retried, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.spool_records_unreadable = Counter(
+            f"{_PREFIX}_spool_records_unreadable",
+            "Spool records that could not be read back at start (damaged on disk): logged, "
+            "skipped and settled.",
             registry=registry,
         )
         self.queue_depth = Gauge(
@@ -139,6 +153,9 @@ class Metrics:
             "Unix time of the last successful delivery.",
             registry=registry,
         )
+
+    def _register_process_metrics(self, registry: CollectorRegistry) -> None:
+        """The process itself: leadership, the event loop, and the bounds it hit."""
         self.leader = Gauge(
             f"{_PREFIX}_leader",
             "1 while this replica holds the leader election Lease, 0 while it waits; "
