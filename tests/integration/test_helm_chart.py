@@ -702,6 +702,7 @@ async def read_deployment(kube: KubePeer, namespace: str, name: str) -> dict[str
 # Where the API server takes each kind the chart renders (namespaced: {ns} is filled in).
 API_PATHS = {
     "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
     "Secret": "/api/v1/namespaces/{ns}/secrets",
     "Service": "/api/v1/namespaces/{ns}/services",
     "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
