@@ -82,13 +82,26 @@ RUN export PYTHONOPTIMIZE=2 PYTHONNODEBUGRANGES=1 \
 
 FROM ${RUNTIME_IMAGE}
 
-LABEL org.opencontainers.image.title="infra-observer" \
-      org.opencontainers.image.description="Reports where Prefect flow runs execute (Kubernetes, Docker, ECS) to the Prefect events API" \
-      org.opencontainers.image.licenses="Apache-2.0"
-
 COPY --from=build /opt/venv /opt/venv
 # The standard library's bytecode (see the build stage); its sources come with the base.
 COPY --from=build /stdlib-pyc/ /
+
+# OCI annotations; scripts/release fills in the version, commit, build time and source.
+# Declared after the COPY steps so that their values never invalidate a cached layer.
+ARG VERSION=""
+ARG REVISION=""
+ARG CREATED=""
+ARG SOURCE=""
+ARG LICENSES="Apache-2.0"
+ARG TITLE="infra-observer"
+ARG DESCRIPTION="Reports where Prefect flow runs execute (Kubernetes, Docker, ECS) to the Prefect events API"
+LABEL org.opencontainers.image.title="${TITLE}" \
+      org.opencontainers.image.description="${DESCRIPTION}" \
+      org.opencontainers.image.licenses="${LICENSES}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}"
 
 # Inside a container the network namespace is the boundary: listen on all of its addresses
 # so probes, scrapes and `docker run -p` reach the health server.

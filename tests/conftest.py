@@ -22,7 +22,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer, PrometheusPeer  # noqa: E402
+from tests.peers import (  # noqa: E402
+    DockerPeer,
+    KubePeer,
+    MotoPeer,
+    PrefectPeer,
+    PrometheusPeer,
+    RegistryPeer,
+)
 from tests.peers.prefect import TEST_AUTH_STRING  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -116,5 +123,13 @@ def prometheus() -> Iterator[PrometheusPeer]:
     """A Prometheus server scraping and evaluating every second; ``configure`` gives it
     targets and rules."""
     peer = start_peer("prometheus", lambda: PrometheusPeer().start())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryPeer]:
+    """A container registry (Debian's docker-registry) on loopback, plain HTTP."""
+    peer = start_peer("docker-registry", lambda: RegistryPeer().start())
     yield peer
     peer.stop()

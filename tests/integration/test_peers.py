@@ -6,13 +6,14 @@ import asyncio
 import datetime as dt
 import json
 import os
+import subprocess
 import uuid
 
 import httpx
 import pytest
 
-from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer
-from tests.peers._util import manifest
+from tests.peers import DockerPeer, KubePeer, MotoPeer, PrefectPeer, RegistryPeer
+from tests.peers._util import manifest, provisioned
 from tests.peers.docker import oom_command
 from tests.peers.kube import (
     container_status,
@@ -227,6 +228,26 @@ async def test_dockerd_restart(dockerd: DockerPeer) -> None:
         await dockerd.remove(after)
     finally:
         await dockerd.remove(before)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_takes_a_push_from_dockerd(registry: RegistryPeer, dockerd: DockerPeer) -> None:
+    """dockerd pushes to the loopback registry over plain HTTP, and the API lists the tag."""
+    tag = uuid.uuid4().hex[:8]
+    reference = f"{registry.address}/smoke/busybox:{tag}"
+    env = {"PATH": "/usr/bin:/bin", **dockerd.env()}
+    for args in (("tag", dockerd.image, reference), ("push", reference)):
+        subprocess.run(
+            [str(provisioned("docker")), *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    assert tag in registry.get("/v2/smoke/busybox/tags/list").json()["tags"]
+    assert registry.manifest("smoke/busybox", tag)["layers"]
 
 
 # ---------------------------------------------------------------- moto

@@ -1,5 +1,5 @@
 """Real peers for the integration tests: kube-apiserver + etcd, dockerd, moto, Prefect server,
-Prometheus.
+Prometheus, a container registry.
 
 Binaries come from the cache that scripts/provision-peers fills; each peer starts on free
 loopback ports (or a unix socket), waits until it is ready, and on ``stop()`` kills only
@@ -12,6 +12,7 @@ from .kube import KubePeer
 from .moto import MotoPeer
 from .prefect import PrefectPeer
 from .prometheus import PrometheusPeer
+from .registry import RegistryPeer
 
 __all__ = [
     "DockerPeer",
@@ -20,6 +21,7 @@ __all__ = [
     "PeerUnavailableError",
     "PrefectPeer",
     "PrometheusPeer",
+    "RegistryPeer",
     "cache_dir",
     "free_port",
     "wait_until",

@@ -250,6 +250,31 @@ def test_build_context_holds_what_the_build_copies(
                 assert (ROOT / name).exists(), f"COPY {source}: missing from the repository"
 
 
+OCI_LABELS = ("title", "description", "licenses", "version", "revision", "created", "source")
+
+
+def test_oci_labels_come_from_build_arguments_declared_after_the_copies(runtime: Stage) -> None:
+    """scripts/release sets the org.opencontainers.image.* labels by build argument; declared
+    after the last COPY, their values (a new commit, a new time) never invalidate a layer."""
+    labels = dict(
+        token.partition("=")[::2]
+        for label in runtime.all("LABEL")
+        for token in shlex.split(label.args)
+    )
+    declared: dict[str, str] = {}
+    for instruction in runtime.all("ARG"):
+        key, _, default = instruction.args.partition("=")
+        declared[key] = default.strip('"')
+    for name in OCI_LABELS:
+        value = labels.get(f"org.opencontainers.image.{name}")
+        assert value == f"${{{name.upper()}}}", f"org.opencontainers.image.{name}: {value}"
+        assert name.upper() in declared, f"ARG {name.upper()} is not declared in the runtime stage"
+    assert declared["LICENSES"] == "Apache-2.0"
+    positions = [i.keyword for i in runtime.instructions]
+    last_copy = max(i for i, keyword in enumerate(positions) if keyword == "COPY")
+    assert positions.index("ARG") > last_copy
+
+
 def aws_services_used() -> set[str]:
     pattern = re.compile(r"create_client\(\s*[\"']([a-z0-9-]+)[\"']")
     used: set[str] = set()
