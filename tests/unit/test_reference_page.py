@@ -252,8 +252,11 @@ def from_table(spec: FamilySpec) -> Transcription:
         "summary": spec.summary,
         "variants": table_variants(spec),
         "resource_id": spec.resource_id,
+        # The project's own labels are not on the page: compared is the page's part only.
         "labels": [
-            (label.key, label.description, label.required, label.only_for) for label in spec.labels
+            (label.key, label.description, label.required, label.only_for)
+            for label in spec.labels
+            if not label.extension
         ],
         "related": [
             (related.role, related.id_pattern, related.when, related.always, related.worker_type)

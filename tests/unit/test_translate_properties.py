@@ -38,6 +38,7 @@ from infra_observer.events.catalog import ecs_task_id, refs_from_labels, worker_
 from infra_observer.events.conformance import PLACEHOLDERS, check_against_catalog
 from infra_observer.events.model import Event, limit_problems
 from infra_observer.sources.docker.translate import ContainerState
+from infra_observer.sources.kubernetes.diagnosis import EVICTION_REASONS
 from infra_observer.sources.kubernetes.translate import PodState
 from infra_observer.sources.kubernetes.wire import Decoder
 
@@ -165,9 +166,7 @@ _conditions = st.lists(
         {
             "type": _maybe(st.sampled_from(["DisruptionTarget", "Ready", "PodScheduled"])),
             "status": _maybe(st.sampled_from(["True", "False", "Unknown"])),
-            "reason": _maybe(
-                st.sampled_from([*sorted(kubernetes.EVICTION_REASONS), "DeletionByPodGC"])
-            ),
+            "reason": _maybe(st.sampled_from([*sorted(EVICTION_REASONS), "DeletionByPodGC"])),
             "lastTransitionTime": _maybe(_timestamps),
         }
     ),
