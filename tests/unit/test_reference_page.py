@@ -387,3 +387,10 @@ def test_the_parser_reads_tables_and_resolves_same_as() -> None:
         thing["related"],
         "none",
     )
+
+
+def test_the_project_s_own_labels_are_few_and_named() -> None:
+    """Labels the drift check skips, because the page does not have them: only these."""
+    extensions = {label.key for spec in CATALOG for label in spec.labels if label.extension}
+    assert extensions == {"kubernetes.diagnosis", "ecs.diagnosis"}
+    assert all(not label.required for spec in CATALOG for label in spec.labels if label.extension)
