@@ -164,7 +164,10 @@ def _in_containers(status: Mapping[str, Any]) -> _Finding | None:
             if type(container) is not dict:
                 continue
             state = _dict(container.get("state"))
-            last = _dict(_dict(container.get("lastState")).get("terminated"))
+            last_state = container.get("lastState")
+            if not last_state and "running" in state:
+                continue  # the usual container: running, never terminated before
+            last = _dict(_dict(last_state).get("terminated"))
             terminated = _dict(state.get("terminated"))
             if terminated.get("reason") == OOM_REASON or last.get("reason") == OOM_REASON:
                 return _Finding("OOMKilled", container)
