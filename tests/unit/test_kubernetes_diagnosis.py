@@ -11,11 +11,12 @@ carries the same table.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra_observer.sources.kubernetes.diagnosis import (
@@ -26,6 +27,7 @@ from infra_observer.sources.kubernetes.diagnosis import (
     diagnose,
     explain,
 )
+from infra_observer.sources.kubernetes.wire import Decoder
 
 
 def container(
@@ -583,3 +585,14 @@ def test_container_messages_and_restart_counts_do_not_change_the_category(
     assert diagnose(pulling) == "ImagePullError"
     crashing = container(restarts=restarts, last_reason="Error", last_exit_code=1)
     assert diagnose(status("Running", crashing)) == "CrashLoopBackOff"
+
+
+@settings(max_examples=300)
+@given(pod_status=_statuses)
+def test_the_watch_decoder_keeps_every_field_the_diagnosis_reads(pod_status: object) -> None:
+    # The decoder skips what it does not name: a field missing from its shape would be
+    # missing here, and the diagnosis of a decoded pod would differ from that of the pod.
+    pod = {"metadata": {"uid": "u", "managedFields": [{}]}, "status": pod_status}
+    line = json.dumps({"type": "MODIFIED", "object": pod}).encode()
+    decoded = Decoder().watch_line(line)["object"]["status"]
+    assert explain(decoded) == explain(json.loads(line)["object"]["status"])
