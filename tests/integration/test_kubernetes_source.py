@@ -855,13 +855,13 @@ async def delivering_to(prefect: PrefectPeer, config: KubernetesSettings) -> Asy
         await sink.aclose()
 
 
-def prefect_kubernetes_id(uid: str, phase: str, diagnosis: str | None) -> uuid.UUID:
+def prefect_kubernetes_id(uid: str, phase: str, *, diagnosis: str | None) -> uuid.UUID:
     """The formula of current prefect-kubernetes, written out here on its own."""
     fields = {"diagnosis": diagnosis, "phase": phase, "restart_count": 0, "uid": uid}
     return uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(fields, sort_keys=True))
 
 
-async def stored_for(prefect: PrefectPeer, uid: str, count: int) -> list[tuple[str, Any, Any]]:
+async def stored_for(prefect: PrefectPeer, uid: str, *, count: int) -> list[tuple[str, Any, Any]]:
     """(event, diagnosis label, id) of the pod's stored events, by time of occurrence."""
     stored = await prefect.wait_for_events(
         expected_count=count, resource_ids=[f"prefect.kubernetes.pod.{uid}"]
@@ -885,22 +885,26 @@ async def test_diagnoses_reach_prefect_with_the_prefect_kubernetes_ids(
     config = settings(kube.kubeconfig, namespaces=[ns], event_id_scheme="prefect-kubernetes")
     async with delivering_to(prefect, config):
         uid = await new_pod(kube, ns, "pull-then-oom", labels())
-        await stored_for(prefect, uid, 1)
+        await stored_for(prefect, uid, count=1)
         for reason in ("ErrImagePull", "ImagePullBackOff", "ErrImagePull"):
             await set_pod_phase(kube, ns, "pull-then-oom", "Pending", container_reason=reason)
-        await stored_for(prefect, uid, 2)
+        await stored_for(prefect, uid, count=2)
         await set_pod_phase(
             kube, ns, "pull-then-oom", "Failed", exit_code=137, container_reason="OOMKilled"
         )
-        stored = await stored_for(prefect, uid, 3)
+        stored = await stored_for(prefect, uid, count=3)
 
     # One event per change of diagnosis: the kubelet's alternating pull reasons are one.
     # Both pending events occurred at the pod's creation: their order is not compared.
     assert len(stored) == 3
     assert set(stored) == {
-        ("pending", None, prefect_kubernetes_id(uid, "Pending", None)),
-        ("pending", "ImagePullError", prefect_kubernetes_id(uid, "Pending", "ImagePullError")),
-        ("failed", "OOMKilled", prefect_kubernetes_id(uid, "Failed", "OOMKilled")),
+        ("pending", None, prefect_kubernetes_id(uid, "Pending", diagnosis=None)),
+        (
+            "pending",
+            "ImagePullError",
+            prefect_kubernetes_id(uid, "Pending", diagnosis="ImagePullError"),
+        ),
+        ("failed", "OOMKilled", prefect_kubernetes_id(uid, "Failed", diagnosis="OOMKilled")),
     }
 
 
@@ -913,11 +917,11 @@ async def test_diagnoses_reach_prefect_as_labels_with_the_contract_ids(
     # Already backing off when the source lists it: its first event carries the diagnosis.
     await set_pod_phase(kube, ns, "pull-then-oom", "Pending", container_reason="ImagePullBackOff")
     async with delivering_to(prefect, settings(kube.kubeconfig, namespaces=[ns])):
-        await stored_for(prefect, uid, 1)
+        await stored_for(prefect, uid, count=1)
         await set_pod_phase(
             kube, ns, "pull-then-oom", "Failed", exit_code=137, container_reason="OOMKilled"
         )
-        stored = await stored_for(prefect, uid, 2)
+        stored = await stored_for(prefect, uid, count=2)
 
     assert stored == [
         ("pending", "ImagePullError", pod_id(uid, "Pending")),

@@ -154,16 +154,16 @@ def _stop_detail(detail: Mapping[str, Any], problems: list[str]) -> StopDetail:
         problems.append(f"detail.containers is {containers!r}, not a list")
         containers = None
     return StopDetail(
-        stop_code=_lenient_text(detail, "stopCode", problems),
-        stopped_reason=_lenient_text(detail, "stoppedReason", problems),
+        stop_code=_lenient_text(detail, "stopCode", problems=problems),
+        stopped_reason=_lenient_text(detail, "stoppedReason", problems=problems),
         containers=tuple(
-            _container_exit(index, container, problems)
+            _container_exit(index, container, problems=problems)
             for index, container in enumerate(containers or ())
         ),
     )
 
 
-def _container_exit(index: int, container: object, problems: list[str]) -> ContainerExit:
+def _container_exit(index: int, container: object, *, problems: list[str]) -> ContainerExit:
     if not isinstance(container, dict):
         problems.append(f"detail.containers[{index}] is {container!r}, not an object")
         return ContainerExit()
@@ -173,14 +173,14 @@ def _container_exit(index: int, container: object, problems: list[str]) -> Conta
         code = None
     where = f"containers[{index}]."
     return ContainerExit(
-        name=_lenient_text(container, "name", problems, where=where),
+        name=_lenient_text(container, "name", problems=problems, where=where),
         exit_code=code,
-        reason=_lenient_text(container, "reason", problems, where=where),
+        reason=_lenient_text(container, "reason", problems=problems, where=where),
     )
 
 
 def _lenient_text(
-    parent: Mapping[str, Any], key: str, problems: list[str], *, where: str = ""
+    parent: Mapping[str, Any], key: str, *, problems: list[str], where: str = ""
 ) -> str | None:
     value = parent.get(key)
     if value is None or value == "":

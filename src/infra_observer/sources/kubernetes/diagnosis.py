@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from infra_observer.sources.base import Diagnosis, Level, one_line
@@ -174,7 +175,9 @@ def _in_containers(status: Mapping[str, Any]) -> _Finding | None:
             waiting = _dict(state.get("waiting")).get("reason")
             if pull is None and waiting in IMAGE_PULL_REASONS:
                 pull = container
-            elif crash is None and _crash_looping(container, waiting, terminated, last):
+            elif crash is None and _crash_looping(
+                container, waiting, terminated=terminated, last=last
+            ):
                 crash = container
     if pull is not None:
         return _Finding("ImagePullError", pull)
@@ -184,6 +187,7 @@ def _in_containers(status: Mapping[str, Any]) -> _Finding | None:
 def _crash_looping(
     container: Mapping[str, Any],
     waiting: object,
+    *,
     terminated: Mapping[str, Any],
     last: Mapping[str, Any],
 ) -> bool:
@@ -210,7 +214,7 @@ def _dict(value: object) -> Mapping[str, Any]:
     return value if type(value) is dict else _EMPTY
 
 
-_EMPTY: Final[Mapping[str, Any]] = {}
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 # --- explanation ----------------------------------------------------------------------------

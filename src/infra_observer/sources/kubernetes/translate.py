@@ -129,7 +129,9 @@ def translate(
         return Translation(uid=fields.uid, state=None, skipped=skip)
     state = PodState(fields.phase, fields.restart_count, (*sent, key), category)
     problems = [Problem("label", detail) for detail in label_problems] if label_problems else []
-    event = _event(fields, refs, category, observed=observed, problems=problems, scheme=id_scheme)
+    event = _event(
+        fields, refs, category=category, observed=observed, problems=problems, scheme=id_scheme
+    )
     return Translation(
         uid=fields.uid, state=state, events=[event], problems=problems, diagnosis_changed=changed
     )
@@ -226,8 +228,8 @@ def _restart_count(status: Mapping[str, Any]) -> int:
 def _event(
     fields: _PodFields,
     refs: FlowRunRefs,
-    category: Category | None,
     *,
+    category: Category | None,
     observed: datetime,
     problems: list[Problem],
     scheme: EventIdScheme,
