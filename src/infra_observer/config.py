@@ -265,6 +265,13 @@ class KubernetesSettings(_Section):
     shard_index: Annotated[int, Below("shard_count")] = Field(
         default=0, ge=0, description="This replica's share, from 0 to SHARD_COUNT - 1."
     )
+    event_id_scheme: Literal["contract", "prefect-kubernetes"] = Field(
+        default="contract",
+        description="How pod event ids are made: `contract`, uuid5 of the phase, restart "
+        "count and uid (the events contract); `prefect-kubernetes`, the same plus the "
+        "diagnosis, as current prefect-kubernetes does, so that both observers deduplicate "
+        "while they run side by side, and each change of diagnosis is an event.",
+    )
 
     _split = field_validator("namespaces", mode="before")(_split_commas)
 

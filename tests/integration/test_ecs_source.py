@@ -540,3 +540,29 @@ async def test_a_burst_of_many_tasks_is_delivered_once_each_and_chained_per_task
         events = [e for e in sink.events if e.resource["ecs.taskArn"] == task_arn]
         assert [str(e.id) for e in events] == ids, "one task's events in its own order"
         assert [e.follows for e in events] == [None, *(e.id for e in events[:-1])]
+
+
+async def test_a_stopped_task_carries_its_diagnosis_and_odd_fields_are_reported(
+    harness: Harness,
+) -> None:
+    oom = await harness.run_task(flow_run_tags())
+    odd = await harness.run_task(flow_run_tags())
+    container = {"name": "prefect", "exitCode": 137, "reason": "OutOfMemoryError: Container killed"}
+    stopped = await harness.send(
+        oom,
+        last_status="STOPPED",
+        detail={"stopCode": "EssentialContainerExited", "containers": [container]},
+    )
+    unreadable = await harness.send(odd, last_status="STOPPED", detail={"stopCode": 7})
+    sink = ListSink()
+    with capture_logs() as logs:
+        async with running(harness, sink):
+            await eventually(lambda: queue_drained(harness), "both messages deleted")
+
+    by_id = {str(event.id): event for event in sink.events}
+    assert by_id[stopped["id"]].resource["ecs.diagnosis"] == "OutOfMemoryError"
+    # The odd stop code is left out of the diagnosis; the change itself is delivered.
+    assert "ecs.diagnosis" not in by_id[unreadable["id"]].resource
+    reports = [log for log in logs if log["event"] == "ecs_task_detail_invalid"]
+    assert [log["problem"] for log in reports] == ["detail.stopCode is 7, not a string"]
+    assert harness.sample("infra_observer_input_errors_total", source="ecs", kind="detail") == 1

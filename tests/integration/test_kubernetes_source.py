@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import subprocess
 import time
@@ -833,3 +834,96 @@ async def test_events_reach_a_real_prefect_server(kube: KubePeer, prefect: Prefe
     assert by_name["pending"]["follows"] is None
     assert by_name["running"]["follows"] == by_name["pending"]["id"]
     assert by_name["succeeded"]["follows"] == by_name["running"]["id"]
+
+
+# --- diagnosis ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def delivering_to(prefect: PrefectPeer, config: KubernetesSettings) -> AsyncIterator[None]:
+    """The source running with the emitter in front of the real Prefect server."""
+    emitter_settings = EmitterSettings(flush_interval_seconds=0.05, retry_max_seconds=1.0)
+    sink = events_api_sink(PrefectSettings(api_url=prefect.api_url), emitter_settings)
+    emitter = Emitter(sink=sink, settings=emitter_settings, metrics=Metrics(CollectorRegistry()))
+    emitter_task = asyncio.create_task(emitter.run())
+    try:
+        async with running(config, handoff=emitter):
+            yield
+    finally:
+        emitter.stop(5.0)
+        await emitter_task
+        await sink.aclose()
+
+
+def prefect_kubernetes_id(uid: str, phase: str, *, diagnosis: str | None) -> uuid.UUID:
+    """The formula of current prefect-kubernetes, written out here on its own."""
+    fields = {"diagnosis": diagnosis, "phase": phase, "restart_count": 0, "uid": uid}
+    return uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(fields, sort_keys=True))
+
+
+async def stored_for(prefect: PrefectPeer, uid: str, *, count: int) -> list[tuple[str, Any, Any]]:
+    """(event, diagnosis label, id) of the pod's stored events, by time of occurrence."""
+    stored = await prefect.wait_for_events(
+        expected_count=count, resource_ids=[f"prefect.kubernetes.pod.{uid}"]
+    )
+    stored.sort(key=lambda e: e["occurred"])
+    return [
+        (
+            e["event"].removeprefix("prefect.kubernetes.pod."),
+            e["resource"].get("kubernetes.diagnosis"),
+            uuid.UUID(e["id"]),
+        )
+        for e in stored
+    ]
+
+
+async def test_diagnoses_reach_prefect_with_the_prefect_kubernetes_ids(
+    kube: KubePeer, prefect: PrefectPeer
+) -> None:
+    ns = unique("diagnosis")
+    await ensure_namespace(kube, ns)
+    config = settings(kube.kubeconfig, namespaces=[ns], event_id_scheme="prefect-kubernetes")
+    async with delivering_to(prefect, config):
+        uid = await new_pod(kube, ns, "pull-then-oom", labels())
+        await stored_for(prefect, uid, count=1)
+        for reason in ("ErrImagePull", "ImagePullBackOff", "ErrImagePull"):
+            await set_pod_phase(kube, ns, "pull-then-oom", "Pending", container_reason=reason)
+        await stored_for(prefect, uid, count=2)
+        await set_pod_phase(
+            kube, ns, "pull-then-oom", "Failed", exit_code=137, container_reason="OOMKilled"
+        )
+        stored = await stored_for(prefect, uid, count=3)
+
+    # One event per change of diagnosis: the kubelet's alternating pull reasons are one.
+    # Both pending events occurred at the pod's creation: their order is not compared.
+    assert len(stored) == 3
+    assert set(stored) == {
+        ("pending", None, prefect_kubernetes_id(uid, "Pending", diagnosis=None)),
+        (
+            "pending",
+            "ImagePullError",
+            prefect_kubernetes_id(uid, "Pending", diagnosis="ImagePullError"),
+        ),
+        ("failed", "OOMKilled", prefect_kubernetes_id(uid, "Failed", diagnosis="OOMKilled")),
+    }
+
+
+async def test_diagnoses_reach_prefect_as_labels_with_the_contract_ids(
+    kube: KubePeer, prefect: PrefectPeer
+) -> None:
+    ns = unique("diagnosis")
+    await ensure_namespace(kube, ns)
+    uid = await new_pod(kube, ns, "pull-then-oom", labels())
+    # Already backing off when the source lists it: its first event carries the diagnosis.
+    await set_pod_phase(kube, ns, "pull-then-oom", "Pending", container_reason="ImagePullBackOff")
+    async with delivering_to(prefect, settings(kube.kubeconfig, namespaces=[ns])):
+        await stored_for(prefect, uid, count=1)
+        await set_pod_phase(
+            kube, ns, "pull-then-oom", "Failed", exit_code=137, container_reason="OOMKilled"
+        )
+        stored = await stored_for(prefect, uid, count=2)
+
+    assert stored == [
+        ("pending", "ImagePullError", pod_id(uid, "Pending")),
+        ("failed", "OOMKilled", pod_id(uid, "Failed")),
+    ]

@@ -165,6 +165,7 @@ def _pod(variant: str | None, full: bool) -> Event:
         occurred=OCCURRED,
         event_id=EVENT_ID,
         eviction_reason="Evicted" if phase == "evicted" else None,
+        diagnosis=("Evicted" if phase == "evicted" else "OOMKilled") if full else None,
     )
 
 
@@ -180,6 +181,7 @@ def _ecs(variant: str | None, full: bool) -> Event:
         refs=FULL_REFS if full else catalog.FlowRunRefs(flow_run_id=FLOW_RUN),
         occurred=OCCURRED,
         event_id=EVENT_ID,
+        diagnosis="OutOfMemoryError" if full else None,
     )
 
 

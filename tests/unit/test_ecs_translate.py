@@ -324,3 +324,63 @@ def test_tag_filters_are_parsed(text: list[str], parsed: tuple[TagFilter, ...]) 
 def test_a_tag_filter_without_key_is_refused() -> None:
     with pytest.raises(ValueError, match="has no key"):
         parse_tag_filters(["=x"])
+
+
+# --- diagnosis --------------------------------------------------------------------------------
+
+
+def test_a_stopped_task_carries_its_diagnosis_label() -> None:
+    detail = {
+        "lastStatus": "STOPPED",
+        "stopCode": "EssentialContainerExited",
+        "stoppedReason": "Essential container in task exited",
+        "containers": [
+            {
+                "name": "prefect",
+                "exitCode": 137,
+                "reason": "OutOfMemoryError: Container killed due to memory usage",
+            }
+        ],
+    }
+    change = parse_message(json.dumps(envelope(detail=detail)))
+    assert change.problems == ()
+    decision = translate(change, tags=TAGS, last_version=None)
+    assert decision.event is not None
+    assert decision.event.resource["ecs.diagnosis"] == "OutOfMemoryError"
+
+
+def test_a_task_without_diagnosis_has_no_label() -> None:
+    detail: dict[str, Any] = {
+        "lastStatus": "STOPPED",
+        "stopCode": "EssentialContainerExited",
+        "containers": [{"name": "prefect", "exitCode": 0}],
+    }
+    change = parse_message(json.dumps(envelope(detail=detail)))
+    decision = translate(change, tags=TAGS, last_version=None)
+    assert decision.event is not None
+    assert "ecs.diagnosis" not in decision.event.resource
+
+
+@pytest.mark.parametrize(
+    ("detail", "problem"),
+    [
+        ({"stopCode": 7}, "detail.stopCode is 7, not a string"),
+        ({"containers": "none"}, "detail.containers is 'none', not a list"),
+        ({"containers": [5]}, "detail.containers[0] is 5, not an object"),
+        (
+            {"containers": [{"exitCode": "1"}]},
+            "detail.containers[0].exitCode is '1', not an integer",
+        ),
+        (
+            {"containers": [{"exitCode": True}]},
+            "detail.containers[0].exitCode is True, not an integer",
+        ),
+        ({"containers": [{"reason": ["x"]}]}, "detail.containers[0].reason is ['x'], not a string"),
+    ],
+)
+def test_unreadable_diagnosis_fields_are_reported_and_the_change_is_kept(
+    detail: dict[str, Any], problem: str
+) -> None:
+    change = parse_message(json.dumps(envelope(detail=detail)))
+    assert change.problems == (problem,)
+    assert translate(change, tags=TAGS, last_version=None).verdict is Verdict.EMIT

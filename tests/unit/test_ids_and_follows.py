@@ -6,9 +6,33 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from infra_observer.events.follows import FollowsTracker
-from infra_observer.events.ids import container_event_id, pod_event_id, stable_id
+from infra_observer.events.ids import (
+    container_event_id,
+    diagnosed_pod_event_id,
+    pod_event_id,
+    stable_id,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("phase", "diagnosis", "expected"),
+    [
+        ("Running", None, "20c7b0cb-defc-540e-a066-e7066453e555"),
+        ("Failed", "OOMKilled", "9b097519-f7c7-5a0a-92c2-8f7d6a494998"),
+    ],
+)
+def test_pod_id_with_diagnosis_matches_the_prefect_kubernetes_vectors(
+    phase: str, diagnosis: str | None, expected: str
+) -> None:
+    made = diagnosed_pod_event_id(
+        uid="a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        phase=phase,
+        restart_count=0,
+        diagnosis=diagnosis,
+    )
+    assert made == uuid.UUID(expected)
 
 
 def test_pod_id_matches_the_contract_vector() -> None:

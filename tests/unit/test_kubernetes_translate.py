@@ -597,3 +597,90 @@ def test_odd_optional_fields_never_raise(phase: str, status: dict[str, Any]) -> 
     result = first(pod(phase, **status))
     assert len(result.events) == 1
     assert limit_problems(result.events[0]) == []
+
+
+# --- diagnosis and the id scheme ----------------------------------------------------------
+
+
+def oom_killed() -> dict[str, Any]:
+    oom = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    return with_containers("Failed", [{"name": "c0", "restartCount": 0, "state": oom}])
+
+
+def pulling(reason: str, phase: str = "Pending") -> dict[str, Any]:
+    waiting = {"waiting": {"reason": reason, "message": f"Back-off pulling image: {reason}"}}
+    return with_containers(phase, [{"name": "c0", "restartCount": 0, "state": waiting}])
+
+
+def unschedulable(nodes: int) -> dict[str, Any]:
+    message = f"0/{nodes} nodes are available: {nodes} Insufficient memory."
+    condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    return pod("Pending", conditions=[{**condition, "message": message}])
+
+
+def test_the_diagnosis_is_a_label_of_the_event() -> None:
+    failed = first(oom_killed())
+    assert failed.events[0].resource["kubernetes.diagnosis"] == "OOMKilled"
+    assert failed.state is not None
+    assert failed.state.diagnosis == "OOMKilled"
+    assert failed.diagnosis_changed
+    assert "kubernetes.diagnosis" not in first(pod("Running")).events[0].resource
+    evicted = first(pod("Failed", reason="Evicted")).events[0]
+    assert evicted.resource["kubernetes.diagnosis"] == "Evicted"
+    assert evicted.resource["kubernetes.reason"] == "Evicted"
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        (pod("Running"), "20c7b0cb-defc-540e-a066-e7066453e555"),
+        (oom_killed(), "9b097519-f7c7-5a0a-92c2-8f7d6a494998"),
+    ],
+    ids=["running, no diagnosis", "failed, OOMKilled"],
+)
+def test_prefect_kubernetes_id_vectors(obj: dict[str, Any], expected: str) -> None:
+    result = translate(obj, None, observed=OBSERVED, id_scheme="prefect-kubernetes")
+    assert result.events[0].id == uuid.UUID(expected)
+
+
+def test_the_contract_scheme_ignores_the_diagnosis() -> None:
+    assert first(oom_killed()).events[0].id == expected_id("Failed", 0)
+
+
+def test_with_the_contract_scheme_a_diagnosis_change_is_remembered_not_sent() -> None:
+    pending = first(pod("Pending"))
+    pull = first(pulling("ErrImagePull"), pending.state)
+    assert pull.events == []
+    assert pull.diagnosis_changed
+    assert not pull.repeated
+    assert pull.state == PodState("Pending", 0, ("Pending",), "ImagePullError")
+    backoff = first(pulling("ImagePullBackOff"), pull.state)
+    assert (backoff.events, backoff.diagnosis_changed, backoff.state) == ([], False, pull.state)
+
+
+def test_with_the_prefect_kubernetes_scheme_each_change_of_diagnosis_is_an_event() -> None:
+    def step(obj: dict[str, Any], previous: PodState | None) -> Translation:
+        return translate(obj, previous, observed=OBSERVED, id_scheme="prefect-kubernetes")
+
+    pending = step(pod("Pending"), None)
+    pull = step(pulling("ErrImagePull"), pending.state)
+    backoff = step(pulling("ImagePullBackOff"), pull.state)
+    cleared = step(pod("Pending"), backoff.state)
+    assert [e.event for e in pull.events] == ["prefect.kubernetes.pod.pending"]
+    assert pull.events[0].resource["kubernetes.diagnosis"] == "ImagePullError"
+    assert pull.events[0].id != pending.events[0].id
+    assert backoff.events == []  # the same category: no flapping between the two reasons
+    assert not backoff.diagnosis_changed
+    assert cleared.events == []  # the undiagnosed pending event was sent already
+    assert cleared.repeated
+    assert cleared.diagnosis_changed
+
+
+@pytest.mark.parametrize("scheme", ["contract", "prefect-kubernetes"])
+def test_a_change_of_node_count_is_no_change(scheme: Any) -> None:
+    before = translate(unschedulable(3), None, observed=OBSERVED, id_scheme=scheme)
+    after = translate(unschedulable(4), before.state, observed=OBSERVED, id_scheme=scheme)
+    assert before.events[0].resource["kubernetes.diagnosis"] == (
+        "Unschedulable.InsufficientResources"
+    )
+    assert (after.events, after.diagnosis_changed, after.state) == ([], False, before.state)

@@ -252,8 +252,11 @@ def from_table(spec: FamilySpec) -> Transcription:
         "summary": spec.summary,
         "variants": table_variants(spec),
         "resource_id": spec.resource_id,
+        # The project's own labels are not on the page: compared is the page's part only.
         "labels": [
-            (label.key, label.description, label.required, label.only_for) for label in spec.labels
+            (label.key, label.description, label.required, label.only_for)
+            for label in spec.labels
+            if not label.extension
         ],
         "related": [
             (related.role, related.id_pattern, related.when, related.always, related.worker_type)
@@ -384,3 +387,10 @@ def test_the_parser_reads_tables_and_resolves_same_as() -> None:
         thing["related"],
         "none",
     )
+
+
+def test_the_project_s_own_labels_are_few_and_named() -> None:
+    """Labels the drift check skips, because the page does not have them: only these."""
+    extensions = {label.key for spec in CATALOG for label in spec.labels if label.extension}
+    assert extensions == {"kubernetes.diagnosis", "ecs.diagnosis"}
+    assert all(not label.required for spec in CATALOG for label in spec.labels if label.extension)

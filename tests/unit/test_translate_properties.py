@@ -38,6 +38,7 @@ from infra_observer.events.catalog import ecs_task_id, refs_from_labels, worker_
 from infra_observer.events.conformance import PLACEHOLDERS, check_against_catalog
 from infra_observer.events.model import Event, limit_problems
 from infra_observer.sources.docker.translate import ContainerState
+from infra_observer.sources.kubernetes.diagnosis import EVICTION_REASONS
 from infra_observer.sources.kubernetes.translate import PodState
 from infra_observer.sources.kubernetes.wire import Decoder
 
@@ -143,6 +144,11 @@ def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 # --- Kubernetes ---------------------------------------------------------------------------
 
 
+_container_reasons = st.sampled_from(
+    ["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "OOMKilled", "Error", "Completed"]
+)
+
+
 @st.composite
 def _container_status(draw: st.DrawFn) -> dict[str, Any]:
     state = draw(st.sampled_from(["running", "terminated", "waiting"]) | st.text(max_size=8))
@@ -153,10 +159,26 @@ def _container_status(draw: st.DrawFn) -> dict[str, Any]:
             state: {
                 "startedAt": draw(_maybe(_timestamps)),
                 "finishedAt": draw(_maybe(_timestamps)),
-                "reason": draw(_maybe(_names)),
+                "reason": draw(_maybe(_container_reasons | _names)),
+                "message": draw(_maybe(_names)),
                 "exitCode": draw(_maybe(st.integers())),
             }
         },
+        "lastState": draw(
+            _maybe(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "terminated": st.fixed_dictionaries(
+                            {
+                                "reason": _maybe(_container_reasons),
+                                "exitCode": _maybe(st.integers()),
+                            }
+                        )
+                    },
+                )
+            )
+        ),
     }
 
 
@@ -166,7 +188,15 @@ _conditions = st.lists(
             "type": _maybe(st.sampled_from(["DisruptionTarget", "Ready", "PodScheduled"])),
             "status": _maybe(st.sampled_from(["True", "False", "Unknown"])),
             "reason": _maybe(
-                st.sampled_from([*sorted(kubernetes.EVICTION_REASONS), "DeletionByPodGC"])
+                st.sampled_from([*sorted(EVICTION_REASONS), "DeletionByPodGC", "Unschedulable"])
+            ),
+            "message": _maybe(
+                st.sampled_from(
+                    [
+                        "0/3 nodes are available: 3 Insufficient memory.",
+                        "0/1 nodes are available: 1 node(s) had untolerated taint {a: b}.",
+                    ]
+                )
             ),
             "lastTransitionTime": _maybe(_timestamps),
         }
@@ -209,6 +239,7 @@ _pod_states = st.none() | st.builds(
     sent=st.lists(
         st.sampled_from(["Pending", "Running", "Succeeded", "Failed", "Unknown"]), max_size=5
     ).map(tuple),
+    diagnosis=st.none() | st.sampled_from(["ImagePullError", "OOMKilled", "CrashLoopBackOff"]),
 )
 
 
@@ -552,18 +583,23 @@ def test_a_pod_uid_that_is_not_a_token_is_an_input_error(uid: str) -> None:
 # --- the Kubernetes source's decoder ------------------------------------------------------
 
 
-def _outcome(pod: object, previous: PodState | None) -> object:
+def _outcome(pod: object, previous: PodState | None, scheme: Any) -> object:
     try:
-        result = kubernetes.translate(pod, previous, observed=OBSERVED)
+        result = kubernetes.translate(pod, previous, observed=OBSERVED, id_scheme=scheme)
     except InputError as exc:
         return ("InputError", str(exc))
     return result
 
 
 @PROPERTY
-@given(pod=_pods(), previous=_pod_states, kind=st.sampled_from(["ADDED", "MODIFIED"]))
+@given(
+    pod=_pods(),
+    previous=_pod_states,
+    kind=st.sampled_from(["ADDED", "MODIFIED"]),
+    scheme=st.sampled_from(["contract", "prefect-kubernetes"]),
+)
 def test_decoding_only_the_read_fields_translates_like_a_full_decode(
-    pod: dict[str, Any], previous: PodState | None, kind: str
+    pod: dict[str, Any], previous: PodState | None, kind: str, scheme: str
 ) -> None:
     # Fields translate never reads ride along, to be skipped by the decoder.
     pod = {**pod, "spec": {"containers": [{"name": "c", "image": "x"}]}, "kind": "Pod"}
@@ -577,4 +613,6 @@ def test_decoding_only_the_read_fields_translates_like_a_full_decode(
     assume(full is not None and json.dumps(full) == json.dumps(json.loads(line)))
     decoded = Decoder().watch_line(line)
     assert decoded["type"] == kind
-    assert _outcome(decoded["object"], previous) == _outcome(full["object"], previous)
+    assert _outcome(decoded["object"], previous, scheme) == _outcome(
+        full["object"], previous, scheme
+    )

@@ -202,14 +202,20 @@ def kubernetes_pod_event(
     occurred: datetime,
     event_id: uuid.UUID,
     eviction_reason: str | None = None,
+    diagnosis: str | None = None,
 ) -> Event:
-    """`prefect.kubernetes.pod.{phase}`; `eviction_reason` goes with evicted, and only with it."""
+    """`prefect.kubernetes.pod.{phase}`; `eviction_reason` goes with evicted, and only with it.
+
+    `diagnosis` is the category of what is wrong with the pod, when something is.
+    """
     if (phase == "evicted") != bool(eviction_reason):
         raise ValueError("eviction_reason is required for evicted pods and only for them")
     resource = _resource(f"prefect.kubernetes.pod.{pod_uid}", name=pod_name)
     resource["kubernetes.namespace"] = namespace
     if eviction_reason:
         resource["kubernetes.reason"] = eviction_reason
+    if diagnosis:
+        resource["kubernetes.diagnosis"] = diagnosis
     return Event(
         utc(occurred),
         f"prefect.kubernetes.pod.{phase}",
@@ -319,13 +325,16 @@ def ecs_task_event(
     refs: FlowRunRefs,
     occurred: datetime,
     event_id: uuid.UUID,
+    diagnosis: str | None = None,
 ) -> Event:
-    """`prefect.ecs.task.{status}`."""
+    """`prefect.ecs.task.{status}`; `diagnosis` is the category of what went wrong, if any."""
     extra = {"ecs.taskArn": task_arn}
     if cluster_arn:
         extra["ecs.clusterArn"] = cluster_arn
     if task_definition_arn:
         extra["ecs.taskDefinitionArn"] = task_definition_arn
+    if diagnosis:
+        extra["ecs.diagnosis"] = diagnosis
     return Event(
         occurred=utc(occurred),
         event=f"prefect.ecs.task.{status}",

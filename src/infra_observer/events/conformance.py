@@ -33,6 +33,8 @@ class LabelSpec:
     """False: "when available"."""
     only_for: tuple[str, ...] = ()
     """Variants that carry the label (and must); empty: every variant."""
+    extension: bool = False
+    """The project's own addition, not on the reference page (the drift check skips it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +304,12 @@ CATALOG: tuple[FamilySpec, ...] = (
                 "Eviction reason (only for evicted pods)",
                 only_for=("evicted",),
             ),
+            LabelSpec(
+                "kubernetes.diagnosis",
+                "Category of what is wrong with the pod, such as OOMKilled (when one is diagnosed)",
+                required=False,
+                extension=True,
+            ),
         ),
         related=_refs("pod label", worker_type="kubernetes"),
         payload_kind="none",
@@ -320,6 +328,13 @@ CATALOG: tuple[FamilySpec, ...] = (
                 "ecs.taskDefinitionArn",
                 "ECS task definition ARN (when available)",
                 required=False,
+            ),
+            LabelSpec(
+                "ecs.diagnosis",
+                "Category of what went wrong with the task, such as OutOfMemoryError "
+                "(when one is diagnosed)",
+                required=False,
+                extension=True,
             ),
         ),
         related=_refs("task tag", worker_type="ecs"),

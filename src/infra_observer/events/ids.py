@@ -37,6 +37,16 @@ def pod_event_id(*, uid: str, phase: str, restart_count: int) -> uuid.UUID:
     return _uuid_from_int((int.from_bytes(sha1.digest()[:16]) & _KEEP_BITS) | _VERSION_5_BITS)
 
 
+def diagnosed_pod_event_id(
+    *, uid: str, phase: str, restart_count: int, diagnosis: str | None
+) -> uuid.UUID:
+    """The id current prefect-kubernetes gives a pod event: the contract's fields plus the
+    diagnosis category (null when there is none), so a change of diagnosis is a new event."""
+    return stable_id(
+        {"diagnosis": diagnosis, "phase": phase, "restart_count": restart_count, "uid": uid}
+    )
+
+
 def _uuid_from_int(value: int) -> uuid.UUID:
     # What `UUID.__init__` ends with, without its argument checks (a third of the cost of
     # an id); Python 3.14 has this as `UUID._from_int`. A test compares with `uuid.uuid5`.

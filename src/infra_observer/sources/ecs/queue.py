@@ -424,6 +424,9 @@ class EcsSource:
         for problem in decision.tag_problems:
             self._metrics.input_errors.labels(SOURCE, "tag").inc()
             log.warning("ecs_task_tag_invalid", task_arn=change.task_arn, problem=problem)
+        for problem in change.problems:
+            self._metrics.input_errors.labels(SOURCE, "detail").inc()
+            log.warning("ecs_task_detail_invalid", task_arn=change.task_arn, problem=problem)
         outcome = await (await self._handoff.submit(decision.event, source=SOURCE))
         return self._after_delivery(message, change, entry, outcome)
 

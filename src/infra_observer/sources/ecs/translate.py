@@ -25,11 +25,15 @@ from infra_observer.events.catalog import (
     refs_from_labels,
 )
 from infra_observer.events.model import Event, utc
+from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail, diagnose
 from infra_observer.sources.skips import Skip, flow_run_skip
 
 DETAIL_TYPE = "ECS Task State Change"
 EVENT_SOURCE = "aws.ecs"
 FLOW_RUN_TAG = "prefect.io/flow-run-id"
+
+
+_NO_STOP = StopDetail()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,10 @@ class TaskStateChange:
     status: EcsTaskStatus
     version: int | None
     """`detail.version`: grows with every change of the task; None when absent."""
+    stop: StopDetail = _NO_STOP
+    """What the diagnosis reads: stop code and reason, the containers' exits."""
+    problems: tuple[str, ...] = ()
+    """Fields of `detail` that the diagnosis could not read (the change is kept)."""
 
 
 def parse_message(body: str | bytes) -> TaskStateChange:
@@ -58,6 +66,8 @@ def parse_message(body: str | bytes) -> TaskStateChange:
     detail = envelope.get("detail")
     if not isinstance(detail, dict):
         raise InputError("envelope has no `detail` object")
+    problems: list[str] = []
+    stop = _stop_detail(detail, problems)
     return TaskStateChange(
         event_id=_event_id(envelope.get("id")),
         occurred=_timestamp(envelope.get("time")),
@@ -66,6 +76,8 @@ def parse_message(body: str | bytes) -> TaskStateChange:
         task_definition_arn=_optional_text(detail, "taskDefinitionArn"),
         status=_status(detail.get("lastStatus")),
         version=_version(detail.get("version")),
+        stop=stop,
+        problems=tuple(problems),
     )
 
 
@@ -131,6 +143,51 @@ def _version(value: object) -> int | None:
     # bool is an int in Python, but never a version.
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InputError(f"detail.version is {value!r}, not a non-negative integer")
+    return value
+
+
+def _stop_detail(detail: Mapping[str, Any], problems: list[str]) -> StopDetail:
+    """The diagnosis's fields; one of an unexpected type is left out and reported, since
+    the status change itself is still good."""
+    containers = detail.get("containers")
+    if containers is not None and not isinstance(containers, list):
+        problems.append(f"detail.containers is {containers!r}, not a list")
+        containers = None
+    return StopDetail(
+        stop_code=_lenient_text(detail, "stopCode", problems=problems),
+        stopped_reason=_lenient_text(detail, "stoppedReason", problems=problems),
+        containers=tuple(
+            _container_exit(index, container, problems=problems)
+            for index, container in enumerate(containers or ())
+        ),
+    )
+
+
+def _container_exit(index: int, container: object, *, problems: list[str]) -> ContainerExit:
+    if not isinstance(container, dict):
+        problems.append(f"detail.containers[{index}] is {container!r}, not an object")
+        return ContainerExit()
+    code = container.get("exitCode")
+    if code is not None and type(code) is not int:  # `type`: True is no exit code
+        problems.append(f"detail.containers[{index}].exitCode is {code!r}, not an integer")
+        code = None
+    where = f"containers[{index}]."
+    return ContainerExit(
+        name=_lenient_text(container, "name", problems=problems, where=where),
+        exit_code=code,
+        reason=_lenient_text(container, "reason", problems=problems, where=where),
+    )
+
+
+def _lenient_text(
+    parent: Mapping[str, Any], key: str, *, problems: list[str], where: str = ""
+) -> str | None:
+    value = parent.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        problems.append(f"detail.{where}{key} is {value!r}, not a string")
+        return None
     return value
 
 
@@ -225,5 +282,6 @@ def translate(
         refs=refs,
         occurred=change.occurred,
         event_id=change.event_id,
+        diagnosis=diagnose(change.stop),
     )
     return Decision(Verdict.EMIT, event=event, tag_problems=tuple(problems))

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from infra_observer.errors import InputError
 from infra_observer.events.catalog import (
@@ -20,8 +20,13 @@ from infra_observer.events.catalog import (
     kubernetes_pod_event,
     refs_from_labels,
 )
-from infra_observer.events.ids import pod_event_id
+from infra_observer.events.ids import diagnosed_pod_event_id, pod_event_id
 from infra_observer.events.model import Event, utc
+from infra_observer.sources.kubernetes.diagnosis import (
+    Category,
+    diagnose,
+    eviction_reason,
+)
 from infra_observer.sources.skips import Skip, flow_run_skip
 
 FLOW_RUN_LABEL = "prefect.io/flow-run-id"
@@ -35,31 +40,25 @@ _PHASES: dict[str, PodPhase] = {
     "Unknown": "unknown",
 }
 
-# DisruptionTarget reasons that mean the cluster evicted the pod, as opposed to the pod
-# failing on its own. `DeletionByPodGC` (the node is gone) is garbage collection, not an
-# eviction, and stays `failed`. `PreemptionByKubeScheduler` is the pre-1.27 spelling.
-EVICTION_REASONS = frozenset(
-    {
-        "EvictionByEvictionAPI",
-        "TerminationByKubelet",
-        "PreemptionByScheduler",
-        "PreemptionByKubeScheduler",
-        "DeletionByTaintManager",
-    }
-)
+# How event ids are made: the events contract's formula, or prefect-kubernetes' one, which
+# adds the diagnosis (see docs/sources/kubernetes.md).
+EventIdScheme = Literal["contract", "prefect-kubernetes"]
 
 
 @dataclass(frozen=True, slots=True)
 class PodState:
-    """What is remembered of one pod: its last (phase, restart count) and the states sent.
+    """What is remembered of one pod: its last (phase, restart count, diagnosis) and the
+    states sent.
 
     `sent` holds only the states with the current restart count: the count never goes
-    down, so older ones cannot come back, and the tuple stays at most five entries long.
+    down, so older ones cannot come back. A state is the phase, or with the
+    prefect-kubernetes id scheme the phase and diagnosis (see `_sent_key`): a few entries.
     """
 
     phase: str
     restart_count: int
     sent: tuple[str, ...] = ()
+    diagnosis: Category | None = None
 
 
 class Problem(NamedTuple):
@@ -85,36 +84,61 @@ class Translation:
     """The state changed to one already sent for this pod (same id): nothing emitted."""
     skipped: Skip | None = None
     """Why the pod gives no event at all (its flow-run id is empty or not a UUID)."""
+    diagnosis_changed: bool = False
+    """The diagnosis category (`state.diagnosis`) differs from the one known before; a pod
+    seen for the first time counts when it has one."""
 
 
-def translate(pod: object, previous: PodState | None, *, observed: datetime) -> Translation:
+def translate(
+    pod: object,
+    previous: PodState | None,
+    *,
+    observed: datetime,
+    id_scheme: EventIdScheme = "contract",
+) -> Translation:
     """The events for `pod`, given what was known of it before (None: never seen).
 
-    One event per change of (phase, restart count); the same state again gives nothing.
-    A pod whose flow-run label is empty or not a UUID gives none (`skipped` says why).
+    One event per change of (phase, restart count), and with the prefect-kubernetes id
+    scheme per change of diagnosis too; the same state again gives nothing. A pod whose
+    flow-run label is empty or not a UUID gives none (`skipped` says why).
     Raises `InputError` naming what is wrong when the object is not a usable pod.
     """
     # A known pod's uid was checked when it was first seen: `previous` was found by it.
     fields = _read(pod, uid_checked=previous is not None)
+    category = diagnose(fields.status)
     if (
         previous is not None
         and previous.phase == fields.phase
         and previous.restart_count == fields.restart_count
     ):
-        return Translation(uid=fields.uid, state=previous)
+        if previous.diagnosis == category:
+            return Translation(uid=fields.uid, state=previous)
+        if id_scheme == "contract":  # same id as the event already sent: only remembered
+            state = PodState(fields.phase, fields.restart_count, previous.sent, category)
+            return Translation(uid=fields.uid, state=state, diagnosis_changed=True)
+    changed = category != (None if previous is None else previous.diagnosis)
+    key = fields.phase if id_scheme == "contract" else _sent_key(fields.phase, category)
     sent = _sent_before(previous, fields.restart_count)
-    if fields.phase in sent:
+    if key in sent:
         # Back to a state already sent (Running, Unknown, Running): its id is the same.
-        state = PodState(fields.phase, fields.restart_count, sent)
-        return Translation(uid=fields.uid, state=state, repeated=True)
+        state = PodState(fields.phase, fields.restart_count, sent, category)
+        return Translation(uid=fields.uid, state=state, repeated=True, diagnosis_changed=changed)
     refs, label_problems = refs_from_labels(fields.labels)
     if refs.flow_run_id is None:
         skip = flow_run_skip(fields.labels, keys=(FLOW_RUN_LABEL,))
         return Translation(uid=fields.uid, state=None, skipped=skip)
-    state = PodState(fields.phase, fields.restart_count, (*sent, fields.phase))
+    state = PodState(fields.phase, fields.restart_count, (*sent, key), category)
     problems = [Problem("label", detail) for detail in label_problems] if label_problems else []
-    event = _event(fields, refs, observed=observed, problems=problems)
-    return Translation(uid=fields.uid, state=state, events=[event], problems=problems)
+    event = _event(
+        fields, refs, category=category, observed=observed, problems=problems, scheme=id_scheme
+    )
+    return Translation(
+        uid=fields.uid, state=state, events=[event], problems=problems, diagnosis_changed=changed
+    )
+
+
+def _sent_key(phase: str, category: Category | None) -> str:
+    return phase if category is None else f"{phase} {category}"
 
 
 def _sent_before(previous: PodState | None, restart_count: int) -> tuple[str, ...]:
@@ -202,11 +226,26 @@ def _restart_count(status: Mapping[str, Any]) -> int:
 
 
 def _event(
-    fields: _PodFields, refs: FlowRunRefs, *, observed: datetime, problems: list[Problem]
+    fields: _PodFields,
+    refs: FlowRunRefs,
+    *,
+    category: Category | None,
+    observed: datetime,
+    problems: list[Problem],
+    scheme: EventIdScheme,
 ) -> Event:
-    eviction = eviction_reason(fields.status) if fields.phase == "Failed" else None
+    eviction = eviction_reason(fields.status) if category == "Evicted" else None
     phase: PodPhase = "evicted" if eviction else _PHASES[fields.phase]
     when = occurred_at(fields, problems=problems) or utc(observed)
+    if scheme == "contract":
+        event_id = _event_id(fields)
+    else:
+        event_id = diagnosed_pod_event_id(
+            uid=fields.uid,
+            phase=fields.phase,
+            restart_count=fields.restart_count,
+            diagnosis=category,
+        )
     return kubernetes_pod_event(
         phase=phase,
         pod_uid=fields.uid,
@@ -214,36 +253,14 @@ def _event(
         namespace=fields.namespace,
         refs=refs,
         occurred=when,
-        event_id=_event_id(fields),
+        event_id=event_id,
         eviction_reason=eviction,
+        diagnosis=category,
     )
 
 
 def _event_id(fields: _PodFields) -> uuid.UUID:
     return pod_event_id(uid=fields.uid, phase=fields.phase, restart_count=fields.restart_count)
-
-
-def eviction_reason(status: Mapping[str, Any]) -> str | None:
-    """Why a Failed pod was evicted, or None when it failed on its own.
-
-    A container that exited with an error (reason `Error`, `OOMKilled`, ...) is a failure:
-    the reference implementation's defect of calling those evictions is not repeated.
-    """
-    if status.get("reason") == "Evicted":
-        return "Evicted"
-    conditions = status.get("conditions")
-    if not isinstance(conditions, list):
-        return None
-    for condition in conditions:
-        if (
-            isinstance(condition, dict)
-            and condition.get("type") == "DisruptionTarget"
-            and condition.get("status") == "True"
-            and isinstance(reason := condition.get("reason"), str)
-            and reason in EVICTION_REASONS
-        ):
-            return reason
-    return None
 
 
 def occurred_at(fields: _PodFields, *, problems: list[Problem]) -> datetime | None:

@@ -300,6 +300,7 @@ class ScopeWatch:
         self.synced = False
         self._list_page_size = list_page_size
         self._settings = settings
+        self._id_scheme = settings.event_id_scheme
         self._handoff = handoff
         self._metrics = metrics
         self._on_synced = on_synced
@@ -490,7 +491,7 @@ class ScopeWatch:
             return None  # another replica's pod: neither held nor reported here
         previous = self.pods.get(uid) if uid is not None else None
         try:
-            result = translate(pod, previous, observed=datetime.now(UTC))
+            result = translate(pod, previous, observed=datetime.now(UTC), id_scheme=self._id_scheme)
         except Exception as exc:  # one odd pod must not stop the watch of all the others
             detail = str(exc) if isinstance(exc, InputError) else _describe(exc)
             self._input_error("pod", detail, uid=uid, exc_info=not isinstance(exc, InputError))

@@ -6,6 +6,9 @@ other field without building it, about three times faster than a full decode (se
 docs/performance.md) and with a fraction of the memory for a list page. The result is
 still plain dicts and lists, so `translate` reads them exactly as it would a full object.
 
+`translate` includes the diagnosis (`diagnosis.py`): container names, waiting and
+termination reasons and exit codes, and condition and status messages are decoded for it.
+
 The shape only names fields; their values are typed `Any` wherever `translate` checks
 them itself, so a pod with an odd value still reaches `translate`, which says what is
 wrong with it. Should a line not fit even that shape (say `metadata` is a string), it is
@@ -24,29 +27,51 @@ class _Running(TypedDict, total=False):
     startedAt: Any
 
 
-class _Terminated(TypedDict, total=False):
+class _Exit(TypedDict, total=False):
+    """What the diagnosis reads of a termination (not its message: up to 4 KB of the
+    container's own text)."""
+
+    exitCode: Any
+    reason: Any
+
+
+class _Terminated(_Exit, total=False):
     finishedAt: Any
+
+
+class _Waiting(TypedDict, total=False):
+    reason: Any
+    message: Any
 
 
 class _ContainerState(TypedDict, total=False):
     running: _Running
     terminated: _Terminated
+    waiting: _Waiting
+
+
+class _LastState(TypedDict, total=False):
+    terminated: _Exit
 
 
 class _ContainerStatus(TypedDict, total=False):
+    name: Any
     restartCount: Any
     state: _ContainerState
+    lastState: _LastState
 
 
 class _Condition(TypedDict, total=False):
     type: Any
     status: Any
     reason: Any
+    message: Any
 
 
 class _PodStatus(TypedDict, total=False):
     phase: Any
     reason: Any
+    message: Any
     startTime: Any
     conditions: list[_Condition]
     containerStatuses: list[_ContainerStatus]
