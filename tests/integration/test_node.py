@@ -1,0 +1,199 @@
+"""The node peer: a kubelet on containerd really runs pods, and the daemon runs as one.
+
+Every pod status here is the kubelet's own, never a patch written by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.peers import DockerPeer, PrefectPeer
+from tests.peers._util import free_port
+from tests.peers.image import built_image
+from tests.peers.kube import ensure_namespace
+from tests.peers.node import BUSYBOX_IMAGE, NODE_NAME, NodePeer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+NAMESPACE = "node-test"
+
+
+async def wait_pod(
+    node: NodePeer, name: str, done: Any, *, within: float = 90, namespace: str = NAMESPACE
+) -> Any:
+    """Poll a pod until ``done(pod)`` is true; returns the V1Pod."""
+    from kubernetes_asyncio import client
+
+    deadline = time.monotonic() + within
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        while True:
+            pod = await core.read_namespaced_pod(name, namespace)
+            if done(pod):
+                return pod
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pod {name}: condition not met; status {pod.status}")
+            await asyncio.sleep(0.5)
+
+
+async def test_a_busybox_pod_runs_on_the_node_with_a_cni_address(node: NodePeer) -> None:
+    from kubernetes_asyncio import client
+
+    await ensure_namespace(node, NAMESPACE)
+    name = f"smoke-{uuid.uuid4().hex[:8]}"
+    body = {
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "600"]}],
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": False,
+        },
+    }
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        await core.create_namespaced_pod(NAMESPACE, body)
+        pod = await wait_pod(node, name, lambda p: p.status.phase == "Running")
+        await core.delete_namespaced_pod(name, NAMESPACE)
+    assert pod.spec.node_name == NODE_NAME
+    assert pod.status.container_statuses[0].state.running is not None
+    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(node.pod_subnet)
+
+
+# ---------------------------------------------------------------- the daemon as a pod
+
+RELEASE = "infra-observer"
+RELEASE_NAMESPACE = "infra-observer"
+FLOWS = "node-flows"
+# helm's --post-renderer: the daemon pod on the host network (see deploy/kind/README.md).
+HOST_NETWORK_RENDERER = """import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+for d in docs:
+    if d.get("kind") in ("Deployment", "StatefulSet"):
+        d["spec"]["template"]["spec"]["hostNetwork"] = True
+yaml.safe_dump_all(docs, sys.stdout)
+"""
+
+
+def harness_values(node: NodePeer, prefect: PrefectPeer, *, image_tag: str) -> dict[str, Any]:
+    """deploy/kind/values.yaml with what this harness differs in: the image tag, the
+    Prefect server on the host, a free health port on the host network, and the API
+    server's loopback address (no kube-proxy serves the `kubernetes` Service here)."""
+    values: dict[str, Any] = yaml.safe_load((ROOT / "deploy/kind/values.yaml").read_text())
+    values["image"].update(tag=image_tag)
+    values["prefect"]["apiUrl"] = prefect.api_url
+    values["kubernetes"]["namespaces"] = [FLOWS]
+    values["health"] = {"port": free_port()}
+    values["extraEnv"] = [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": str(node.port)},
+    ]
+    return values
+
+
+def helm_install(node: NodePeer, values: dict[str, Any], *, upgrade: bool = False) -> None:
+    values_file = node.state_dir / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    (node.state_dir / "host_network.py").write_text(HOST_NETWORK_RENDERER)
+    renderer = node.state_dir / "host-network-renderer"
+    renderer.write_text(f"#!/bin/sh\nexec {sys.executable} {node.state_dir / 'host_network.py'}\n")
+    renderer.chmod(0o755)
+    node.helm(
+        "upgrade" if upgrade else "install",
+        RELEASE,
+        str(ROOT / "helm" / "infra-observer"),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        *(() if upgrade else ("--create-namespace",)),
+        "--values",
+        str(values_file),
+        "--post-renderer",
+        str(renderer),
+    )
+
+
+def load_project_image(node: NodePeer, dockerd: DockerPeer) -> str:
+    """The Dockerfile's image, built in the test dockerd, saved and imported into the node's
+    containerd as `kind load docker-image` would; returns its tag."""
+    image = built_image(dockerd)
+    archive = node.state_dir / "infra-observer-image.tar"
+    image.cli("save", "-o", str(archive), image.tag, timeout=300)
+    node.import_image(archive)
+    return image.tag.split(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def daemon_pod(node: NodePeer, dockerd: DockerPeer, prefect: PrefectPeer) -> Any:
+    """The chart installed on the node; returns the Ready daemon pod (V1Pod)."""
+    tag = load_project_image(node, dockerd)
+    asyncio.run(ensure_namespace(node, FLOWS))
+    helm_install(node, harness_values(node, prefect, image_tag=tag))
+    return asyncio.run(wait_daemon_ready(node))
+
+
+async def wait_daemon_ready(node: NodePeer, *, exclude: set[str] = frozenset()) -> Any:
+    from kubernetes_asyncio import client
+
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    deadline = time.monotonic() + 180
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        while time.monotonic() < deadline:
+            pods = await core.list_namespaced_pod(RELEASE_NAMESPACE, label_selector=selector)
+            for pod in pods.items:
+                conditions = pod.status.conditions or []
+                if pod.metadata.name not in exclude and any(
+                    c.type == "Ready" and c.status == "True" for c in conditions
+                ):
+                    return pod
+            await asyncio.sleep(1)
+    raise AssertionError(f"no Ready daemon pod: {[p.status for p in pods.items]}")
+
+
+def container_process(node: NodePeer, container_id: str) -> Path:
+    """/proc/<pid> of a container's main process, from containerd's task list."""
+    tasks = node.ctr("tasks", "list").stdout.splitlines()
+    cid = container_id.removeprefix("containerd://")
+    pid = next(line.split()[1] for line in tasks if line.startswith(cid))
+    return Path("/proc") / pid
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+async def test_the_daemon_runs_as_a_pod_from_the_chart(node: NodePeer, daemon_pod: Any) -> None:
+    """Ready through its real probes, as 65532 on a read-only root, with the in-cluster
+    configuration only: the token is the one the kubelet mounted for this pod."""
+    status = daemon_pod.status.container_statuses[0]
+    assert status.ready
+    assert status.restart_count == 0
+    proc = container_process(node, status.container_id)
+    uids = next(x for x in (proc / "status").read_text().splitlines() if x.startswith("Uid:"))
+    assert uids.split()[1:] == ["65532"] * 4
+    root_mount = next(
+        x.split() for x in (proc / "mountinfo").read_text().splitlines() if x.split()[4] == "/"
+    )
+    assert "ro" in root_mount[5].split(",")
+    environ = dict(
+        e.split("=", 1) for e in (proc / "environ").read_bytes().decode().split("\0") if "=" in e
+    )
+    assert "KUBECONFIG" not in environ
+    token = (proc / "root/var/run/secrets/kubernetes.io/serviceaccount/token").read_text()
+    claims = jwt_claims(token)
+    assert claims["sub"] == f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}"
+    assert claims["kubernetes.io"]["pod"]["uid"] == daemon_pod.metadata.uid
