@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra_observer.events.ids import pod_event_id
 from tests.peers import DockerPeer, PrefectPeer
 from tests.peers._util import free_port
 from tests.peers.image import built_image
@@ -197,3 +198,131 @@ async def test_the_daemon_runs_as_a_pod_from_the_chart(node: NodePeer, daemon_po
     claims = jwt_claims(token)
     assert claims["sub"] == f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}"
     assert claims["kubernetes.io"]["pod"]["uid"] == daemon_pod.metadata.uid
+
+
+# ---------------------------------------------------------------- real flow-run pods
+
+POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+
+
+def flow_run_job(
+    name: str, flow_run: str, container: dict[str, Any], **spec: Any
+) -> dict[str, Any]:
+    """A Job labelled as Prefect's Kubernetes worker labels a flow run's Job and pod."""
+    labels = {
+        "prefect.io/flow-run-id": flow_run,
+        "prefect.io/flow-run-name": name,
+        "prefect.io/flow-name": "node-test",
+    }
+    pod_spec = {
+        "restartPolicy": spec.pop("restart_policy", "Never"),
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "prefect-job", "image": BUSYBOX_IMAGE, **container}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "backoffLimit": spec.pop("backoff_limit", 0),
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+async def run_job(node: NodePeer, job: dict[str, Any], done: Any) -> Any:
+    """Create the Job and wait for its pod to satisfy ``done``; returns the V1Pod."""
+    from kubernetes_asyncio import client
+
+    name = job["metadata"]["name"]
+    async with node.api_client() as api:
+        await client.BatchV1Api(api).create_namespaced_job(FLOWS, job)
+        core: Any = client.CoreV1Api(api)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pods = await core.list_namespaced_pod(FLOWS, label_selector=f"job-name={name}")
+            if pods.items and done(pods.items[0]):
+                return pods.items[0]
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"job {name}: its pod never got there: {pods.items}")
+
+
+async def stored_for(prefect: PrefectPeer, uid: str, final_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The pod's stored events, once the one with ``final_id`` is there (then a settle)."""
+    resource = f"prefect.kubernetes.pod.{uid}"
+    deadline = time.monotonic() + 60
+    while str(final_id) not in {
+        e["id"] for e in await prefect.read_events(resource_ids=[resource])
+    }:
+        if time.monotonic() > deadline:
+            stored = await prefect.read_events(resource_ids=[resource])
+            raise AssertionError(f"{final_id} not stored for {uid}: {stored}")
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)
+    return await prefect.read_events(resource_ids=[resource])
+
+
+def assert_events_of(pod: Any, stored: list[dict[str, Any]], flow_run: str) -> None:
+    """Each stored id is the id of its phase for this pod's uid, once each; the chain of
+    `follows` runs through all of them from the Pending event."""
+    uid = pod.metadata.uid
+    restarts = max((s.restart_count for s in pod.status.container_statuses or []), default=0)
+    possible = {
+        str(pod_event_id(uid=uid, phase=phase, restart_count=rc)): phase
+        for phase in POD_PHASES
+        for rc in range(restarts + 1)
+    }
+    ids = [e["id"] for e in stored]
+    assert len(ids) == len(set(ids))
+    for event in stored:
+        assert event["id"] in possible, event
+        assert event["event"] == f"prefect.kubernetes.pod.{possible[event['id']].lower()}"
+        related = [r["prefect.resource.id"] for r in event["related"]]
+        assert f"prefect.flow-run.{flow_run}" in related
+    pending = str(pod_event_id(uid=uid, phase="Pending", restart_count=0))
+    by_follows = {e["follows"]: e["id"] for e in stored}
+    chain = [pending]
+    while chain[-1] in by_follows:
+        chain.append(by_follows[chain[-1]])
+    assert by_follows.get(None) == pending
+    assert sorted(chain) == sorted(ids)
+
+
+def terminal(pod: Any) -> bool:
+    return pod.status.phase in ("Succeeded", "Failed")
+
+
+def terminated_state(pod: Any) -> Any:
+    return pod.status.container_statuses[0].state.terminated
+
+
+# A Job's container, and the phase, exit code and reason its pod ends with.
+ENDINGS: dict[str, tuple[dict[str, Any], tuple[str, int, str]]] = {
+    "exit-0": ({"command": ["sh", "-c", "sleep 2; exit 0"]}, ("Succeeded", 0, "Completed")),
+    "exit-3": ({"command": ["sh", "-c", "sleep 2; exit 3"]}, ("Failed", 3, "Error")),
+    # The sleep lets the runtime arm its OOM notification before the limit is hit.
+    "oom": (
+        {
+            "command": ["sh", "-c", "sleep 1; exec tail /dev/zero"],
+            "resources": {"limits": {"memory": "16Mi"}},
+        },
+        ("Failed", 137, "OOMKilled"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ENDINGS))
+async def test_a_flow_run_job_that_ends(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any, case: str
+) -> None:
+    container, (phase, exit_code, reason) = ENDINGS[case]
+    flow_run = str(uuid.uuid4())
+    job = flow_run_job(f"{case}-{flow_run[:8]}", flow_run, container)
+    pod = await run_job(node, job, terminal)
+    assert pod.status.phase == phase
+    assert (terminated_state(pod).exit_code, terminated_state(pod).reason) == (exit_code, reason)
+    final = pod_event_id(uid=pod.metadata.uid, phase=phase, restart_count=0)
+    stored = await stored_for(prefect, pod.metadata.uid, final)
+    assert_events_of(pod, stored, flow_run)
+    running = str(pod_event_id(uid=pod.metadata.uid, phase="Running", restart_count=0))
+    assert running in {e["id"] for e in stored}
