@@ -326,3 +326,106 @@ async def test_a_flow_run_job_that_ends(
     assert_events_of(pod, stored, flow_run)
     running = str(pod_event_id(uid=pod.metadata.uid, phase="Running", restart_count=0))
     assert running in {e["id"] for e in stored}
+
+
+def waiting_reason(pod: Any) -> str | None:
+    statuses = pod.status.container_statuses or []
+    waiting = statuses[0].state.waiting if statuses else None
+    return waiting.reason if waiting else None
+
+
+async def delete_job(node: NodePeer, name: str) -> None:
+    from kubernetes_asyncio import client
+
+    async with node.api_client() as api:
+        await client.BatchV1Api(api).delete_namespaced_job(
+            name, FLOWS, propagation_policy="Background"
+        )
+
+
+async def test_a_flow_run_pod_whose_image_cannot_be_pulled(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
+) -> None:
+    flow_run = str(uuid.uuid4())
+    name = f"pull-{flow_run[:8]}"
+    # Any remote name: no registry is reachable, so the pull fails on name resolution.
+    job = flow_run_job(name, flow_run, {"image": "registry.invalid/flows/missing:1"})
+    pod = await run_job(node, job, lambda p: waiting_reason(p) == "ImagePullBackOff")
+    pending = pod_event_id(uid=pod.metadata.uid, phase="Pending", restart_count=0)
+    stored = await stored_for(prefect, pod.metadata.uid, pending)
+    await delete_job(node, name)
+    assert pod.status.phase == "Pending"
+    assert "ErrImagePull" in pod.status.container_statuses[0].state.waiting.message
+    assert [e["id"] for e in stored] == [str(pending)]
+    assert_events_of(pod, stored, flow_run)
+
+
+async def test_a_flow_run_pod_in_a_crash_loop(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
+) -> None:
+    """restartPolicy OnFailure: the kubelet restarts the container in place (back-off 10 s,
+    then 20 s): the phase stays Running and each restart is an event of its own."""
+    flow_run = str(uuid.uuid4())
+    name = f"crash-{flow_run[:8]}"
+    job = flow_run_job(
+        name,
+        flow_run,
+        {"command": ["sh", "-c", "sleep 1; exit 3"]},
+        restart_policy="OnFailure",
+        backoff_limit=6,
+    )
+    pod = await run_job(
+        node,
+        job,
+        lambda p: (
+            (p.status.container_statuses or [None])[0] is not None
+            and p.status.container_statuses[0].restart_count >= 2
+        ),
+    )
+    last = pod.status.container_statuses[0]
+    assert pod.status.phase == "Running"
+    assert (last.last_state.terminated.exit_code, last.last_state.terminated.reason) == (3, "Error")
+    final = pod_event_id(uid=pod.metadata.uid, phase="Running", restart_count=2)
+    stored = await stored_for(prefect, pod.metadata.uid, final)
+    await delete_job(node, name)
+    assert_events_of(pod, stored, flow_run)
+    for restarts in (0, 1, 2):
+        running = pod_event_id(uid=pod.metadata.uid, phase="Running", restart_count=restarts)
+        assert str(running) in {e["id"] for e in stored}
+
+
+async def last_seen_before_deletion(node: NodePeer, pod: Any) -> Any:
+    """Delete a pod and return the last object the apiserver returned before it was gone."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    name = pod.metadata.name
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        await core.delete_namespaced_pod(name, FLOWS)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                pod = await core.read_namespaced_pod(name, FLOWS)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return pod
+                raise
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"pod {name} still there: {pod.status}")
+
+
+async def test_a_flow_run_pod_deleted_mid_run(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
+) -> None:
+    flow_run = str(uuid.uuid4())
+    name = f"deleted-{flow_run[:8]}"
+    job = flow_run_job(name, flow_run, {"command": ["sleep", "600"]})
+    running = await run_job(node, job, lambda p: p.status.phase == "Running")
+    pod = await last_seen_before_deletion(node, running)
+    await delete_job(node, name)
+    assert pod.metadata.deletion_timestamp is not None
+    final = pod_event_id(uid=pod.metadata.uid, phase=pod.status.phase, restart_count=0)
+    stored = await stored_for(prefect, pod.metadata.uid, final)
+    assert_events_of(pod, stored, flow_run)
+    assert pod.status.phase == "Failed"
