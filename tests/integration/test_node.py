@@ -9,7 +9,6 @@ import asyncio
 import base64
 import ipaddress
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +19,6 @@ import yaml
 
 from infra_observer.events.ids import pod_event_id
 from tests.peers import DockerPeer, PrefectPeer
-from tests.peers._util import free_port
 from tests.peers.image import built_image
 from tests.peers.kube import ensure_namespace
 from tests.peers.node import BUSYBOX_IMAGE, NODE_NAME, NodePeer
@@ -76,50 +74,32 @@ async def test_a_busybox_pod_runs_on_the_node_with_a_cni_address(node: NodePeer)
 RELEASE = "infra-observer"
 RELEASE_NAMESPACE = "infra-observer"
 FLOWS = "node-flows"
-# helm's --post-renderer: the daemon pod on the host network (see deploy/kind/README.md).
-HOST_NETWORK_RENDERER = """import sys, yaml
-docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
-for d in docs:
-    if d.get("kind") in ("Deployment", "StatefulSet"):
-        d["spec"]["template"]["spec"]["hostNetwork"] = True
-yaml.safe_dump_all(docs, sys.stdout)
-"""
 
 
 def harness_values(node: NodePeer, prefect: PrefectPeer, *, image_tag: str) -> dict[str, Any]:
-    """deploy/kind/values.yaml with what this harness differs in: the image tag, the
-    Prefect server on the host, a free health port on the host network, and the API
-    server's loopback address (no kube-proxy serves the `kubernetes` Service here)."""
+    """deploy/kind/values.yaml with what this harness differs in: the image tag, and the
+    Prefect server on the host, reached at the bridge's gateway."""
     values: dict[str, Any] = yaml.safe_load((ROOT / "deploy/kind/values.yaml").read_text())
     values["image"].update(tag=image_tag)
-    values["prefect"]["apiUrl"] = prefect.api_url
+    values["prefect"]["apiUrl"] = f"http://{node.forward(prefect.port, prefect.port)}/api"
     values["kubernetes"]["namespaces"] = [FLOWS]
-    values["health"] = {"port": free_port()}
-    values["extraEnv"] = [
-        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": str(node.port)},
-    ]
     return values
 
 
-def helm_install(node: NodePeer, values: dict[str, Any], *, upgrade: bool = False) -> None:
+def helm_release(node: NodePeer, values: dict[str, Any], *, command: str = "install") -> None:
+    """``helm install`` (or ``upgrade``) of the chart with ``values``, waiting for nothing."""
     values_file = node.state_dir / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    (node.state_dir / "host_network.py").write_text(HOST_NETWORK_RENDERER)
-    renderer = node.state_dir / "host-network-renderer"
-    renderer.write_text(f"#!/bin/sh\nexec {sys.executable} {node.state_dir / 'host_network.py'}\n")
-    renderer.chmod(0o755)
+    extra = ("--create-namespace",) if command == "install" else ()
     node.helm(
-        "upgrade" if upgrade else "install",
+        command,
         RELEASE,
         str(ROOT / "helm" / "infra-observer"),
         "--namespace",
         RELEASE_NAMESPACE,
-        *(() if upgrade else ("--create-namespace",)),
+        *extra,
         "--values",
         str(values_file),
-        "--post-renderer",
-        str(renderer),
     )
 
 
@@ -138,7 +118,7 @@ def daemon_pod(node: NodePeer, dockerd: DockerPeer, prefect: PrefectPeer) -> Any
     """The chart installed on the node; returns the Ready daemon pod (V1Pod)."""
     tag = load_project_image(node, dockerd)
     asyncio.run(ensure_namespace(node, FLOWS))
-    helm_install(node, harness_values(node, prefect, image_tag=tag))
+    helm_release(node, harness_values(node, prefect, image_tag=tag))
     return asyncio.run(wait_daemon_ready(node))
 
 
@@ -194,6 +174,9 @@ async def test_the_daemon_runs_as_a_pod_from_the_chart(node: NodePeer, daemon_po
         e.split("=", 1) for e in (proc / "environ").read_bytes().decode().split("\0") if "=" in e
     )
     assert "KUBECONFIG" not in environ
+    # The `kubernetes` Service's address, which the kubelet puts in every container.
+    assert environ["KUBERNETES_SERVICE_HOST"] == node.service_ip
+    assert ipaddress.ip_address(daemon_pod.status.pod_ip) in ipaddress.ip_network(node.pod_subnet)
     token = (proc / "root/var/run/secrets/kubernetes.io/serviceaccount/token").read_text()
     claims = jwt_claims(token)
     assert claims["sub"] == f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}"

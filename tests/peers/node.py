@@ -20,8 +20,10 @@ import json
 import logging
 import os
 import secrets
+import socket
 import subprocess
 import tarfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ HOST_DIRS = (
     CONTAINER_LOG_LINKS,
     CNI_RESULTS_DIR,
     Path("/var/lib/cni"),
+    NETNS_DIR,
 )
 
 
@@ -96,6 +99,45 @@ def write_sysctl(name: str, value: str) -> None:
         (Path("/proc/sys") / name).write_text(value)
 
 
+class TcpForwarder:
+    """Forwards connections accepted on ``listen`` to ``target``, a thread per direction.
+
+    There is no kube-proxy: this serves the ``kubernetes`` Service's address, and makes a
+    peer on loopback reachable from pods at the bridge's gateway address.
+    """
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int]) -> None:
+        self.listen, self.target = listen, target
+        self._server = socket.create_server(listen)
+        self._open: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._server.accept()
+                try:
+                    upstream = socket.create_connection(self.target, timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                self._open.update((client, upstream))
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in list(self._open):
+            conn.close()
+
+
 class NodePeer(KubePeer):
     """KubePeer plus a real node (``localhost``) that runs pods.
 
@@ -111,7 +153,14 @@ class NodePeer(KubePeer):
         suffix = secrets.token_hex(3)
         self.bridge = f"ion{suffix}"
         self.network = f"infra-observer-node-{suffix}"
-        self.pod_subnet = f"10.244.{secrets.randbelow(256)}.0/24"
+        octet = secrets.randbelow(256)
+        self.pod_subnet = f"10.244.{octet}.0/24"
+        self.gateway = f"10.244.{octet}.1"
+        # The `kubernetes` Service's address: the first of the service range, which the
+        # apiserver's self-signed certificate names.
+        self.service_range = f"10.96.{octet}.0/24"
+        self.service_ip = f"10.96.{octet}.1"
+        self._forwarders: list[TcpForwarder] = []
         self.containerd_socket = self.state_dir / "containerd" / "containerd.sock"
         self.kubelet_port = free_port()
         self.kubelet_healthz_port = free_port()
@@ -127,10 +176,13 @@ class NodePeer(KubePeer):
             for a in super()._apiserver_argv()
             if a != "--disable-admission-plugins=ServiceAccount"
         ]
-        return [
-            "--authorization-mode=Node,RBAC" if a == "--authorization-mode=RBAC" else a
-            for a in argv
-        ]
+        replaced = {
+            "--authorization-mode=RBAC": "--authorization-mode=Node,RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24": (
+                f"--service-cluster-ip-range={self.service_range}"
+            ),
+        }
+        return [replaced.get(a, a) for a in argv]
 
     # ------------------------------------------------------------ lifecycle
 
@@ -141,6 +193,8 @@ class NodePeer(KubePeer):
             self._netns_before = listing(NETNS_DIR)
             self._cni_results_before = listing(CNI_RESULTS_DIR)
             self._host_dirs_before = {d for d in HOST_DIRS if d.exists()}
+            self._create_bridge()
+            self.forward(443, self.port, address=self.service_ip)
             self._start_containerd()
             self.import_image(self._busybox_archive(BUSYBOX_IMAGE, ["sh"]))
             self.import_image(self._busybox_archive(PAUSE_IMAGE, ["sleep", "2147483647"]))
@@ -151,6 +205,27 @@ class NodePeer(KubePeer):
             self.stop()
             raise
         return self
+
+    def _create_bridge(self) -> None:
+        """The CNI bridge, made before any pod so it can carry the Service address too (the
+        bridge plugin adopts an existing bridge)."""
+        prefix = self.pod_subnet.rsplit("/", 1)[1]
+        for command in (
+            ["link", "add", self.bridge, "type", "bridge"],
+            ["addr", "add", f"{self.gateway}/{prefix}", "dev", self.bridge],
+            ["addr", "add", f"{self.service_ip}/32", "dev", self.bridge],
+            ["link", "set", self.bridge, "up"],
+        ):
+            result = subprocess.run(["ip", *command], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise PeerUnavailableError(f"ip {' '.join(command)}: {result.stderr.strip()}")
+
+    def forward(self, port: int, host_port: int, *, address: str | None = None) -> str:
+        """Make ``127.0.0.1:host_port`` reachable from pods at ``address:port`` (default:
+        the bridge's gateway); returns ``address:port``."""
+        listen = (address or self.gateway, port)
+        self._forwarders.append(TcpForwarder(listen, ("127.0.0.1", host_port)))
+        return f"{listen[0]}:{port}"
 
     def stop(self) -> None:
         # Controllers first (nothing recreates pods), then the pods while the kubelet still
@@ -164,6 +239,9 @@ class NodePeer(KubePeer):
         for proc in reversed(self._node_procs):
             proc.stop()
         self._node_procs = []
+        for forwarder in self._forwarders:
+            forwarder.close()
+        self._forwarders = []
         # containerd's shims leave its process group; the state dir in their argv is ours.
         kill_processes_mentioning(str(self.state_dir))
         for name, value in self._saved_sysctls.items():
@@ -225,7 +303,7 @@ class NodePeer(KubePeer):
             "name": self.network,
             "plugins": [
                 {"type": "bridge", "bridge": self.bridge, "isGateway": True,
-                 "ipMasq": False, "ipam": ipam},
+                 "isDefaultGateway": True, "ipMasq": False, "ipam": ipam},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }  # fmt: skip
