@@ -412,3 +412,111 @@ async def test_a_flow_run_pod_deleted_mid_run(
     stored = await stored_for(prefect, pod.metadata.uid, final)
     assert_events_of(pod, stored, flow_run)
     assert pod.status.phase == "Failed"
+
+
+# ---------------------------------------------------------------- upgrade, leader election
+
+LEASE_DURATION_SECONDS = 15  # the daemon's default; the chart does not change it
+RETRY_PERIOD_SECONDS = 2
+
+
+async def job_pods_succeeded(node: NodePeer, names: list[str]) -> list[Any]:
+    from kubernetes_asyncio import client
+
+    deadline = time.monotonic() + 120
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        while True:
+            pods = [
+                (await core.list_namespaced_pod(FLOWS, label_selector=f"job-name={n}")).items
+                for n in names
+            ]
+            if all(p and p[0].status.phase == "Succeeded" for p in pods):
+                return [p[0] for p in pods]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"jobs not all succeeded: {[p and p[0].status for p in pods]}")
+            await asyncio.sleep(1)
+
+
+async def test_helm_upgrade_while_pods_change_loses_nothing(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
+) -> None:
+    """A changed value rolls the Deployment while Jobs start and end: every pod's pending,
+    running and succeeded events are stored, each id once."""
+    from kubernetes_asyncio import client
+
+    values = yaml.safe_load((node.state_dir / "values.yaml").read_text())
+    values["log"]["level"] = "info"
+    flow_runs = {f"upgrade-{i}-{uuid.uuid4().hex[:6]}": str(uuid.uuid4()) for i in range(6)}
+    async with node.api_client() as api:
+        batch = client.BatchV1Api(api)
+        for index, (name, flow_run) in enumerate(flow_runs.items()):
+            job = flow_run_job(name, flow_run, {"command": ["sh", "-c", "sleep 3; exit 0"]})
+            await batch.create_namespaced_job(FLOWS, job)
+            if index == 1:
+                await asyncio.to_thread(helm_release, node, values, command="upgrade")
+            await asyncio.sleep(1)
+    new_pod = await wait_daemon_ready(node, exclude={daemon_pod.metadata.name})
+    assert new_pod.metadata.name != daemon_pod.metadata.name
+    for pod in await job_pods_succeeded(node, list(flow_runs)):
+        uid = pod.metadata.uid
+        expected = {
+            str(pod_event_id(uid=uid, phase=phase, restart_count=0))
+            for phase in ("Pending", "Running", "Succeeded")
+        }
+        final = pod_event_id(uid=uid, phase="Succeeded", restart_count=0)
+        stored = [e["id"] for e in await stored_for(prefect, uid, final)]
+        assert sorted(stored) == sorted(expected), pod.metadata.name
+
+
+async def lease_holder(node: NodePeer) -> str:
+    lease = await asyncio.to_thread(
+        node._get_json,
+        f"/apis/coordination.k8s.io/v1/namespaces/{RELEASE_NAMESPACE}/leases/{RELEASE}",
+    )
+    holder: str = lease.get("spec", {}).get("holderIdentity") or ""
+    return holder
+
+
+async def daemon_pod_names(node: NodePeer) -> set[str]:
+    from kubernetes_asyncio import client
+
+    async with node.api_client() as api:
+        pods = await client.CoreV1Api(api).list_namespaced_pod(
+            RELEASE_NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}"
+        )
+    return {p.metadata.name for p in pods.items if p.status.phase == "Running"}
+
+
+async def wait_for_leader(
+    node: NodePeer, *, within: float, among: int | None = None, other_than: str = ""
+) -> tuple[str, float]:
+    """The pod (identity ``<pod name>-<pid>``) holding the Lease, once ``among`` daemon pods
+    run (any number if None), and how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        holder, names = await lease_holder(node), await daemon_pod_names(node)
+        leaders = [n for n in names - {other_than} if holder.startswith(f"{n}-")]
+        if leaders and among in (None, len(names)):
+            return leaders[0], time.monotonic() - started
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no leader among {names}: lease {holder!r}")
+
+
+async def test_two_replicas_elect_one_leader_and_hand_over(node: NodePeer, daemon_pod: Any) -> None:
+    from kubernetes_asyncio import client
+
+    values = yaml.safe_load((node.state_dir / "values.yaml").read_text())
+    values.update(replicaCount=2, leaderElection={"enabled": True})
+    await asyncio.to_thread(helm_release, node, values, command="upgrade")
+    leader, _ = await wait_for_leader(node, within=180, among=2)
+    for _ in range(6):  # the holder keeps renewing: nobody else takes it
+        await asyncio.sleep(1)
+        assert (await lease_holder(node)).startswith(f"{leader}-")
+    async with node.api_client() as api:
+        await client.CoreV1Api(api).delete_namespaced_pod(
+            leader, RELEASE_NAMESPACE, grace_period_seconds=0
+        )
+    bound = LEASE_DURATION_SECONDS + 2 * RETRY_PERIOD_SECONDS
+    _, took = await wait_for_leader(node, within=bound + 60, other_than=leader)
+    assert took <= bound, f"handed over after {took:.1f}s"
