@@ -11,6 +11,7 @@ import ipaddress
 import json
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ def daemon_pod(node: NodePeer, dockerd: DockerPeer, prefect: PrefectPeer) -> Any
     return asyncio.run(wait_daemon_ready(node))
 
 
-async def wait_daemon_ready(node: NodePeer, *, exclude: set[str] = frozenset()) -> Any:
+async def wait_daemon_ready(node: NodePeer, *, exclude: Collection[str] = ()) -> Any:
     from kubernetes_asyncio import client
 
     selector = f"app.kubernetes.io/instance={RELEASE}"
@@ -219,7 +220,8 @@ async def run_job(node: NodePeer, job: dict[str, Any], done: Any) -> Any:
 
     name = job["metadata"]["name"]
     async with node.api_client() as api:
-        await client.BatchV1Api(api).create_namespaced_job(FLOWS, job)
+        batch: Any = client.BatchV1Api(api)
+        await batch.create_namespaced_job(FLOWS, job)
         core: Any = client.CoreV1Api(api)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -449,7 +451,7 @@ async def test_helm_upgrade_while_pods_change_loses_nothing(
     values["log"]["level"] = "info"
     flow_runs = {f"upgrade-{i}-{uuid.uuid4().hex[:6]}": str(uuid.uuid4()) for i in range(6)}
     async with node.api_client() as api:
-        batch = client.BatchV1Api(api)
+        batch: Any = client.BatchV1Api(api)
         for index, (name, flow_run) in enumerate(flow_runs.items()):
             job = flow_run_job(name, flow_run, {"command": ["sh", "-c", "sleep 3; exit 0"]})
             await batch.create_namespaced_job(FLOWS, job)
@@ -466,7 +468,14 @@ async def test_helm_upgrade_while_pods_change_loses_nothing(
         }
         final = pod_event_id(uid=uid, phase="Succeeded", restart_count=0)
         stored = [e["id"] for e in await stored_for(prefect, uid, final)]
-        assert sorted(stored) == sorted(expected), pod.metadata.name
+        assert sorted(stored) == sorted(expected), (pod.metadata.name, daemon_problems(node))
+
+
+def daemon_problems(node: NodePeer) -> list[str]:
+    """The daemon pods' warnings and errors, from the logs the kubelet wrote."""
+    logs = sorted((node.state_dir / "pod-logs").glob(f"{RELEASE_NAMESPACE}_*/*/*.log"))
+    lines = [line for log in logs for line in log.read_text(errors="replace").splitlines()]
+    return [line for line in lines if '"level":"warning"' in line or '"level":"error"' in line]
 
 
 async def lease_holder(node: NodePeer) -> str:

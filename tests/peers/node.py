@@ -234,8 +234,10 @@ class NodePeer(KubePeer):
             if proc.name.startswith("kube-") and proc.name != "kubelet":
                 proc.stop()
         if any(p.name == "kubelet" and p.running() for p in self._node_procs):
-            with contextlib.suppress(Exception):
+            try:
                 self._drain()
+            except Exception as exc:  # stopping goes on: the rest still has to be undone
+                log.warning("node drain failed, a pod network namespace may remain: %s", exc)
         for proc in reversed(self._node_procs):
             proc.stop()
         self._node_procs = []
@@ -250,7 +252,8 @@ class NodePeer(KubePeer):
         super().stop()
 
     def _drain(self, timeout: float = 60) -> None:
-        """Delete every pod at once and wait until containerd holds no container."""
+        """Delete every pod at once and wait until containerd runs no task: a sandbox's
+        network is torn down before its task stops."""
         with httpx.Client(verify=self._ssl_context(), timeout=10) as client:
             headers = {"Authorization": f"Bearer {self.token}"}
             pods = client.get(f"{self.server}/api/v1/pods", headers=headers).json()
@@ -262,7 +265,7 @@ class NodePeer(KubePeer):
                     params={"gracePeriodSeconds": "0"},
                 )
         wait_until(
-            lambda: True if not self.ctr("containers", "list", "-q").stdout.strip() else None,
+            lambda: True if not self.ctr("tasks", "list", "-q").stdout.strip() else None,
             timeout=timeout,
             interval=0.5,
             what="pods removed by the kubelet",
