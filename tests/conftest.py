@@ -30,6 +30,7 @@ from tests.peers import (  # noqa: E402
     PrometheusPeer,
     RegistryPeer,
 )
+from tests.peers.node import NodePeer  # noqa: E402
 from tests.peers.prefect import TEST_AUTH_STRING  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,15 @@ def start_peer(name: str, start: Callable[[], P]) -> P:
 def kube() -> Iterator[KubePeer]:
     """etcd + kube-apiserver (admin token, RBAC, --watch-cache=false)."""
     peer = start_peer("kube-apiserver", lambda: KubePeer().start())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[NodePeer]:
+    """A one-node cluster: its own etcd + kube-apiserver (Node,RBAC), controller-manager,
+    scheduler and a kubelet on a private containerd; busybox and pause images imported."""
+    peer = start_peer("node", lambda: NodePeer().start())
     yield peer
     peer.stop()
 
