@@ -468,7 +468,11 @@ async def test_helm_upgrade_while_pods_change_loses_nothing(
         }
         final = pod_event_id(uid=uid, phase="Succeeded", restart_count=0)
         stored = [e["id"] for e in await stored_for(prefect, uid, final)]
-        assert sorted(stored) == sorted(expected), (pod.metadata.name, daemon_problems(node))
+        assert sorted(stored) == sorted(expected), (
+            pod.metadata.name,
+            daemon_problems(node),
+            prefect.dropped_batches(),
+        )
 
 
 def daemon_problems(node: NodePeer) -> list[str]:
