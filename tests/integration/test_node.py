@@ -422,66 +422,6 @@ LEASE_DURATION_SECONDS = 15  # the daemon's default; the chart does not change i
 RETRY_PERIOD_SECONDS = 2
 
 
-async def job_pods_succeeded(node: NodePeer, names: list[str]) -> list[Any]:
-    from kubernetes_asyncio import client
-
-    deadline = time.monotonic() + 120
-    async with node.api_client() as api:
-        core: Any = client.CoreV1Api(api)
-        while True:
-            pods = [
-                (await core.list_namespaced_pod(FLOWS, label_selector=f"job-name={n}")).items
-                for n in names
-            ]
-            if all(p and p[0].status.phase == "Succeeded" for p in pods):
-                return [p[0] for p in pods]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"jobs not all succeeded: {[p and p[0].status for p in pods]}")
-            await asyncio.sleep(1)
-
-
-async def test_helm_upgrade_while_pods_change_loses_nothing(
-    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
-) -> None:
-    """A changed value rolls the Deployment while Jobs start and end: every pod's pending,
-    running and succeeded events are stored, each id once."""
-    from kubernetes_asyncio import client
-
-    values = yaml.safe_load((node.state_dir / "values.yaml").read_text())
-    values["log"]["level"] = "info"
-    flow_runs = {f"upgrade-{i}-{uuid.uuid4().hex[:6]}": str(uuid.uuid4()) for i in range(6)}
-    async with node.api_client() as api:
-        batch: Any = client.BatchV1Api(api)
-        for index, (name, flow_run) in enumerate(flow_runs.items()):
-            job = flow_run_job(name, flow_run, {"command": ["sh", "-c", "sleep 3; exit 0"]})
-            await batch.create_namespaced_job(FLOWS, job)
-            if index == 1:
-                await asyncio.to_thread(helm_release, node, values, command="upgrade")
-            await asyncio.sleep(1)
-    new_pod = await wait_daemon_ready(node, exclude={daemon_pod.metadata.name})
-    assert new_pod.metadata.name != daemon_pod.metadata.name
-    for pod in await job_pods_succeeded(node, list(flow_runs)):
-        uid = pod.metadata.uid
-        expected = {
-            str(pod_event_id(uid=uid, phase=phase, restart_count=0))
-            for phase in ("Pending", "Running", "Succeeded")
-        }
-        final = pod_event_id(uid=uid, phase="Succeeded", restart_count=0)
-        stored = [e["id"] for e in await stored_for(prefect, uid, final)]
-        assert sorted(stored) == sorted(expected), (
-            pod.metadata.name,
-            daemon_problems(node),
-            prefect.dropped_batches(),
-        )
-
-
-def daemon_problems(node: NodePeer) -> list[str]:
-    """The daemon pods' warnings and errors, from the logs the kubelet wrote."""
-    logs = sorted((node.state_dir / "pod-logs").glob(f"{RELEASE_NAMESPACE}_*/*/*.log"))
-    lines = [line for log in logs for line in log.read_text(errors="replace").splitlines()]
-    return [line for line in lines if '"level":"warning"' in line or '"level":"error"' in line]
-
-
 async def lease_holder(node: NodePeer) -> str:
     lease = await asyncio.to_thread(
         node._get_json,
