@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -242,3 +242,54 @@ def remove_tree(path: Path) -> None:
     for target in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], check=False, capture_output=True)
     shutil.rmtree(path, ignore_errors=True)
+
+
+class OneProcessPeer:
+    """A peer that is one process in a state directory of its own: `_launch` starts it and
+    waits until `ready` answers (stopping it again when it does not); `stop` ends it and
+    removes the directory. Subclasses write `start`."""
+
+    stop_timeout = 15.0
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self._proc: ManagedProcess | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _launch(
+        self,
+        proc: ManagedProcess,
+        *,
+        ready: Callable[[], bool | None],
+        timeout: float,
+        interval: float = 0.2,
+    ) -> Self:
+        self._proc = proc
+        proc.start()
+        try:
+            wait_until(
+                ready,
+                timeout=timeout,
+                interval=interval,
+                what=proc.name,
+                alive=proc.running,
+                diagnostics=proc.diagnostics,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop(timeout=self.stop_timeout)
+            self._proc = None
+        remove_tree(self.state_dir)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -20,11 +20,10 @@ import httpx
 
 from ._util import (
     ManagedProcess,
+    OneProcessPeer,
     PeerUnavailableError,
     free_port,
-    remove_tree,
     short_tempdir,
-    wait_until,
 )
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def moto_server_binary() -> Path:
     return path
 
 
-class MotoPeer:
+class MotoPeer(OneProcessPeer):
     """moto_server on a free loopback port.
 
     Attributes: ``endpoint_url``, ``region`` ("us-east-1"), ``access_key_id``,
@@ -55,11 +54,10 @@ class MotoPeer:
     account_id = ACCOUNT_ID
 
     def __init__(self) -> None:
+        super().__init__(short_tempdir("io-moto-"))
         self.binary = moto_server_binary()
-        self.state_dir = short_tempdir("io-moto-")
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self._proc: ManagedProcess | None = None
 
     def env(self) -> dict[str, str]:
         """Environment for a process (the daemon under test) that should talk to this moto."""
@@ -72,43 +70,18 @@ class MotoPeer:
         }
 
     def start(self) -> MotoPeer:
-        self._proc = ManagedProcess(
+        proc = ManagedProcess(
             "moto_server",
             [self.binary, "-H", "127.0.0.1", "-p", str(self.port)],
             log_path=self.state_dir / "moto.log",
             env={**os.environ, **self.env()},
         )
-        self._proc.start()
-        proc = self._proc
 
         def ready() -> bool | None:
             response = httpx.get(self.endpoint_url + "/moto-api/", timeout=2)
             return True if response.status_code == 200 else None
 
-        try:
-            wait_until(
-                ready,
-                timeout=60,
-                what="moto_server",
-                alive=proc.running,
-                diagnostics=proc.diagnostics,
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        remove_tree(self.state_dir)
-
-    def __enter__(self) -> MotoPeer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._launch(proc, ready=ready, timeout=60)
 
     def reset(self) -> None:
         """Forget every resource (moto's reset endpoint)."""

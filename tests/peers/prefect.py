@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from ._util import ManagedProcess, free_port, provisioned, remove_tree, short_tempdir, wait_until
+from ._util import ManagedProcess, OneProcessPeer, free_port, provisioned, short_tempdir
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ TEST_AUTH_STRING = "observer:integration-secret"  # for servers started with bas
 WIDEST_SINCE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
-class PrefectPeer:
+class PrefectPeer(OneProcessPeer):
     """``prefect server start`` on a free loopback port with a throwaway PREFECT_HOME.
 
     Attributes: ``api_url`` (``http://127.0.0.1:<port>/api``), ``auth_string``
@@ -34,16 +34,17 @@ class PrefectPeer:
     for clients), ``env()`` (PREFECT_API_URL [+ PREFECT_API_AUTH_STRING]).
     """
 
+    stop_timeout = 20.0
+
     def __init__(
         self, *, auth_string: str | None = None, extra_env: Mapping[str, str] | None = None
     ) -> None:
+        super().__init__(short_tempdir("io-prefect-"))
         self.prefect_binary = provisioned("prefect")
         self.auth_string = auth_string
         self.extra_env = dict(extra_env or {})
-        self.state_dir = short_tempdir("io-prefect-")
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self._proc: ManagedProcess | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -80,7 +81,7 @@ class PrefectPeer:
         if self.auth_string:
             env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
         env["PATH"] = str(Path(self.prefect_binary).parent) + os.pathsep + env.get("PATH", "")
-        self._proc = ManagedProcess(
+        proc = ManagedProcess(
             "prefect-server",
             [
                 self.prefect_binary,
@@ -95,44 +96,18 @@ class PrefectPeer:
             env=env,
             cwd=self.state_dir,
         )
-        self._proc.start()
-        proc = self._proc
 
         def healthy() -> bool | None:
             response = httpx.get(self.api_url + "/health", headers=self.headers, timeout=2)
             return True if response.status_code == 200 else None
 
-        try:
-            wait_until(
-                healthy,
-                timeout=timeout,
-                interval=0.5,
-                what="prefect server",
-                alive=proc.running,
-                diagnostics=proc.diagnostics,
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._launch(proc, ready=healthy, timeout=timeout, interval=0.5)
 
     def dropped_batches(self) -> list[str]:
         """The server log's lines saying its event persister gave up a write batch and dropped
         its events (Prefect 3.8.8 with SQLite, on a batch made only of stored ids)."""
         text = (self.state_dir / "prefect.log").read_text(errors="replace")
         return [line for line in text.splitlines() if _DROPPING.search(line)]
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop(timeout=20)
-            self._proc = None
-        remove_tree(self.state_dir)
-
-    def __enter__(self) -> PrefectPeer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ events API
 

@@ -15,14 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from ._util import (
-    ManagedProcess,
-    free_port,
-    provisioned,
-    remove_tree,
-    short_tempdir,
-    wait_until,
-)
+from ._util import ManagedProcess, OneProcessPeer, free_port, provisioned, short_tempdir
 
 
 def promtool(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,7 +30,7 @@ def promtool(*args: str | Path, stdin: str | None = None) -> subprocess.Complete
     )
 
 
-class PrometheusPeer:
+class PrometheusPeer(OneProcessPeer):
     """``prometheus`` on a free loopback port, evaluating rules every ``interval``.
 
     Attributes: ``url``, ``interval`` (scrape and evaluation, "1s"); ``configure(jobs,
@@ -45,17 +38,16 @@ class PrometheusPeer:
     """
 
     def __init__(self, *, interval: str = "1s") -> None:
+        super().__init__(short_tempdir("io-prom-"))
         self.binary = provisioned("prometheus")
-        self.state_dir = short_tempdir("io-prom-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.interval = interval
         self._config = self.state_dir / "prometheus.yml"
-        self._proc: ManagedProcess | None = None
 
     def start(self) -> PrometheusPeer:
         self._write_config([], [])
-        self._proc = ManagedProcess(
+        proc = ManagedProcess(
             "prometheus",
             [
                 self.binary,
@@ -66,36 +58,11 @@ class PrometheusPeer:
             ],
             log_path=self.state_dir / "prometheus.log",
         )
-        self._proc.start()
-        proc = self._proc
 
         def ready() -> bool | None:
             return True if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200 else None
 
-        try:
-            wait_until(
-                ready,
-                timeout=60,
-                what="prometheus",
-                alive=proc.running,
-                diagnostics=proc.diagnostics,
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        remove_tree(self.state_dir)
-
-    def __enter__(self) -> PrometheusPeer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._launch(proc, ready=ready, timeout=60)
 
     def configure(self, jobs: Mapping[str, Mapping[str, Any]], rule_files: Sequence[Path]) -> None:
         """Scrape ``jobs`` (job name -> a static_configs entry: ``targets`` and ``labels``)

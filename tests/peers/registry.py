@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from ._util import ManagedProcess, free_port, provisioned, remove_tree, short_tempdir, wait_until
+from ._util import ManagedProcess, OneProcessPeer, free_port, provisioned, short_tempdir
 
 MANIFEST_TYPES = ", ".join(
     (
@@ -21,7 +21,7 @@ MANIFEST_TYPES = ", ".join(
 )
 
 
-class RegistryPeer:
+class RegistryPeer(OneProcessPeer):
     """``docker-registry serve`` on a free loopback port.
 
     Attributes: ``address`` (``127.0.0.1:<port>``, the name to tag and push to), ``url``;
@@ -29,12 +29,11 @@ class RegistryPeer:
     """
 
     def __init__(self) -> None:
+        super().__init__(short_tempdir("io-reg-"))
         self.binary = provisioned("registry")
-        self.state_dir = short_tempdir("io-reg-")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
-        self._proc: ManagedProcess | None = None
 
     def start(self) -> RegistryPeer:
         config = self.state_dir / "config.yml"
@@ -48,41 +47,16 @@ class RegistryPeer:
                 }
             )
         )
-        self._proc = ManagedProcess(
+        proc = ManagedProcess(
             "docker-registry",
             [self.binary, "serve", config],
             log_path=self.state_dir / "registry.log",
         )
-        self._proc.start()
-        proc = self._proc
 
         def ready() -> bool | None:
             return True if httpx.get(f"{self.url}/v2/", timeout=2).status_code == 200 else None
 
-        try:
-            wait_until(
-                ready,
-                timeout=30,
-                what="docker-registry",
-                alive=proc.running,
-                diagnostics=proc.diagnostics,
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        remove_tree(self.state_dir)
-
-    def __enter__(self) -> RegistryPeer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._launch(proc, ready=ready, timeout=30)
 
     def get(self, path: str, *, accept: str | None = None) -> httpx.Response:
         """A registry API call (``/v2/...``); the caller checks the status."""
