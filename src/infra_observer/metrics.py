@@ -127,6 +127,12 @@ class Metrics:
 
     def _register_delivery_metrics(self, registry: CollectorRegistry) -> None:
         """How delivery goes: retries, the queue, the spool, batches."""
+        self.stored_lookups = Counter(
+            f"{_PREFIX}_stored_lookups",
+            "Reads of /events/filter for ids an earlier process may have delivered, by result.",
+            ["result"],
+            registry=registry,
+        )
         self.delivery_retries = Counter(
             f"{_PREFIX}_delivery_retries",
             "Failed delivery attempts that will be retried, by reason.",

@@ -19,7 +19,6 @@ from uuid import UUID
 
 import orjson
 import structlog
-from prometheus_client import Counter
 
 from infra_observer.errors import MisconfiguredSinkError, RetryableDeliveryError
 from infra_observer.events.model import Event
@@ -106,12 +105,7 @@ class StoredEvents:
         # Built once, at start: what occurred before may have been sent by an earlier process.
         self._cutoff = datetime.now(UTC) + START_MARGIN
         self._enabled = True
-        self._lookups = Counter(
-            "infra_observer_stored_lookups",
-            "Reads of /events/filter for ids an earlier process may have delivered, by result.",
-            ["result"],
-            registry=metrics.registry,
-        )
+        self._lookups = metrics.stored_lookups
 
     async def among(self, events: Sequence[Event], *, stopping: asyncio.Event) -> set[int]:
         """The ids (`UUID.int`) of those `events` the server already stores.
