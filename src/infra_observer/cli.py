@@ -223,14 +223,14 @@ def _emit(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     except ConfigError as exc:
-        print(f"infra-observer: {exc}", file=sys.stderr)
+        print(f"infra-observer: {redact_credentials(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     # The event itself is the output (stdout sink); the outcome is in the logs on stderr.
     if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
         return EXIT_OK
     # Not delivered: the exact event (its id included) goes where it can be retried from.
     kept = emit.keep_undelivered(event, out=args.out, stdout=sys.stdout.buffer)
-    destination = str(settings.prefect.api_url or "stdout")
+    destination = redact_credentials(str(settings.prefect.api_url or "stdout"))
     advice = emit.not_delivered_advice(event, outcome=outcome, kept=kept, destination=destination)
     print(f"infra-observer emit: {advice}", file=sys.stderr)
     return EXIT_FAILURE

@@ -268,6 +268,18 @@ async def test_an_unreachable_server_fails_with_exit_1_and_prints_the_event(
     assert retry_flags(kept[1]) in ran.stderr
 
 
+async def test_a_password_in_the_api_url_is_never_printed() -> None:
+    secret = "s3cret-in-url"
+    api_url = f"http://observer:{secret}@127.0.0.1:{free_port()}/api"
+    ran = await infra_observer(
+        "emit", *CASES["block-loaded"], "--timeout", "0.5", env=command_env(PREFECT_API_URL=api_url)
+    )
+    assert ran.returncode == 1
+    assert "127.0.0.1" in ran.stderr  # the advice names where it tried
+    assert secret not in ran.stderr
+    assert secret not in ran.stdout
+
+
 @pytest.mark.parametrize("mode", [Mode.REFUSE, Mode.ERROR_500], ids=lambda mode: mode.value)
 async def test_an_undelivered_event_retried_with_its_id_is_stored_once(
     prefect: PrefectPeer, mode: Mode
