@@ -381,17 +381,10 @@ class Emitter:
 
     def _settle_stored(self, item: _Pending, found: set[int]) -> bool:
         """Settle the item as a duplicate if the server stores it; whether it did."""
-        id_number = item.event.id.int
-        if id_number not in found:
+        if item.event.id.int not in found:
             return False
-        self._queued.pop(id_number, None)
-        if self._delivered.add(id_number):
-            self._metrics.bound_hits.labels("sent_ids").inc()
-        if self._checkpoint is not None:
-            self._remember_delivered(item.event)
+        self._settle_stored_event(item, Outcome.DUPLICATE)
         self._metrics.events_duplicate.labels(item.source).inc()
-        if not item.future.done():
-            item.future.set_result(Outcome.DUPLICATE)
         return True
 
     async def _isolate_rejected(self, batch: list[_Pending], exc: RejectedBatchError) -> None:
@@ -504,26 +497,30 @@ class Emitter:
             raise RetryableDeliveryError("shutdown deadline passed before delivery")
 
     def _settle_delivered(self, batch: Sequence[_Pending]) -> None:
-        remember = self._checkpoint is not None
         counts: dict[tuple[str, str], int] = {}
         for item in batch:
-            event = item.event
-            id_number = event.id.int
-            self._queued.pop(id_number, None)
-            if self._delivered.add(id_number):
-                self._metrics.bound_hits.labels("sent_ids").inc()
-            key = (item.source, event.event)
+            self._settle_stored_event(item, Outcome.DELIVERED)
+            key = (item.source, item.event.event)
             counts[key] = counts.get(key, 0) + 1
-            if remember:
-                self._remember_delivered(event)
-            if not item.future.done():
-                item.future.set_result(Outcome.DELIVERED)
         for key, count in counts.items():
             emitted = self._emitted.get(key)
             if emitted is None:
                 emitted = self._emitted[key] = self._metrics.events_emitted.labels(*key)
             emitted.inc(count)
         self._metrics.last_delivery.set(time.time())
+
+    def _settle_stored_event(self, item: _Pending, outcome: Outcome) -> None:
+        """The server stores the event: its id is not sent again, the checkpoint learns it,
+        and whoever submitted it learns `outcome`."""
+        event = item.event
+        id_number = event.id.int
+        self._queued.pop(id_number, None)
+        if self._delivered.add(id_number):
+            self._metrics.bound_hits.labels("sent_ids").inc()
+        if self._checkpoint is not None:
+            self._remember_delivered(event)
+        if not item.future.done():
+            item.future.set_result(outcome)
 
     def _remember_delivered(self, event: Event) -> None:
         resource_id = event.resource_id
