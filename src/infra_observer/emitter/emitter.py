@@ -374,18 +374,14 @@ class Emitter:
                 [item.event for item in batch], stopping=self._stopping
             )
             if found:
-                batch = [item for item in batch if not self._settle_stored(item, found)]
+                stored = [item for item in batch if item.event.id.int in found]
+                self._settle_stored(stored, Outcome.DUPLICATE)
+                for item in stored:
+                    self._metrics.events_duplicate.labels(item.source).inc()
+                batch = [item for item in batch if item.event.id.int not in found]
                 if not batch:
                     return
         await self._deliver_batch(batch)
-
-    def _settle_stored(self, item: _Pending, found: set[int]) -> bool:
-        """Settle the item as a duplicate if the server stores it; whether it did."""
-        if item.event.id.int not in found:
-            return False
-        self._settle_stored_event(item, Outcome.DUPLICATE)
-        self._metrics.events_duplicate.labels(item.source).inc()
-        return True
 
     async def _isolate_rejected(self, batch: list[_Pending], exc: RejectedBatchError) -> None:
         # One refused event (or, for a 413, too many bytes) fails the whole batch: halve
@@ -498,8 +494,8 @@ class Emitter:
 
     def _settle_delivered(self, batch: Sequence[_Pending]) -> None:
         counts: dict[tuple[str, str], int] = {}
+        self._settle_stored(batch, Outcome.DELIVERED)
         for item in batch:
-            self._settle_stored_event(item, Outcome.DELIVERED)
             key = (item.source, item.event.event)
             counts[key] = counts.get(key, 0) + 1
         for key, count in counts.items():
@@ -509,18 +505,21 @@ class Emitter:
             emitted.inc(count)
         self._metrics.last_delivery.set(time.time())
 
-    def _settle_stored_event(self, item: _Pending, outcome: Outcome) -> None:
-        """The server stores the event: its id is not sent again, the checkpoint learns it,
-        and whoever submitted it learns `outcome`."""
-        event = item.event
-        id_number = event.id.int
-        self._queued.pop(id_number, None)
-        if self._delivered.add(id_number):
-            self._metrics.bound_hits.labels("sent_ids").inc()
-        if self._checkpoint is not None:
-            self._remember_delivered(event)
-        if not item.future.done():
-            item.future.set_result(outcome)
+    def _settle_stored(self, items: Sequence[_Pending], outcome: Outcome) -> None:
+        """The server stores these events: their ids are not sent again, the checkpoint
+        learns them, and whoever submitted them learns `outcome`."""
+        remember = self._checkpoint is not None
+        queued, delivered = self._queued, self._delivered
+        for item in items:
+            event = item.event
+            id_number = event.id.int
+            queued.pop(id_number, None)
+            if delivered.add(id_number):
+                self._metrics.bound_hits.labels("sent_ids").inc()
+            if remember:
+                self._remember_delivered(event)
+            if not item.future.done():
+                item.future.set_result(outcome)
 
     def _remember_delivered(self, event: Event) -> None:
         resource_id = event.resource_id
