@@ -1,5 +1,8 @@
 """Configuration from environment variables: one settings class per component.
 
+A base module: the app builds the settings and gives each component only its own class, so
+every layer may import it; it imports only `errors`.
+
 Every variable is named `INFRA_OBSERVER_<COMPONENT>_<FIELD>`, except the Prefect variables
 users already have (`PREFECT_API_URL`, `PREFECT_API_KEY`, `PREFECT_API_AUTH_STRING`).
 Lists are comma-separated. `load_settings` turns every mistake into one line per variable.

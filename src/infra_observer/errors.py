@@ -1,4 +1,8 @@
-"""The project's own exceptions; library errors are mapped onto these at the boundaries."""
+"""The project's error tree; library errors are mapped onto these at the boundaries.
+
+A base module: every layer raises or catches these (a command, the app, each component and
+shared service), so it stands alone at the bottom and imports nothing of the project.
+"""
 
 from __future__ import annotations
 

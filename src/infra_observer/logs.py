@@ -1,6 +1,10 @@
-"""structlog setup: JSON lines (or console rendering on a terminal) on stderr, with the
-standard-library logs of dependencies sent through the same processors. Credentials written
-into URLs are masked in every line, whoever logged it."""
+"""Logging set-up: structlog key/value lines on stderr, credentials in URLs masked.
+
+JSON lines (or console rendering on a terminal), with the standard-library logs of
+dependencies sent through the same processors; credentials written into URLs are masked in
+every line, whoever logged it. A base module: configured once by `cli` before anything else
+runs, and every layer logs through structlog without importing it; it imports only `config`.
+"""
 
 from __future__ import annotations
 

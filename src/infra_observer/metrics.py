@@ -1,4 +1,8 @@
-"""Prometheus metrics, registered on a registry the application creates and injects."""
+"""Every Prometheus metric of the daemon, registered on a registry the app creates and injects.
+
+A base module: each component counts through the one `Metrics` object the app builds, so
+the metric names live in one place and this module imports nothing of the project.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ class LoopCounter(Collector):
     """A counter by labels for one writer on the event loop: plain integers, read when
     scraped (from the health server's thread: copying the counts holds the GIL).
 
-    For a count taken for every event: a `Counter` takes a lock per increment, which
-    measured about a microsecond per event on the watch path (docs/performance.md).
+    For a count taken for every event: a `Counter` takes a lock per increment, a cost on
+    the watch path that a plain integer does not have (docs/performance.md).
     """
 
     def __init__(

@@ -1,4 +1,8 @@
-"""Capped exponential backoff with jitter for reconnect loops, computed by tenacity."""
+"""Capped exponential backoff with jitter for reconnect loops, computed by tenacity.
+
+A base module: every source's reconnect loop uses it (and anything else that reconnects
+may), so it stands alone below the components and imports nothing of the project.
+"""
 
 from __future__ import annotations
 

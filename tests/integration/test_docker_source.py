@@ -26,11 +26,11 @@ from structlog.testing import capture_logs
 from infra_observer.config import DockerSettings, EmitterSettings, PrefectSettings
 from infra_observer.emitter import Emitter, Sink, events_api_sink
 from infra_observer.errors import SourceError
-from infra_observer.events.catalog import slugify
 from infra_observer.events.ids import container_event_id
 from infra_observer.events.model import Event
+from infra_observer.events.related import slugify
 from infra_observer.metrics import Metrics
-from infra_observer.sources.docker import DockerSource
+from infra_observer.sources.docker.stream import DockerSource
 from infra_observer.sources.docker.translate import parse_timestamp
 from tests.integration.source_runner import source_with_emitter
 from tests.peers import DockerPeer, PrefectPeer

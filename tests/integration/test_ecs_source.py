@@ -24,8 +24,8 @@ from structlog.testing import capture_logs
 from infra_observer.config import EcsSettings, EmitterSettings, PrefectSettings
 from infra_observer.emitter import Emitter, Sink, events_api_sink
 from infra_observer.errors import SourceError
-from infra_observer.events.catalog import ECS_TASK_STATUSES
 from infra_observer.metrics import Metrics
+from infra_observer.sources.ecs.catalog import ECS_TASK_STATUSES
 from infra_observer.sources.ecs.queue import EcsSource
 from tests.integration.ecs_support import ListSink, eventually
 from tests.integration.source_runner import source_with_emitter

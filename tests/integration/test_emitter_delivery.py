@@ -23,10 +23,12 @@ from structlog.testing import capture_logs
 from infra_observer.config import EmitterSettings, PrefectSettings
 from infra_observer.emitter import Emitter, EventsApiSink, events_api_sink
 from infra_observer.emitter.spool import Checkpoint, Spool
-from infra_observer.events import catalog
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
+from infra_observer.events.related import FlowRunRefs
 from infra_observer.metrics import Metrics
+from infra_observer.sources.docker.catalog import ContainerStatus, docker_container_event
+from infra_observer.sources.kubernetes.catalog import PodPhase, kubernetes_pod_event
 from tests.peers._util import free_port
 from tests.peers.faulty_proxy import FaultyProxy, Scripted
 from tests.peers.prefect import PrefectPeer
@@ -97,9 +99,9 @@ async def proxy(prefect: PrefectPeer) -> AsyncIterator[FaultyProxy]:
     await started.stop()
 
 
-def pod_event(index: int, *, phase: catalog.PodPhase = "running") -> Event:
-    refs = catalog.FlowRunRefs(flow_run_id=str(uuid.uuid4()))
-    return catalog.kubernetes_pod_event(
+def pod_event(index: int, *, phase: PodPhase = "running") -> Event:
+    refs = FlowRunRefs(flow_run_id=str(uuid.uuid4()))
+    return kubernetes_pod_event(
         phase=phase,
         pod_uid=f"pod-{index}",
         pod_name=f"pod-{index}",
@@ -413,12 +415,12 @@ async def test_check_reaches_the_events_api(prefect: PrefectPeer) -> None:
     await sink.aclose()
 
 
-def container_event(index: int, *, status: catalog.ContainerStatus) -> Event:
-    return catalog.docker_container_event(
+def container_event(index: int, *, status: ContainerStatus) -> Event:
+    return docker_container_event(
         status=status,
         container_id="c1",
         container_name="flow-run-container",
-        refs=catalog.FlowRunRefs(),
+        refs=FlowRunRefs(),
         worker_name="host",
         occurred=datetime.now(UTC),
         event_id=uuid.UUID(int=index + 1),
@@ -428,7 +430,7 @@ def container_event(index: int, *, status: catalog.ContainerStatus) -> Event:
 async def test_spooled_events_survive_a_stop_and_keep_their_chain(tmp_path: Path) -> None:
     server = FlakyEventsApi(port=free_port())
     running = await start_spooled_emitter(server.api_url, tmp_path)
-    statuses: list[catalog.ContainerStatus] = ["created", "running", "exited"]
+    statuses: list[ContainerStatus] = ["created", "running", "exited"]
     events = [container_event(i, status=status) for i, status in enumerate(statuses)]
     futures = await running.submit_all(events)
     await running.finish(deadline=0.5)

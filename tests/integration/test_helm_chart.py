@@ -1038,7 +1038,7 @@ async def test_kind_walkthrough_values_install(kube: KubePeer, helm_env: dict[st
 async def test_kind_walkthrough_jobs_are_valid_and_carry_prefect_labels(kube: KubePeer) -> None:
     """The demo Jobs pass the API server's validation, and their pods' labels are read by the
     daemon without a problem (the walkthrough's last step depends on both)."""
-    from infra_observer.events.catalog import refs_from_labels
+    from infra_observer.events.related import refs_from_labels
 
     jobs = [
         doc

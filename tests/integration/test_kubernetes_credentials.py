@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from infra_observer.metrics import Metrics
-from infra_observer.sources.kubernetes import KubernetesSource
 from infra_observer.sources.kubernetes.client import KubeClient, read_body
+from infra_observer.sources.kubernetes.watch import KubernetesSource
 from tests.integration.test_kubernetes_source import (
     RecordingHandoff,
     labels,

@@ -32,9 +32,8 @@ from infra_observer.events.handoff import Outcome
 from infra_observer.events.ids import pod_event_id
 from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
-from infra_observer.sources.kubernetes import KubernetesSource
 from infra_observer.sources.kubernetes.client import KubeClient
-from infra_observer.sources.kubernetes.watch import Scope, list_page
+from infra_observer.sources.kubernetes.watch import KubernetesSource, Scope, list_page
 from infra_observer.sources.kubernetes.wire import Decoder
 from tests.peers import KubePeer, PrefectPeer
 from tests.peers._util import free_port, provisioned

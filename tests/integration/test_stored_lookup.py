@@ -21,10 +21,11 @@ from structlog.testing import capture_logs
 from infra_observer.config import EmitterSettings, PrefectSettings
 from infra_observer.emitter import Emitter, EventsApiSink, events_api_sink
 from infra_observer.emitter.stored import StoredEvents
-from infra_observer.events import catalog
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
+from infra_observer.events.related import FlowRunRefs
 from infra_observer.metrics import Metrics
+from infra_observer.sources.kubernetes.catalog import kubernetes_pod_event
 from tests.peers._util import free_port
 
 
@@ -96,12 +97,12 @@ def start_emitter(server: BadLookups, settings: EmitterSettings) -> Running:
 
 def listed_event(index: int) -> Event:
     """An event as a listing after a start reports it: no `follows`, occurred before."""
-    return catalog.kubernetes_pod_event(
+    return kubernetes_pod_event(
         phase="running",
         pod_uid=f"pod-{index}",
         pod_name=f"pod-{index}",
         namespace="default",
-        refs=catalog.FlowRunRefs(flow_run_id=str(uuid.uuid4())),
+        refs=FlowRunRefs(flow_run_id=str(uuid.uuid4())),
         occurred=datetime.now(UTC) - timedelta(hours=1),
         event_id=uuid.uuid4(),
     )

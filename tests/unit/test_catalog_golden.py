@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +35,14 @@ from infra_observer.events.model import (
     limit_problems,
     parse_wire_event,
 )
+from infra_observer.events.related import FlowRunRefs
+from infra_observer.sources.docker.catalog import (
+    CONTAINER_STATUSES,
+    docker_container_creation_failed,
+    docker_container_event,
+)
+from infra_observer.sources.ecs.catalog import ECS_TASK_STATUSES, ecs_task_event
+from infra_observer.sources.kubernetes.catalog import POD_PHASES, kubernetes_pod_event
 
 # The test's own reading of the id patterns, stricter than the validator's (lower-case uuids).
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -68,7 +78,7 @@ def concrete_variants(spec: FamilySpec) -> list[tuple[str, str | None]]:
 OCCURRED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EVENT_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 FLOW_RUN = "11111111-1111-4111-8111-111111111111"
-FULL_REFS = catalog.FlowRunRefs(
+FULL_REFS = FlowRunRefs(
     flow_run_id=FLOW_RUN,
     flow_run_name="crimson-otter",
     deployment_id="22222222-2222-4222-8222-222222222222",
@@ -130,12 +140,12 @@ def _transfer(completed: bool) -> Builder:
 
 
 def _docker(variant: str | None, full: bool) -> Event:
-    status = next(s for s in catalog.CONTAINER_STATUSES if s == variant)
-    return catalog.docker_container_event(
+    status = next(s for s in CONTAINER_STATUSES if s == variant)
+    return docker_container_event(
         status=status,
         container_id="4f6c1e2d9a",
         container_name="crimson-otter" if full else None,
-        refs=FULL_REFS if full else catalog.FlowRunRefs(),
+        refs=FULL_REFS if full else FlowRunRefs(),
         worker_name="docker-worker-1",
         occurred=OCCURRED,
         event_id=EVENT_ID,
@@ -143,10 +153,10 @@ def _docker(variant: str | None, full: bool) -> Event:
 
 
 def _docker_creation_failed(variant: str | None, full: bool) -> Event:
-    return catalog.docker_container_creation_failed(
+    return docker_container_creation_failed(
         container_id="crimson-otter",
         container_name="crimson-otter" if full else None,
-        refs=FULL_REFS if full else catalog.FlowRunRefs(),
+        refs=FULL_REFS if full else FlowRunRefs(),
         worker_name="docker-worker-1",
         occurred=OCCURRED,
         event_id=EVENT_ID,
@@ -154,14 +164,14 @@ def _docker_creation_failed(variant: str | None, full: bool) -> Event:
 
 
 def _pod(variant: str | None, full: bool) -> Event:
-    phase = next(p for p in catalog.POD_PHASES if p == variant)
-    return catalog.kubernetes_pod_event(
+    phase = next(p for p in POD_PHASES if p == variant)
+    return kubernetes_pod_event(
         phase=phase,
         pod_uid="a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         pod_name="crimson-otter-x7k2p",
         namespace="prefect",
         # The flow run is "Always" for pods: it is part of the minimal inputs.
-        refs=FULL_REFS if full else catalog.FlowRunRefs(flow_run_id=FLOW_RUN),
+        refs=FULL_REFS if full else FlowRunRefs(flow_run_id=FLOW_RUN),
         occurred=OCCURRED,
         event_id=EVENT_ID,
         eviction_reason="Evicted" if phase == "evicted" else None,
@@ -170,15 +180,15 @@ def _pod(variant: str | None, full: bool) -> Event:
 
 
 def _ecs(variant: str | None, full: bool) -> Event:
-    status = next(s for s in catalog.ECS_TASK_STATUSES if s == variant)
-    return catalog.ecs_task_event(
+    status = next(s for s in ECS_TASK_STATUSES if s == variant)
+    return ecs_task_event(
         status=status,
         task_arn="arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef",
         cluster_arn="arn:aws:ecs:us-east-1:123456789012:cluster/prefect" if full else None,
         task_definition_arn="arn:aws:ecs:us-east-1:123456789012:task-definition/flow:3"
         if full
         else None,
-        refs=FULL_REFS if full else catalog.FlowRunRefs(flow_run_id=FLOW_RUN),
+        refs=FULL_REFS if full else FlowRunRefs(flow_run_id=FLOW_RUN),
         occurred=OCCURRED,
         event_id=EVENT_ID,
         diagnosis="OutOfMemoryError" if full else None,
@@ -299,9 +309,60 @@ def _constructs_events(path: Path) -> list[int]:
 
 
 def test_sources_and_commands_build_events_only_through_the_catalog() -> None:
-    modules = [*sorted((SRC / "sources").rglob("*.py")), *sorted((SRC / "commands").rglob("*.py"))]
+    """Each source's `catalog.py` holds its builders; nothing else in a source or a command
+    calls `Event(...)`."""
+    source_modules = sorted((SRC / "sources").rglob("*.py"))
+    catalogs = [path for path in source_modules if path.name == "catalog.py"]
+    assert sorted(path.parent.name for path in catalogs) == ["docker", "ecs", "kubernetes"]
+    modules = [
+        *(path for path in source_modules if path not in catalogs),
+        *sorted((SRC / "commands").rglob("*.py")),
+    ]
     assert modules
     offenders = {
         str(path.relative_to(SRC)): lines for path in modules if (lines := _constructs_events(path))
     }
-    assert offenders == {}, "build events with infra_observer.events.catalog, not Event(...)"
+    assert offenders == {}, (
+        "build events with infra_observer.events.catalog or the source's own catalog "
+        "(infra_observer.sources.<name>.catalog), not Event(...)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("family_name", "names"),
+    [
+        ("prefect.docker.container.{status}", CONTAINER_STATUSES),
+        ("prefect.kubernetes.pod.{phase}", POD_PHASES),
+        ("prefect.ecs.task.{status}", ECS_TASK_STATUSES),
+    ],
+)
+def test_each_source_builder_takes_exactly_the_variants_of_the_table(
+    family_name: str, names: tuple[str, ...]
+) -> None:
+    """The table's variants and the type of the source builder's argument are one list."""
+    assert tuple(variant for variant, _ in FAMILIES[family_name].variants) == names
+
+
+def test_the_catalogs_load_no_watcher() -> None:
+    """`infra-observer emit` reads every source's catalog at each start of the CLI: importing
+    them (through the CLI, as the daemon does) loads no watcher and no HTTP client."""
+    probe = "import sys, infra_observer.cli\nprint(' '.join(sorted(sys.modules)))\n"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, check=True, timeout=60
+        ).stdout.split()
+    )
+    assert {
+        b"infra_observer.sources.docker.catalog",
+        b"infra_observer.sources.ecs.catalog",
+        b"infra_observer.sources.kubernetes.catalog",
+    } <= loaded
+    watchers = sorted(
+        name.decode()
+        for name in loaded
+        if name.startswith(b"infra_observer.sources.")
+        and name.count(b".") == 3
+        and not name.endswith((b".catalog", b".base", b".skips"))
+    )
+    assert watchers == []
+    assert not loaded & {b"httpx", b"httpcore", b"kubernetes_asyncio", b"aiobotocore"}

@@ -18,16 +18,20 @@ from infra_observer.events.conformance import (
     find_family,
 )
 from infra_observer.events.model import Event
+from infra_observer.events.related import FlowRunRefs
+from infra_observer.sources.docker.catalog import docker_container_event
+from infra_observer.sources.ecs.catalog import ecs_task_event
+from infra_observer.sources.kubernetes.catalog import PodPhase, kubernetes_pod_event
 
 OCCURRED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EVENT_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 FLOW_RUN = "11111111-1111-4111-8111-111111111111"
 DEPLOYMENT = "22222222-2222-4222-8222-222222222222"
-REFS = catalog.FlowRunRefs(flow_run_id=FLOW_RUN, deployment_id=DEPLOYMENT, worker_name="w1")
+REFS = FlowRunRefs(flow_run_id=FLOW_RUN, deployment_id=DEPLOYMENT, worker_name="w1")
 
 
-def pod(phase: catalog.PodPhase = "running", refs: catalog.FlowRunRefs = REFS) -> Event:
-    return catalog.kubernetes_pod_event(
+def pod(phase: PodPhase = "running", refs: FlowRunRefs = REFS) -> Event:
+    return kubernetes_pod_event(
         phase=phase,
         pod_uid="a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         pod_name="p",
@@ -40,7 +44,7 @@ def pod(phase: catalog.PodPhase = "running", refs: catalog.FlowRunRefs = REFS) -
 
 
 def container() -> Event:
-    return catalog.docker_container_event(
+    return docker_container_event(
         status="exited",
         container_id="abc123",
         container_name="c",
@@ -52,7 +56,7 @@ def container() -> Event:
 
 
 def task() -> Event:
-    return catalog.ecs_task_event(
+    return ecs_task_event(
         status="stopped",
         task_arn="arn:aws:ecs:us-east-1:1:task/c/0123abcd",
         cluster_arn=None,
@@ -178,7 +182,7 @@ DEVIATIONS: list[tuple[str, Callable[[], Event], str]] = [
     ),
     (
         "missing Always related resource",
-        lambda: pod(refs=catalog.FlowRunRefs()),
+        lambda: pod(refs=FlowRunRefs()),
         "role 'flow-run' is missing",
     ),
     (

@@ -19,7 +19,7 @@ from infra_observer.config import DockerSettings
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
-from infra_observer.sources.docker import DockerSource
+from infra_observer.sources.docker.stream import DockerSource
 
 FLOW_RUN = "0b5f1a6e-8c8f-4a64-9d0e-3f1f3a0d2b11"
 SECOND = 1_000_000_000

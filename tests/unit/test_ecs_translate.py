@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra_observer.errors import InputError
-from infra_observer.events.catalog import ECS_TASK_STATUSES
+from infra_observer.sources.ecs.catalog import ECS_TASK_STATUSES
 from infra_observer.sources.ecs.translate import (
     TagFilter,
     TaskStateChange,

@@ -34,10 +34,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from infra_observer.errors import InputError
-from infra_observer.events.catalog import ecs_task_id, refs_from_labels, worker_resource
 from infra_observer.events.conformance import PLACEHOLDERS, check_against_catalog
 from infra_observer.events.model import Event, limit_problems
+from infra_observer.events.related import refs_from_labels, worker_resource
 from infra_observer.sources.docker.translate import ContainerState
+from infra_observer.sources.ecs.catalog import ecs_task_id
 from infra_observer.sources.kubernetes.diagnosis import EVICTION_REASONS
 from infra_observer.sources.kubernetes.translate import PodState
 from infra_observer.sources.kubernetes.wire import Decoder

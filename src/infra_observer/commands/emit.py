@@ -32,7 +32,15 @@ from infra_observer.errors import DeliveryError
 from infra_observer.events import catalog
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
+from infra_observer.events.related import FlowRunRefs
 from infra_observer.metrics import Metrics
+from infra_observer.sources.docker.catalog import (
+    CONTAINER_STATUSES,
+    docker_container_creation_failed,
+    docker_container_event,
+)
+from infra_observer.sources.ecs.catalog import ECS_TASK_STATUSES, ecs_task_event
+from infra_observer.sources.kubernetes.catalog import POD_PHASES, kubernetes_pod_event
 
 log = structlog.get_logger(__name__)
 
@@ -163,11 +171,11 @@ def _refs_flags(
     group.add_argument("--worker-name", type=text_arg, required=worker_required, help=worker_help)
 
 
-def _refs(args: argparse.Namespace, *, worker: bool = True) -> catalog.FlowRunRefs:
+def _refs(args: argparse.Namespace, *, worker: bool = True) -> FlowRunRefs:
     def text(value: object) -> str | None:
         return None if value is None else str(value)
 
-    return catalog.FlowRunRefs(
+    return FlowRunRefs(
         flow_run_id=text(args.flow_run_id),
         flow_run_name=args.flow_run_name,
         deployment_id=text(args.deployment_id),
@@ -285,7 +293,7 @@ def _build_transfer(args: argparse.Namespace, common: _Common) -> Event:
 def _configure_docker(*, with_status: bool) -> Callable[[argparse.ArgumentParser], None]:
     def configure(parser: argparse.ArgumentParser) -> None:
         if with_status:
-            parser.add_argument("--status", choices=catalog.CONTAINER_STATUSES, required=True)
+            parser.add_argument("--status", choices=CONTAINER_STATUSES, required=True)
         parser.add_argument(
             "--container-id",
             type=text_arg,
@@ -314,12 +322,12 @@ def _build_docker(args: argparse.Namespace, common: _Common) -> Event:
         "event_id": common.event_id,
     }
     if "status" in args:
-        return catalog.docker_container_event(status=args.status, **fields)
-    return catalog.docker_container_creation_failed(**fields)
+        return docker_container_event(status=args.status, **fields)
+    return docker_container_creation_failed(**fields)
 
 
 def _configure_pod(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--phase", choices=catalog.POD_PHASES, required=True)
+    parser.add_argument("--phase", choices=POD_PHASES, required=True)
     parser.add_argument("--pod-uid", type=text_arg, required=True)
     parser.add_argument("--pod-name", type=text_arg, required=True)
     parser.add_argument("--namespace", type=text_arg, required=True)
@@ -332,7 +340,7 @@ def _configure_pod(parser: argparse.ArgumentParser) -> None:
 def _build_pod(args: argparse.Namespace, common: _Common) -> Event:
     if (args.phase == "evicted") != (args.eviction_reason is not None):
         raise CommandInputError("--eviction-reason goes with --phase evicted, and only with it")
-    return catalog.kubernetes_pod_event(
+    return kubernetes_pod_event(
         phase=args.phase,
         pod_uid=args.pod_uid,
         pod_name=args.pod_name,
@@ -345,7 +353,7 @@ def _build_pod(args: argparse.Namespace, common: _Common) -> Event:
 
 
 def _configure_ecs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--status", choices=catalog.ECS_TASK_STATUSES, required=True)
+    parser.add_argument("--status", choices=ECS_TASK_STATUSES, required=True)
     parser.add_argument("--task-arn", type=text_arg, required=True)
     parser.add_argument("--cluster-arn", type=text_arg)
     parser.add_argument("--task-definition-arn", type=text_arg)
@@ -358,7 +366,7 @@ def _build_ecs(args: argparse.Namespace, common: _Common) -> Event:
             f"--task-arn {args.task_arn!r} is not a task ARN "
             "(expected e.g. arn:aws:ecs:us-east-1:123456789012:task/cluster/<task id>)"
         )
-    return catalog.ecs_task_event(
+    return ecs_task_event(
         status=args.status,
         task_arn=args.task_arn,
         cluster_arn=args.cluster_arn,

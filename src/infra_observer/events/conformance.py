@@ -5,6 +5,10 @@ payloads) and is the project's one copy of those facts: the golden tests hold ev
 to it, and a drift check compares it with the page itself, which is not part of the
 repository, whenever the page is beside the checkout. `check_against_catalog` then serves
 `infra-observer validate` and anything else that must judge events it did not build.
+
+Every family is here, the sources' too (their variants, resource labels and related
+resources), because it is the page's table, not the sources' code: it imports no source,
+so `validate` judges events without loading any watcher.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from infra_observer.events.catalog import CONTAINER_STATUSES, ECS_TASK_STATUSES, POD_PHASES
 from infra_observer.events.model import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, Event, Labels
 
 WORKER_TYPE = "prefect.worker-type"
@@ -176,33 +179,36 @@ _PULL_STEP_RELATED = (
     ),
 )
 
-_CONTAINER_DESCRIPTIONS = (
-    "Container has been created",
-    "Container is running",
-    "Container is paused",
-    "Container is restarting",
-    "Container is being removed",
-    "Container has exited",
-    "Container is in a dead state",
+# (variant, description) as the page lists them. Each source's catalog spells the same
+# names as the type of its builder's argument (`sources/<name>/catalog.py`); the golden
+# tests hold the two to each other.
+_CONTAINER_VARIANTS = (
+    ("created", "Container has been created"),
+    ("running", "Container is running"),
+    ("paused", "Container is paused"),
+    ("restarting", "Container is restarting"),
+    ("removing", "Container is being removed"),
+    ("exited", "Container has exited"),
+    ("dead", "Container is in a dead state"),
 )
-_POD_DESCRIPTIONS = (
-    "Pod is in the Pending phase",
-    "Pod is in the Running phase",
-    "Pod completed successfully",
-    "Pod terminated with an error",
-    "Pod is in an unknown state",
-    "Pod was evicted from the node",
+_POD_VARIANTS = (
+    ("pending", "Pod is in the Pending phase"),
+    ("running", "Pod is in the Running phase"),
+    ("succeeded", "Pod completed successfully"),
+    ("failed", "Pod terminated with an error"),
+    ("unknown", "Pod is in an unknown state"),
+    ("evicted", "Pod was evicted from the node"),
 )
-_ECS_DESCRIPTIONS = (
-    "Task resources are being provisioned",
-    "Task is waiting to be placed on a container instance",
-    "Task is being activated",
-    "Task is running",
-    "Task is being deactivated",
-    "Task is being stopped",
-    "Task resources are being deprovisioned",
-    "Task has stopped",
-    "Task has been deleted",
+_ECS_VARIANTS = (
+    ("provisioning", "Task resources are being provisioned"),
+    ("pending", "Task is waiting to be placed on a container instance"),
+    ("activating", "Task is being activated"),
+    ("running", "Task is running"),
+    ("deactivating", "Task is being deactivated"),
+    ("stopping", "Task is being stopped"),
+    ("deprovisioning", "Task resources are being deprovisioned"),
+    ("stopped", "Task has stopped"),
+    ("deleted", "Task has been deleted"),
 )
 
 CATALOG: tuple[FamilySpec, ...] = (
@@ -279,7 +285,7 @@ CATALOG: tuple[FamilySpec, ...] = (
         labels=_DOCKER_LABELS,
         related=_DOCKER_RELATED,
         payload_kind="none",
-        variants=tuple(zip(CONTAINER_STATUSES, _CONTAINER_DESCRIPTIONS, strict=True)),
+        variants=_CONTAINER_VARIANTS,
     ),
     FamilySpec(
         name="prefect.docker.container.creation-failed",
@@ -313,7 +319,7 @@ CATALOG: tuple[FamilySpec, ...] = (
         ),
         related=_refs("pod label", worker_type="kubernetes"),
         payload_kind="none",
-        variants=tuple(zip(POD_PHASES, _POD_DESCRIPTIONS, strict=True)),
+        variants=_POD_VARIANTS,
     ),
     FamilySpec(
         name="prefect.ecs.task.{status}",
@@ -339,7 +345,7 @@ CATALOG: tuple[FamilySpec, ...] = (
         ),
         related=_refs("task tag", worker_type="ecs"),
         payload_kind="none",
-        variants=tuple(zip(ECS_TASK_STATUSES, _ECS_DESCRIPTIONS, strict=True)),
+        variants=_ECS_VARIANTS,
     ),
 )
 

@@ -29,7 +29,7 @@ _ORJSON_OPTIONS = orjson.OPT_UTC_Z
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """One event. Built by the catalog, so its shape is right by construction."""
+    """One event. Built by a catalog's builders, so its shape is right by construction."""
 
     occurred: datetime
     event: str
@@ -44,7 +44,7 @@ class Event:
         return self.resource[RESOURCE_ID]
 
     def with_follows(self, follows: UUID | None) -> Event:
-        # Spelled out: `dataclasses.replace` costs twice as much, once per emitted event.
+        # Spelled out rather than `dataclasses.replace`, which is slower: once per emitted event.
         return Event(
             self.occurred, self.event, self.resource, self.id, self.related, self.payload, follows
         )
@@ -75,6 +75,15 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def resource_labels(resource_id: str, *, name: str | None = None, **extra: str) -> dict[str, str]:
+    """The labels of an event's own resource: its id, its name when known, then `extra`."""
+    labels = {RESOURCE_ID: resource_id}
+    if name:
+        labels[RESOURCE_NAME] = name
+    labels.update(extra)
+    return labels
 
 
 def limit_problems(event: Event) -> list[str]:
@@ -129,8 +138,8 @@ def accepted_size(event: Event) -> int | None:
     The checks that data can fail, in one pass for the usual, valid event: the limits,
     ids and roles present, a time zone, JSON-able payload. Label values are not checked
     for being strings here, as `limit_problems` does: the catalog's typed builders and each
-    source's input checks guarantee them, and checking each label of each event cost
-    about as much as writing the whole event as JSON.
+    source's input checks guarantee them, and a second pass over every label of every
+    event would sit on the per-event path.
     """
     if not 0 < len(event.event) <= MAX_EVENT_NAME_LENGTH or len(event.related) > MAX_RELATED:
         return None

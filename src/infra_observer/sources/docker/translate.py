@@ -26,15 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from infra_observer.errors import InputError
-from infra_observer.events.catalog import (
-    CONTAINER_STATUSES,
-    ContainerStatus,
-    FlowRunRefs,
-    docker_container_event,
-    refs_from_labels,
-)
 from infra_observer.events.ids import container_event_id
 from infra_observer.events.model import Event
+from infra_observer.events.related import FlowRunRefs, refs_from_labels
+from infra_observer.sources.docker.catalog import (
+    CONTAINER_STATUSES,
+    ContainerStatus,
+    docker_container_event,
+)
 from infra_observer.sources.skips import Skip, flow_run_skip
 
 FLOW_RUN_LABELS = ("io.prefect.flow-run-id", "prefect.io/flow-run-id")

@@ -18,13 +18,9 @@ from typing import Any
 import orjson
 
 from infra_observer.errors import InputError
-from infra_observer.events.catalog import (
-    ECS_TASK_STATUSES,
-    EcsTaskStatus,
-    ecs_task_event,
-    refs_from_labels,
-)
 from infra_observer.events.model import Event, utc
+from infra_observer.events.related import refs_from_labels
+from infra_observer.sources.ecs.catalog import ECS_TASK_STATUSES, EcsTaskStatus, ecs_task_event
 from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail, diagnose
 from infra_observer.sources.skips import Skip, flow_run_skip
 

@@ -1,6 +1,5 @@
-"""The Kubernetes pod watcher: `watch` (list-then-watch I/O) and `translate` (pure)."""
+"""The Kubernetes pod watcher: `watch` (list-then-watch I/O) and `translate` (pure).
 
-from infra_observer.sources.kubernetes.translate import PodState, Translation, translate
-from infra_observer.sources.kubernetes.watch import KubernetesSource
-
-__all__ = ["KubernetesSource", "PodState", "Translation", "translate"]
+The package itself imports none of its modules: `catalog` (the pod events' builders) is read
+by `infra-observer emit` at every start, and must not bring the watcher's HTTP stack with it.
+"""

@@ -14,14 +14,10 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from infra_observer.errors import InputError
-from infra_observer.events.catalog import (
-    FlowRunRefs,
-    PodPhase,
-    kubernetes_pod_event,
-    refs_from_labels,
-)
 from infra_observer.events.ids import diagnosed_pod_event_id, pod_event_id
 from infra_observer.events.model import Event, utc
+from infra_observer.events.related import FlowRunRefs, refs_from_labels
+from infra_observer.sources.kubernetes.catalog import PodPhase, kubernetes_pod_event
 from infra_observer.sources.kubernetes.diagnosis import (
     Category,
     diagnose,
