@@ -80,7 +80,7 @@ async def pipeline(lines: list[bytes], sink_url: str) -> dict[str, float]:
     delivery = asyncio.create_task(emitter.run())
     await asyncio.sleep(0.1)  # let the sink check finish outside the measurement
     cpu, wall = time.process_time(), time.perf_counter()
-    handle = watch._handle_line
+    handle = watch.list_watch.handle_line
     for line in lines:
         await handle(line)
     emitter.stop(120)

@@ -85,7 +85,7 @@ def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics
     # Imported only when enabled, so an unused source costs neither import time nor memory.
     sources: list[Source] = []
     if settings.kubernetes.enabled:
-        from infra_observer.sources.kubernetes.watch import KubernetesSource
+        from infra_observer.sources.kubernetes.source import KubernetesSource
 
         sources.append(
             KubernetesSource(settings=settings.kubernetes, handoff=handoff, metrics=metrics)

@@ -8,8 +8,7 @@ period; if it cannot renew within the renew deadline it steps down by raising
 as a candidate. On a clean shutdown the leader releases the Lease so a standby takes over
 at once. Writes carry the resourceVersion read, so two candidates never both win.
 
-Requests go through the Kubernetes source's small raw-JSON client (see its module for why
-the generated kubernetes_asyncio client is not used).
+Requests go through the shared raw-JSON Kubernetes API client (`infra_observer.kubernetes_api`).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -28,7 +26,7 @@ import structlog
 
 from infra_observer.config import KubernetesSettings, LeaderElectionSettings
 from infra_observer.errors import SourceError
-from infra_observer.sources.kubernetes.client import KubeClient, read_body
+from infra_observer.kubernetes_api import KubeClient, lease_path, leases_path, read_body
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +50,8 @@ class LeaderElector:
         self._settings = settings
         self._kubernetes = kubernetes
         self.identity = settings.identity or f"{socket.gethostname()}-{os.getpid()}"
-        namespace = quote(settings.namespace, safe="")
-        self._collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        self._path = f"{self._collection}/{quote(settings.lease_name, safe='')}"
+        self._collection = leases_path(settings.namespace)
+        self._path = lease_path(settings.namespace, settings.lease_name)
         self._client: KubeClient | None = None
         self._observed: tuple[str, str] | None = None
         self._observed_at = 0.0

@@ -13,13 +13,14 @@ import orjson
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from infra_observer.kubernetes_api import KubeClient, read_body
 from infra_observer.metrics import Metrics
-from infra_observer.sources.kubernetes.client import KubeClient, read_body
-from infra_observer.sources.kubernetes.watch import KubernetesSource
+from infra_observer.sources.kubernetes.source import KubernetesSource
+from tests.handoff import RecordingHandoff
 from tests.integration.test_kubernetes_source import (
-    RecordingHandoff,
     labels,
     new_pod,
+    pod_rid,
     reconnects,
     settings,
     unique,
@@ -82,7 +83,7 @@ async def test_a_watch_refused_for_an_expired_certificate_recovers_once_it_is_re
     uid = await new_pod(kube, ns, "observed", labels())
     kubeconfig = certificate_kubeconfig(kube, tmp_path, unique("expired"), days=-1)
     metrics = Metrics(CollectorRegistry())
-    handoff = RecordingHandoff()
+    handoff = RecordingHandoff(source="kubernetes")
     source = KubernetesSource(
         settings=settings(kubeconfig, namespaces=[ns]), handoff=handoff, metrics=metrics
     )
@@ -93,7 +94,7 @@ async def test_a_watch_refused_for_an_expired_certificate_recovers_once_it_is_re
         assert not source.ready
         kube.client_certificate(tmp_path, unique("renewed"), groups=["system:masters"])
         await until(lambda: source.ready, "the watch with the renewed certificate", limit=30)
-        await until(lambda: bool(handoff.of(uid)), "the pod's event")
+        await until(lambda: bool(handoff.of(pod_rid(uid))), "the pod's event")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -7,6 +7,7 @@ import asyncio
 from tests.integration.test_kubernetes_source import (
     labels,
     new_pod,
+    pod_rid,
     running,
     settings,
     unique,
@@ -28,17 +29,17 @@ async def test_two_shards_report_every_pod_exactly_once(kube: KubePeer) -> None:
         handoffs = (first.handoff, second.handoff)
 
         def pending_everywhere() -> bool:
-            return all(any(h.names(uid) for h in handoffs) for uid in uids)
+            return all(any(h.names(pod_rid(uid)) for h in handoffs) for uid in uids)
 
         await until(pending_everywhere, "a pending event for every pod")
         await asyncio.gather(*(set_pod_phase(kube, namespace, name, "Running") for name in names))
 
         def running_everywhere() -> bool:
-            return all(any("running" in h.names(uid) for h in handoffs) for uid in uids)
+            return all(any("running" in h.names(pod_rid(uid)) for h in handoffs) for uid in uids)
 
         await until(running_everywhere, "a running event for every pod")
         for uid in uids:
-            reports = [h.names(uid) for h in handoffs]
+            reports = [h.names(pod_rid(uid)) for h in handoffs]
             assert sorted(reports, key=len) == [[], ["pending", "running"]], reports
         assert 0 < first.source.tracked_pods < len(uids)
         assert first.source.tracked_pods + second.source.tracked_pods == len(uids)

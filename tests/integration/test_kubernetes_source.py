@@ -28,13 +28,13 @@ from structlog.testing import capture_logs
 from infra_observer.config import EmitterSettings, KubernetesSettings, PrefectSettings
 from infra_observer.emitter import Emitter, events_api_sink
 from infra_observer.errors import SourceError
-from infra_observer.events.handoff import Outcome
 from infra_observer.events.ids import pod_event_id
-from infra_observer.events.model import Event
+from infra_observer.kubernetes_api import KubeClient, list_page
 from infra_observer.metrics import Metrics
-from infra_observer.sources.kubernetes.client import KubeClient
-from infra_observer.sources.kubernetes.watch import KubernetesSource, Scope, list_page
+from infra_observer.sources.kubernetes.source import KubernetesSource
+from infra_observer.sources.kubernetes.watch import Scope, pods_of
 from infra_observer.sources.kubernetes.wire import Decoder
+from tests.handoff import RecordingHandoff
 from tests.peers import KubePeer, PrefectPeer
 from tests.peers._util import free_port, provisioned
 from tests.peers.kube import (
@@ -87,24 +87,9 @@ def chart_role_rules(namespace: str | None, home: Path) -> list[dict[str, Any]]:
     return rules
 
 
-class RecordingHandoff:
-    """Takes the place of the emitter: records exactly what the source hands over."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
-        assert source == "kubernetes"
-        self.events.append(event)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        future.set_result(Outcome.DELIVERED)
-        return future
-
-    def of(self, uid: str) -> list[Event]:
-        return [e for e in self.events if e.resource_id == f"prefect.kubernetes.pod.{uid}"]
-
-    def names(self, uid: str) -> list[str]:
-        return [e.event.removeprefix("prefect.kubernetes.pod.") for e in self.of(uid)]
+def pod_rid(uid: str) -> str:
+    """The resource id of the pod with `uid`, as its events carry it."""
+    return f"prefect.kubernetes.pod.{uid}"
 
 
 async def until(condition: Callable[[], bool], what: str, limit: float = WAIT_SECONDS) -> None:
@@ -171,7 +156,7 @@ async def running(
     config: KubernetesSettings, *, handoff: Any = None, **kwargs: Any
 ) -> AsyncIterator[Running]:
     metrics = Metrics(CollectorRegistry())
-    handoff = handoff or RecordingHandoff()
+    handoff = handoff or RecordingHandoff(source="kubernetes")
     source = KubernetesSource(settings=config, handoff=handoff, metrics=metrics, **kwargs)
     run = Running(source, handoff, metrics)
     await run.start()
@@ -194,6 +179,41 @@ def pod_id(uid: str, phase: str, restarts: int = 0) -> uuid.UUID:
 # --- phases and eviction ------------------------------------------------------------------
 
 
+async def run_then_end_each_way(kube: KubePeer, ns: str, pods: Iterable[str]) -> None:
+    """Every pod Running, then each ends its own way (the pods of the phases test)."""
+    for name in pods:
+        await set_pod_phase(kube, ns, name, "Running")
+    await set_pod_phase(kube, ns, "ok", "Succeeded")
+    await set_pod_phase(kube, ns, "crash", "Failed", exit_code=2)
+    await evict_pod(kube, ns, "kubelet-evicted", disruption_reason=None)
+    await evict_pod(kube, ns, "api-evicted", kubelet_reason=False)
+    await set_pod_phase(kube, ns, "lost", "Unknown")
+
+
+def assert_phase_events(
+    handoff: RecordingHandoff, *, name: str, uid: str, namespace: str, flow_run: str
+) -> None:
+    """The three events of one pod of the phases test: ids, resource and related."""
+    events = handoff.of(pod_rid(uid))
+    last_raw = {"ok": "Succeeded", "lost": "Unknown"}.get(name, "Failed")
+    assert [e.id for e in events] == [
+        pod_id(uid, "Pending"),
+        pod_id(uid, "Running"),
+        pod_id(uid, last_raw),
+    ]
+    for event in events:
+        assert event.resource["prefect.resource.name"] == name
+        assert event.resource["kubernetes.namespace"] == namespace
+        assert event.follows is None  # the emitter chains, not the source
+        assert [r["prefect.resource.role"] for r in event.related] == [
+            "flow-run",
+            "deployment",
+            "worker",
+        ]
+        assert event.related[0]["prefect.resource.id"] == f"prefect.flow-run.{flow_run}"
+        assert event.related[0]["prefect.resource.name"] == "brave-otter"
+
+
 async def test_every_phase_and_the_eviction_rule(kube: KubePeer) -> None:
     ns = unique("phases")
     await ensure_namespace(kube, ns)
@@ -212,16 +232,14 @@ async def test_every_phase_and_the_eviction_rule(kube: KubePeer) -> None:
             name: await new_pod(kube, ns, name, pod_labels)
             for name in ("ok", "crash", "kubelet-evicted", "api-evicted", "lost")
         }
-        await until(lambda: all(handoff.of(uid) for uid in uids.values()), "pending events")
+        await until(
+            lambda: all(handoff.of(pod_rid(uid)) for uid in uids.values()), "pending events"
+        )
 
-        for name in uids:
-            await set_pod_phase(kube, ns, name, "Running")
-        await set_pod_phase(kube, ns, "ok", "Succeeded")
-        await set_pod_phase(kube, ns, "crash", "Failed", exit_code=2)
-        await evict_pod(kube, ns, "kubelet-evicted", disruption_reason=None)
-        await evict_pod(kube, ns, "api-evicted", kubelet_reason=False)
-        await set_pod_phase(kube, ns, "lost", "Unknown")
-        await until(lambda: all(len(handoff.of(uid)) == 3 for uid in uids.values()), "3 each")
+        await run_then_end_each_way(kube, ns, uids)
+        await until(
+            lambda: all(len(handoff.of(pod_rid(uid))) == 3 for uid in uids.values()), "3 each"
+        )
 
     expected = {
         "ok": ["pending", "running", "succeeded"],
@@ -230,29 +248,12 @@ async def test_every_phase_and_the_eviction_rule(kube: KubePeer) -> None:
         "api-evicted": ["pending", "running", "evicted"],
         "lost": ["pending", "running", "unknown"],
     }
-    assert {name: handoff.names(uid) for name, uid in uids.items()} == expected
-    raw = {"pending": "Pending", "running": "Running", "succeeded": "Succeeded"}
+    assert {name: handoff.names(pod_rid(uid)) for name, uid in uids.items()} == expected
     for name, uid in uids.items():
-        events = handoff.of(uid)
-        last_raw = {"ok": "Succeeded", "lost": "Unknown"}.get(name, "Failed")
-        assert [e.id for e in events] == [
-            pod_id(uid, raw["pending"]),
-            pod_id(uid, raw["running"]),
-            pod_id(uid, last_raw),
-        ]
-        for event in events:
-            assert event.resource["prefect.resource.name"] == name
-            assert event.resource["kubernetes.namespace"] == ns
-            assert event.follows is None  # the emitter chains, not the source
-            assert [r["prefect.resource.role"] for r in event.related] == [
-                "flow-run",
-                "deployment",
-                "worker",
-            ]
-            assert event.related[0]["prefect.resource.id"] == f"prefect.flow-run.{flow_run}"
-            assert event.related[0]["prefect.resource.name"] == "brave-otter"
+        assert_phase_events(handoff, name=name, uid=uid, namespace=ns, flow_run=flow_run)
     reasons = {
-        name: handoff.of(uid)[-1].resource.get("kubernetes.reason") for name, uid in uids.items()
+        name: handoff.of(pod_rid(uid))[-1].resource.get("kubernetes.reason")
+        for name, uid in uids.items()
     }
     assert reasons == {
         "ok": None,
@@ -274,7 +275,7 @@ async def test_restarts_get_new_ids_and_deletion_sends_nothing_new(kube: KubePee
         # Same state again (a status patch that changes nothing the watcher reads).
         await set_pod_phase(kube, ns, "looper", "Running", restart_count=2, message="still here")
         marker = await new_pod(kube, ns, "marker", labels())
-        await until(lambda: bool(handoff.of(marker)), "marker event")
+        await until(lambda: bool(handoff.of(pod_rid(marker))), "marker event")
         assert run.source.tracked_pods == 2
 
         await delete_pod(kube, ns, "looper")
@@ -282,14 +283,14 @@ async def test_restarts_get_new_ids_and_deletion_sends_nothing_new(kube: KubePee
         await delete_pod(kube, ns, "marker")
         await until(lambda: run.source.tracked_pods == 0, "state released on deletion")
 
-    assert handoff.names(uid) == ["pending", "running", "running", "running"]
-    assert [e.id for e in handoff.of(uid)] == [
+    assert handoff.names(pod_rid(uid)) == ["pending", "running", "running", "running"]
+    assert [e.id for e in handoff.of(pod_rid(uid))] == [
         pod_id(uid, "Pending"),
         pod_id(uid, "Running", 0),
         pod_id(uid, "Running", 1),
         pod_id(uid, "Running", 2),
     ]
-    assert handoff.names(marker) == ["pending"]
+    assert handoff.names(pod_rid(marker)) == ["pending"]
 
 
 async def test_a_pod_that_loses_its_label_is_released_without_an_event(kube: KubePeer) -> None:
@@ -310,7 +311,7 @@ async def test_a_pod_that_loses_its_label_is_released_without_an_event(kube: Kub
                 _content_type="application/merge-patch+json",
             )
         await until(lambda: run.source.tracked_pods == 0, "released")
-    assert handoff.names(uid) == ["pending"]
+    assert handoff.names(pod_rid(uid)) == ["pending"]
 
 
 def skipped(metrics: Metrics, reason: str) -> float:
@@ -336,7 +337,7 @@ async def test_pods_with_an_unusable_flow_run_id_are_skipped_and_reported_once(
                 await set_pod_phase(kube, ns, "empty", phase)
             # Changes of one scope arrive in order: once this is in, so are the ones above.
             marker = await new_pod(kube, ns, "marker", labels())
-            await until(lambda: handoff.names(marker) == ["pending"], "the marker")
+            await until(lambda: handoff.names(pod_rid(marker)) == ["pending"], "the marker")
             assert run.source.tracked_pods == 1
             assert skipped(run.metrics, "flow_run_id_not_uuid") == 1
             assert skipped(run.metrics, "flow_run_id_empty") == 1
@@ -351,7 +352,7 @@ async def test_pods_with_an_unusable_flow_run_id_are_skipped_and_reported_once(
     )
     assert {e["pod"] for e in reports} == {f"{ns}/listed", f"{ns}/empty"}
     assert "'not-a-uuid' is not a UUID" in str([e["detail"] for e in reports])
-    assert not [e for e in logs if e["event"] == "pod_input_error"]
+    assert not [e for e in logs if e["event"] == "input_error"]
 
 
 async def test_readiness_is_exported_as_0_until_the_apiserver_is_reached(
@@ -370,7 +371,9 @@ async def test_readiness_is_exported_as_0_until_the_apiserver_is_reached(
     )
     metrics = Metrics(CollectorRegistry())
     source = KubernetesSource(
-        settings=settings(kubeconfig, namespaces=[ns]), handoff=RecordingHandoff(), metrics=metrics
+        settings=settings(kubeconfig, namespaces=[ns]),
+        handoff=RecordingHandoff(source="kubernetes"),
+        metrics=metrics,
     )
     ready = {"source": "kubernetes"}
     task = asyncio.create_task(source.run())
@@ -405,7 +408,7 @@ async def test_unwatched_namespaces_and_unlabelled_pods_are_ignored(kube: KubePe
         # The watch delivers in order: once the marker is seen, the others would have been.
         marker = await new_pod(kube, watched, "marker", labels())
         await set_pod_phase(kube, watched, "marker", "Running")
-        await until(lambda: len(handoff.of(marker)) == 2, "marker events")
+        await until(lambda: len(handoff.of(pod_rid(marker))) == 2, "marker events")
         assert run.source.tracked_pods == 1
     assert {e.resource_id for e in handoff.events} == {f"prefect.kubernetes.pod.{marker}"}
 
@@ -422,7 +425,7 @@ async def test_cluster_wide_with_an_extra_selector(kube: KubePeer) -> None:
         b = await new_pod(kube, second_ns, "b", labels(team=team))
         await new_pod(kube, second_ns, "other-team", labels(team="someone-else"))
         marker = await new_pod(kube, second_ns, "marker", labels(team=team))
-        await until(lambda: bool(handoff.of(marker)), "marker event")
+        await until(lambda: bool(handoff.of(pod_rid(marker))), "marker event")
     assert {e.resource_id.rsplit(".", 1)[-1] for e in handoff.events} == {a, b, marker}
 
 
@@ -480,7 +483,7 @@ async def test_many_pods_listed_in_pages_then_watched(kube: KubePeer) -> None:
         f"prefect.kubernetes.pod.{uid}" for uid in uids
     )
     for uid in uids:
-        assert handoff.names(uid) == ["pending", "running"]
+        assert handoff.names(pod_rid(uid)) == ["pending", "running"]
     listed = [entry for entry in logs if entry["event"] == "pods_listed"]
     assert listed[0]["pods"] == count
 
@@ -505,16 +508,16 @@ async def test_a_listed_page_is_released_once_decoded(kube: KubePeer) -> None:
             }
             await core.create_namespaced_pod(ns, body)
     client = await KubeClient.connect(settings(kube.kubeconfig))
-    decoder = Decoder()
+    pods = pods_of(Scope(ns), settings=settings(kube.kubeconfig), decoder=Decoder())
     try:
-        page = await list_page(client, scope=Scope(ns), selector="", limit=100, decoder=decoder)
+        page = await list_page(client, collection=pods, limit=100)
         assert len(page["items"]) == 40
         del page
         gc.collect()
         gc.disable()
         tracemalloc.start()
         try:
-            page = await list_page(client, scope=Scope(ns), selector="", limit=100, decoder=decoder)
+            page = await list_page(client, collection=pods, limit=100)
             assert len(page["items"]) == 40
             decoded, _ = tracemalloc.get_traced_memory()
             del page
@@ -537,7 +540,7 @@ async def test_410_gone_relists_and_reconciles(kube: KubePeer) -> None:
     await ensure_namespace(kube, ns)
     config = settings(kube.kubeconfig, namespaces=[ns])
     metrics = Metrics(CollectorRegistry())
-    handoff = RecordingHandoff()
+    handoff = RecordingHandoff(source="kubernetes")
     source = KubernetesSource(settings=config, handoff=handoff, metrics=metrics)
     run = Running(source, handoff, metrics)
 
@@ -546,7 +549,7 @@ async def test_410_gone_relists_and_reconciles(kube: KubePeer) -> None:
     await run.start()
     try:
         await until(lambda: source.tracked_pods == 2, "two pods")
-        old_version = source._watches[0].resource_version
+        old_version = source._watches[0].list_watch.resource_version
     finally:
         await run.stop()
 
@@ -556,21 +559,23 @@ async def test_410_gone_relists_and_reconciles(kube: KubePeer) -> None:
     await delete_pod(kube, ns, "goes")
     born = await new_pod(kube, ns, "born", labels())
     kube.compact_etcd()
-    assert source._watches[0].resource_version == old_version
+    assert source._watches[0].list_watch.resource_version == old_version
 
     with capture_logs() as logs:
         await run.start()
         try:
             await until(lambda: reconnects(metrics, "gone") >= 1, "410")
-            await until(lambda: bool(handoff.of(born)), "the new pod")
+            await until(lambda: bool(handoff.of(pod_rid(born))), "the new pod")
             await until(lambda: source.tracked_pods == 2, "reconciled state")
             await set_pod_phase(kube, ns, "born", "Running")
-            await until(lambda: len(handoff.of(born)) == 2, "watching again after the re-list")
+            await until(
+                lambda: len(handoff.of(pod_rid(born))) == 2, "watching again after the re-list"
+            )
         finally:
             await run.stop()
 
-    assert handoff.names(stays.metadata.uid) == ["pending", "running"]
-    assert handoff.names(born) == ["pending", "running"]
+    assert handoff.names(pod_rid(stays.metadata.uid)) == ["pending", "running"]
+    assert handoff.names(pod_rid(born)) == ["pending", "running"]
     assert len(handoff.events) == 2 + 1 + 2  # nothing repeated for the pod that went away
     restarted = [e for e in logs if e["event"] == "watch_restarted" and e["reason"] == "gone"]
     assert restarted
@@ -586,16 +591,16 @@ async def test_apiserver_restart_in_the_middle(kube: KubePeer) -> None:
     async with running(settings(kube.kubeconfig, namespaces=[ns])) as run:
         handoff: RecordingHandoff = run.handoff
         uid = await new_pod(kube, ns, "survivor", labels())
-        await until(lambda: len(handoff.of(uid)) == 1, "pending")
+        await until(lambda: len(handoff.of(pod_rid(uid))) == 1, "pending")
 
         await asyncio.to_thread(kube.restart_apiserver)
         await set_pod_phase(kube, ns, "survivor", "Running")
-        await until(lambda: len(handoff.of(uid)) == 2, "running after the restart")
+        await until(lambda: len(handoff.of(pod_rid(uid))) == 2, "running after the restart")
         await set_pod_phase(kube, ns, "survivor", "Succeeded")
-        await until(lambda: len(handoff.of(uid)) == 3, "succeeded")
+        await until(lambda: len(handoff.of(pod_rid(uid))) == 3, "succeeded")
         restarts = reconnects(run.metrics, "error") + reconnects(run.metrics, "expired")
     assert restarts >= 1
-    assert handoff.names(uid) == ["pending", "running", "succeeded"]
+    assert handoff.names(pod_rid(uid)) == ["pending", "running", "succeeded"]
 
 
 class FreezingProxy:
@@ -669,10 +674,10 @@ async def test_stalled_stream_is_replaced(kube: KubePeer, tmp_path: Path) -> Non
             async with running(config) as run:
                 handoff: RecordingHandoff = run.handoff
                 uid = await new_pod(kube, ns, "p", labels())
-                await until(lambda: len(handoff.of(uid)) == 1, "pending")
+                await until(lambda: len(handoff.of(pod_rid(uid))) == 1, "pending")
                 proxy.freeze()
                 await set_pod_phase(kube, ns, "p", "Running")
-                await until(lambda: len(handoff.of(uid)) == 2, "running, via a new stream")
+                await until(lambda: len(handoff.of(pod_rid(uid))) == 2, "running, via a new stream")
     finally:
         await proxy.stop()
     assert reconnects(run.metrics, "inactivity") >= 1
@@ -680,7 +685,7 @@ async def test_stalled_stream_is_replaced(kube: KubePeer, tmp_path: Path) -> Non
     assert stalls
     assert stalls[0]["timeout"] == 2.0
     assert proxy.connections >= 2
-    assert handoff.names(uid) == ["pending", "running"]
+    assert handoff.names(pod_rid(uid)) == ["pending", "running"]
 
 
 # --- RBAC -----------------------------------------------------------------------------------
@@ -693,19 +698,21 @@ async def test_runs_with_only_the_charts_role(kube: KubePeer, tmp_path: Path) ->
     _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", rules=rules)
     config = settings(kubeconfig, namespaces=[ns])
     source = KubernetesSource(
-        settings=config, handoff=RecordingHandoff(), metrics=Metrics(CollectorRegistry())
+        settings=config,
+        handoff=RecordingHandoff(source="kubernetes"),
+        metrics=Metrics(CollectorRegistry()),
     )
     assert ns in await source.check()
     async with running(config) as run:
         handoff: RecordingHandoff = run.handoff
         uid = await new_pod(kube, ns, "p", labels())
         await set_pod_phase(kube, ns, "p", "Running")
-        await until(lambda: len(handoff.of(uid)) == 2, "events under the restricted role")
+        await until(lambda: len(handoff.of(pod_rid(uid))) == 2, "events under the restricted role")
 
     # The same identity cannot watch the whole cluster; check says what to grant.
     cluster_wide = KubernetesSource(
         settings=settings(kubeconfig),
-        handoff=RecordingHandoff(),
+        handoff=RecordingHandoff(source="kubernetes"),
         metrics=Metrics(CollectorRegistry()),
     )
     with pytest.raises(SourceError, match="403") as raised:
@@ -718,7 +725,7 @@ async def test_runs_with_only_the_charts_role(kube: KubePeer, tmp_path: Path) ->
     await ensure_namespace(kube, elsewhere)
     other = KubernetesSource(
         settings=settings(kubeconfig, namespaces=[elsewhere]),
-        handoff=RecordingHandoff(),
+        handoff=RecordingHandoff(source="kubernetes"),
         metrics=Metrics(CollectorRegistry()),
     )
     with pytest.raises(SourceError, match=f"a Role in namespace {elsewhere}"):
@@ -734,8 +741,8 @@ async def test_cluster_wide_with_the_charts_cluster_role(kube: KubePeer, tmp_pat
         handoff: RecordingHandoff = run.handoff
         uid = await new_pod(kube, ns, "p", labels(team=team))
         await set_pod_phase(kube, ns, "p", "Running")
-        await until(lambda: len(handoff.of(uid)) == 2, "events under the ClusterRole")
-    assert handoff.names(uid) == ["pending", "running"]
+        await until(lambda: len(handoff.of(pod_rid(uid))) == 2, "events under the ClusterRole")
+    assert handoff.names(pod_rid(uid)) == ["pending", "running"]
 
 
 async def test_forbidden_scope_is_retried_not_fatal(kube: KubePeer, tmp_path: Path) -> None:
@@ -744,7 +751,9 @@ async def test_forbidden_scope_is_retried_not_fatal(kube: KubePeer, tmp_path: Pa
     _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", rules=rules)
     metrics = Metrics(CollectorRegistry())
     source = KubernetesSource(
-        settings=settings(kubeconfig), handoff=RecordingHandoff(), metrics=metrics
+        settings=settings(kubeconfig),
+        handoff=RecordingHandoff(source="kubernetes"),
+        metrics=metrics,
     )
     with capture_logs() as logs:
         task = asyncio.create_task(source.run())
@@ -770,7 +779,7 @@ async def test_check_explains_an_unreachable_apiserver(tmp_path: Path, kube: Kub
     )
     source = KubernetesSource(
         settings=settings(kubeconfig),
-        handoff=RecordingHandoff(),
+        handoff=RecordingHandoff(source="kubernetes"),
         metrics=Metrics(CollectorRegistry()),
     )
     with pytest.raises(SourceError, match="cannot reach the Kubernetes API"):
@@ -783,7 +792,7 @@ async def test_check_explains_refused_credentials(tmp_path: Path, kube: KubePeer
     )
     source = KubernetesSource(
         settings=settings(kubeconfig),
-        handoff=RecordingHandoff(),
+        handoff=RecordingHandoff(source="kubernetes"),
         metrics=Metrics(CollectorRegistry()),
     )
     with pytest.raises(SourceError, match="refused the credentials"):

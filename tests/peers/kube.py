@@ -554,6 +554,39 @@ async def patch_pod_status(
         )
 
 
+def _default_container_statuses(
+    phase: str,
+    *,
+    restart_count: int,
+    exit_code: int | None,
+    started_at: dt.datetime | str | None,
+    finished_at: dt.datetime | str | None,
+    container_reason: str | None,
+) -> list[dict[str, Any]]:
+    """The one container's status a kubelet reports in ``phase`` (see ``set_pod_phase``)."""
+    if phase == "Pending":
+        return [
+            container_status(state="waiting", restart_count=restart_count, reason=container_reason)
+        ]
+    if phase == "Running":
+        return [
+            container_status(state="running", restart_count=restart_count, started_at=started_at)
+        ]
+    if phase in ("Succeeded", "Failed"):
+        code = exit_code if exit_code is not None else (0 if phase == "Succeeded" else 1)
+        return [
+            container_status(
+                state="terminated",
+                restart_count=restart_count,
+                started_at=started_at,
+                finished_at=finished_at,
+                exit_code=code,
+                reason=container_reason,
+            )
+        ]
+    return []
+
+
 async def set_pod_phase(
     kube: KubePeer,
     namespace: str,
@@ -582,33 +615,14 @@ async def set_pod_phase(
     if phase not in POD_PHASES:
         raise ValueError(f"unknown pod phase {phase!r}")
     if container_statuses is None:
-        if phase == "Pending":
-            statuses = [
-                container_status(
-                    state="waiting", restart_count=restart_count, reason=container_reason
-                )
-            ]
-        elif phase == "Running":
-            statuses = [
-                container_status(
-                    state="running", restart_count=restart_count, started_at=started_at
-                )
-            ]
-        elif phase in ("Succeeded", "Failed"):
-            code = exit_code if exit_code is not None else (0 if phase == "Succeeded" else 1)
-            statuses = [
-                container_status(
-                    state="terminated",
-                    restart_count=restart_count,
-                    started_at=started_at,
-                    finished_at=finished_at,
-                    exit_code=code,
-                    reason=container_reason,
-                )
-            ]
-        else:
-            statuses = []
-        container_statuses = statuses
+        container_statuses = _default_container_statuses(
+            phase,
+            restart_count=restart_count,
+            exit_code=exit_code,
+            started_at=started_at,
+            finished_at=finished_at,
+            container_reason=container_reason,
+        )
     status: dict[str, Any] = {
         "phase": phase,
         "containerStatuses": [dict(s) for s in container_statuses],
@@ -684,6 +698,42 @@ async def delete_pod(kube: KubePeer, namespace: str, name: str) -> None:
                 raise
 
 
+async def _create_or_reuse(call: Any, *args: Any) -> None:
+    """Create an object with ``call``; one that exists already (409) is reused."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    try:
+        await call(*args)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+async def _grant(
+    rbac: Any,
+    *,
+    namespace: str | None,
+    name: str,
+    rules: Sequence[Mapping[str, Any]],
+    subject: list[dict[str, str]],
+) -> None:
+    """A Role and RoleBinding in ``namespace``, or with None a ClusterRole and
+    ClusterRoleBinding, named ``name``, giving ``rules`` to ``subject``."""
+    kind = "Role" if namespace is not None else "ClusterRole"
+    role = {"metadata": {"name": name}, "rules": [dict(r) for r in rules]}
+    binding = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+        "subjects": subject,
+    }
+    if namespace is not None:
+        await _create_or_reuse(rbac.create_namespaced_role, namespace, role)
+        await _create_or_reuse(rbac.create_namespaced_role_binding, namespace, binding)
+    else:
+        await _create_or_reuse(rbac.create_cluster_role, role)
+        await _create_or_reuse(rbac.create_cluster_role_binding, binding)
+
+
 async def service_account_kubeconfig(
     kube: KubePeer,
     namespace: str,
@@ -701,60 +751,24 @@ async def service_account_kubeconfig(
     Returns ``(token, kubeconfig_path)``. Objects that already exist are reused.
     """
     from kubernetes_asyncio import client
-    from kubernetes_asyncio.client.exceptions import ApiException
 
     await ensure_namespace(kube, namespace)
-
-    async def create(call: Any, *args: Any) -> None:
-        try:
-            await call(*args)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-
     subject = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
     async with kube.api_client() as api:
         core: Any = client.CoreV1Api(api)
         rbac: Any = client.RbacAuthorizationV1Api(api)
-        await create(
+        await _create_or_reuse(
             core.create_namespaced_service_account, namespace, {"metadata": {"name": name}}
         )
         if rules is not None:
-            await create(
-                rbac.create_namespaced_role,
-                namespace,
-                {"metadata": {"name": name}, "rules": [dict(r) for r in rules]},
-            )
-            await create(
-                rbac.create_namespaced_role_binding,
-                namespace,
-                {
-                    "metadata": {"name": name},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "Role",
-                        "name": name,
-                    },
-                    "subjects": subject,
-                },
-            )
+            await _grant(rbac, namespace=namespace, name=name, rules=rules, subject=subject)
         if cluster_rules is not None:
-            cluster_name = f"{namespace}-{name}"
-            await create(
-                rbac.create_cluster_role,
-                {"metadata": {"name": cluster_name}, "rules": [dict(r) for r in cluster_rules]},
-            )
-            await create(
-                rbac.create_cluster_role_binding,
-                {
-                    "metadata": {"name": cluster_name},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "ClusterRole",
-                        "name": cluster_name,
-                    },
-                    "subjects": subject,
-                },
+            await _grant(
+                rbac,
+                namespace=None,
+                name=f"{namespace}-{name}",
+                rules=cluster_rules,
+                subject=subject,
             )
         token_request = await core.create_namespaced_service_account_token(
             name, namespace, {"spec": {"expirationSeconds": expiration_seconds}}

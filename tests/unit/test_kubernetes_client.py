@@ -1,4 +1,5 @@
-"""Credential loading for the pod watcher, and the lean import of kubernetes_asyncio."""
+"""Credential loading for the Kubernetes API, and the lean import of kubernetes_asyncio's
+loaders (`infra_observer.tuning.kubernetes_loaders`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from infra_observer.config import KubernetesSettings
 from infra_observer.errors import ConfigError
-from infra_observer.sources.kubernetes.client import load_configuration, pods_path
+from infra_observer.kubernetes_api import load_configuration
 
 
 def kubeconfig(path: Path, *contexts: tuple[str, str, str]) -> Path:
@@ -100,11 +101,6 @@ async def test_unknown_context_is_a_config_error(two_contexts: Path) -> None:
         await load_configuration(KubernetesSettings(kubeconfig=two_contexts, context="third"))
 
 
-def test_pods_paths() -> None:
-    assert pods_path(None) == "/api/v1/pods"
-    assert pods_path("jobs") == "/api/v1/namespaces/jobs/pods"
-
-
 def test_loading_credentials_does_not_import_the_generated_api(two_contexts: Path) -> None:
     """In a fresh interpreter: credentials load without the ~1,500 generated modules or
     aiohttp, and an ordinary import of kubernetes_asyncio afterwards still works in full."""
@@ -112,7 +108,7 @@ def test_loading_credentials_does_not_import_the_generated_api(two_contexts: Pat
         f"""
         import asyncio, sys
         from infra_observer.config import KubernetesSettings
-        from infra_observer.sources.kubernetes.client import load_configuration
+        from infra_observer.kubernetes_api import load_configuration
 
         settings = KubernetesSettings(kubeconfig={str(two_contexts)!r})
         configuration = asyncio.run(load_configuration(settings))
@@ -146,8 +142,56 @@ def test_loading_credentials_does_not_import_the_generated_api(two_contexts: Pat
         print("ok")
         """
     )
+    assert run_fresh(script) == "ok"
+
+
+def run_fresh(script: str) -> str:
+    """What `script` prints, run in a fresh interpreter; its errors fail the test."""
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    return done.stdout.strip()
+
+
+def test_each_loader_loads_without_the_generated_api(two_contexts: Path, tmp_path: Path) -> None:
+    """In-cluster credentials, then a kubeconfig, in one fresh interpreter: each loader is
+    imported on its own, neither brings the generated client, and both fill the library's
+    own `Configuration` class."""
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("sa-token")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        from infra_observer.config import KubernetesSettings
+        from infra_observer.kubernetes_api import load_configuration
+        from infra_observer.tuning.kubernetes_loaders import loader
+
+        incluster = loader("incluster_config")
+        assert "kubernetes_asyncio.config.kube_config" not in sys.modules
+        incluster.SERVICE_TOKEN_FILENAME = {str(token)!r}
+        incluster.SERVICE_CERT_FILENAME = {str(ca)!r}
+        os.environ.pop("KUBECONFIG", None)
+        os.environ.update(KUBERNETES_SERVICE_HOST="10.0.0.1", KUBERNETES_SERVICE_PORT="443")
+        pod = asyncio.run(load_configuration(KubernetesSettings()))
+        assert pod.host == "https://10.0.0.1:443", pod.host
+        assert asyncio.run(pod.get_api_key_with_prefix("BearerToken")) == "Bearer sa-token"
+        assert "kubernetes_asyncio.config.kube_config" not in sys.modules
+        assert "yaml" not in sys.modules  # the kubeconfig loader's, not needed in a pod
+
+        settings = KubernetesSettings(kubeconfig={str(two_contexts)!r}, context="second")
+        user = asyncio.run(load_configuration(settings))
+        assert user.host == "https://second.example:6443", user.host
+        assert type(user) is type(pod)
+        generated = ("kubernetes_asyncio.client.models", "kubernetes_asyncio.client.api.")
+        assert not [name for name in sys.modules if name.startswith(generated)]
+        assert "kubernetes_asyncio" not in sys.modules
+        assert "aiohttp" not in sys.modules
+
+        from kubernetes_asyncio.client import Configuration
+        assert type(pod) is Configuration
+        print("ok")
+        """
+    )
+    assert run_fresh(script) == "ok"

@@ -15,12 +15,8 @@ from hypothesis import strategies as st
 
 from infra_observer.errors import InputError
 from infra_observer.events.model import limit_problems
-from infra_observer.sources.kubernetes.translate import (
-    PodState,
-    Problem,
-    Translation,
-    translate,
-)
+from infra_observer.sources.base import Problem, Translation
+from infra_observer.sources.kubernetes.translate import PodState, translate
 
 UID = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 FLOW_RUN = "0b5f1a6e-8c8f-4a64-9d0e-3f1f3a0d2b11"
@@ -62,7 +58,7 @@ def pod(
 
 def first(
     obj: object, previous: PodState | None = None, *, observed: datetime = OBSERVED
-) -> Translation:
+) -> Translation[PodState]:
     return translate(obj, previous, observed=observed)
 
 
@@ -102,7 +98,7 @@ def test_every_phase_gives_its_event(phase: str, event: str) -> None:
     assert produced.payload == {}
     assert limit_problems(produced) == []
     assert result.state == PodState(phase, 0, (phase,))
-    assert result.uid == UID
+    assert result.key == UID
     assert result.problems == []
 
 
@@ -362,7 +358,7 @@ def test_same_state_again_gives_nothing() -> None:
     result = first(pod("Running", restarts=[1]), previous)
     assert result.events == []
     assert result.state == previous
-    assert not result.repeated
+    assert result.unchanged is None
 
 
 def test_state_already_sent_is_not_sent_again() -> None:
@@ -371,11 +367,11 @@ def test_state_already_sent_is_not_sent_again() -> None:
     back = first(pod("Running"), unknown.state)
     assert [e.event for e in unknown.events] == ["prefect.kubernetes.pod.unknown"]
     assert back.events == []
-    assert back.repeated
+    assert back.unchanged == "repeated"
     assert (back.state.phase, back.state.restart_count) == ("Running", 0)
     again = first(pod("Unknown"), back.state)
     assert again.events == []
-    assert again.repeated
+    assert again.unchanged == "repeated"
 
 
 def test_sent_states_are_forgotten_once_the_restart_count_grows() -> None:
@@ -652,14 +648,14 @@ def test_with_the_contract_scheme_a_diagnosis_change_is_remembered_not_sent() ->
     pull = first(pulling("ErrImagePull"), pending.state)
     assert pull.events == []
     assert pull.diagnosis_changed
-    assert not pull.repeated
+    assert pull.unchanged is None
     assert pull.state == PodState("Pending", 0, ("Pending",), "ImagePullError")
     backoff = first(pulling("ImagePullBackOff"), pull.state)
     assert (backoff.events, backoff.diagnosis_changed, backoff.state) == ([], False, pull.state)
 
 
 def test_with_the_prefect_kubernetes_scheme_each_change_of_diagnosis_is_an_event() -> None:
-    def step(obj: dict[str, Any], previous: PodState | None) -> Translation:
+    def step(obj: dict[str, Any], previous: PodState | None) -> Translation[PodState]:
         return translate(obj, previous, observed=OBSERVED, id_scheme="prefect-kubernetes")
 
     pending = step(pod("Pending"), None)
@@ -672,7 +668,7 @@ def test_with_the_prefect_kubernetes_scheme_each_change_of_diagnosis_is_an_event
     assert backoff.events == []  # the same category: no flapping between the two reasons
     assert not backoff.diagnosis_changed
     assert cleared.events == []  # the undiagnosed pending event was sent already
-    assert cleared.repeated
+    assert cleared.unchanged == "repeated"
     assert cleared.diagnosis_changed
 
 

@@ -1,4 +1,4 @@
-"""Watch-stream handling of one scope, fed lines no real apiserver would send.
+"""The pod watch of one scope on the shared list-watch, fed lines no real apiserver would send.
 
 The real stream is exercised in tests/integration/test_kubernetes_source.py; here the
 malformed and error lines are, which must be logged and counted without stopping the loop.
@@ -6,7 +6,6 @@ malformed and error lines are, which must be logged and counted without stopping
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -17,31 +16,17 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from infra_observer.config import KubernetesSettings
-from infra_observer.events.handoff import Outcome
-from infra_observer.events.model import Event
+from infra_observer.kubernetes_api import ApiStatusError, GoneError, LineSplitter
 from infra_observer.metrics import Metrics
 from infra_observer.sources.kubernetes.watch import (
-    ApiStatusError,
     Scope,
     ScopeWatch,
-    _GoneError,
-    _LineSplitter,
     label_selector,
     scopes_of,
 )
+from tests.handoff import RecordingHandoff
 
 UID = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
-        self.events.append(event)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        future.set_result(Outcome.DELIVERED)
-        return future
 
 
 def pod(phase: str, version: str, *, restarts: int = 0) -> dict[str, Any]:
@@ -63,8 +48,8 @@ def line(kind: str, obj: object) -> bytes:
 
 
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
+def recorder() -> RecordingHandoff:
+    return RecordingHandoff(source="kubernetes")
 
 
 @pytest.fixture
@@ -73,11 +58,11 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def watch(recorder: Recorder, metrics: Metrics) -> ScopeWatch:
+def watch(recorder: RecordingHandoff, metrics: Metrics) -> ScopeWatch:
     watch = ScopeWatch(
         scope=Scope("jobs"), settings=KubernetesSettings(), handoff=recorder, metrics=metrics
     )
-    watch.resource_version = "1"
+    watch.list_watch.resource_version = "1"
     return watch
 
 
@@ -87,27 +72,27 @@ def input_errors(metrics: Metrics, kind: str) -> float:
 
 
 async def test_events_advance_the_resource_version_and_the_state(
-    watch: ScopeWatch, recorder: Recorder
+    watch: ScopeWatch, recorder: RecordingHandoff
 ) -> None:
-    await watch._handle_line(line("ADDED", pod("Pending", "5")))
-    await watch._handle_line(line("MODIFIED", pod("Pending", "6")))
-    await watch._handle_line(line("MODIFIED", pod("Running", "7")))
-    await watch._handle_line(line("BOOKMARK", {"metadata": {"resourceVersion": "9"}}))
-    assert watch.resource_version == "9"
+    await watch.list_watch.handle_line(line("ADDED", pod("Pending", "5")))
+    await watch.list_watch.handle_line(line("MODIFIED", pod("Pending", "6")))
+    await watch.list_watch.handle_line(line("MODIFIED", pod("Running", "7")))
+    await watch.list_watch.handle_line(line("BOOKMARK", {"metadata": {"resourceVersion": "9"}}))
+    assert watch.list_watch.resource_version == "9"
     assert [e.event for e in recorder.events] == [
         "prefect.kubernetes.pod.pending",
         "prefect.kubernetes.pod.running",
     ]
     assert (watch.pods[UID].phase, watch.pods[UID].restart_count) == ("Running", 0)
-    await watch._handle_line(line("DELETED", pod("Running", "10")))
+    await watch.list_watch.handle_line(line("DELETED", pod("Running", "10")))
     assert watch.pods == {}
     assert len(recorder.events) == 2  # nothing new on deletion
-    assert watch.resource_version == "10"
+    assert watch.list_watch.resource_version == "10"
 
 
 @pytest.mark.parametrize(("level", "logged"), [(logging.DEBUG, True), (logging.INFO, False)])
 async def test_each_change_is_logged_at_debug_level_only(
-    level: int, logged: bool, recorder: Recorder, metrics: Metrics
+    level: int, logged: bool, recorder: RecordingHandoff, metrics: Metrics
 ) -> None:
     configured = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
@@ -119,8 +104,8 @@ async def test_each_change_is_logged_at_debug_level_only(
                 handoff=recorder,
                 metrics=metrics,
             )
-            await watch._handle_line(line("ADDED", pod("Pending", "5")))
-            await watch._handle_line(line("MODIFIED", pod("Running", "6")))
+            await watch.list_watch.handle_line(line("ADDED", pod("Pending", "5")))
+            await watch.list_watch.handle_line(line("MODIFIED", pod("Running", "6")))
     finally:
         structlog.configure(**configured)
     changes = [(entry["pod"], entry["name"]) for entry in logs if entry["event"] == "pod_event"]
@@ -132,9 +117,11 @@ async def test_each_change_is_logged_at_debug_level_only(
     assert len(recorder.events) == 2
 
 
-async def test_deleted_with_a_change_reports_it(watch: ScopeWatch, recorder: Recorder) -> None:
-    await watch._handle_line(line("ADDED", pod("Running", "5")))
-    await watch._handle_line(line("DELETED", pod("Succeeded", "6")))
+async def test_deleted_with_a_change_reports_it(
+    watch: ScopeWatch, recorder: RecordingHandoff
+) -> None:
+    await watch.list_watch.handle_line(line("ADDED", pod("Running", "5")))
+    await watch.list_watch.handle_line(line("DELETED", pod("Succeeded", "6")))
     assert [e.event for e in recorder.events] == [
         "prefect.kubernetes.pod.running",
         "prefect.kubernetes.pod.succeeded",
@@ -163,35 +150,36 @@ async def test_deleted_with_a_change_reports_it(watch: ScopeWatch, recorder: Rec
     ],
 )
 async def test_bad_lines_are_logged_counted_and_skipped(
-    watch: ScopeWatch, metrics: Metrics, recorder: Recorder, case: tuple[bytes, str, str]
+    watch: ScopeWatch, metrics: Metrics, recorder: RecordingHandoff, case: tuple[bytes, str, str]
 ) -> None:
     raw, kind, detail = case
     with capture_logs() as logs:
-        await watch._handle_line(raw)
+        await watch.list_watch.handle_line(raw)
     assert input_errors(metrics, kind) == 1
-    problems = [entry for entry in logs if entry["event"] == "pod_input_error"]
+    problems = [entry for entry in logs if entry["event"] == "input_error"]
     assert detail in problems[0]["detail"]
     assert problems[0]["kind"] == kind
+    assert (problems[0]["source"], problems[0]["scope"]) == ("kubernetes", "jobs")
     # The stream goes on.
-    await watch._handle_line(line("ADDED", pod("Pending", "8")))
+    await watch.list_watch.handle_line(line("ADDED", pod("Pending", "8")))
     assert len(recorder.events) == 1
-    assert watch.resource_version == "8"
+    assert watch.list_watch.resource_version == "8"
 
 
 async def test_a_bad_pod_still_advances_the_resource_version(watch: ScopeWatch) -> None:
     bad = pod("Exploded", "12")
-    await watch._handle_line(line("MODIFIED", bad))
-    assert watch.resource_version == "12"
+    await watch.list_watch.handle_line(line("MODIFIED", bad))
+    assert watch.list_watch.resource_version == "12"
     assert watch.pods == {}
 
 
 async def test_bad_labels_are_counted_and_the_event_still_sent(
-    watch: ScopeWatch, metrics: Metrics, recorder: Recorder
+    watch: ScopeWatch, metrics: Metrics, recorder: RecordingHandoff
 ) -> None:
     obj = pod("Pending", "3")
     obj["metadata"]["labels"]["prefect.io/flow-id"] = "not-a-uuid"
     with capture_logs() as logs:
-        await watch._handle_line(line("ADDED", obj))
+        await watch.list_watch.handle_line(line("ADDED", obj))
     assert len(recorder.events) == 1
     assert input_errors(metrics, "label") == 1
     assert any("not a UUID" in entry.get("detail", "") for entry in logs)
@@ -199,14 +187,14 @@ async def test_bad_labels_are_counted_and_the_event_still_sent(
 
 async def test_error_410_means_gone(watch: ScopeWatch) -> None:
     status = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
-    with pytest.raises(_GoneError, match="too old"):
-        await watch._handle_line(line("ERROR", status))
+    with pytest.raises(GoneError, match="too old"):
+        await watch.list_watch.handle_line(line("ERROR", status))
 
 
 async def test_other_errors_are_api_errors(watch: ScopeWatch) -> None:
     status = {"kind": "Status", "code": 500, "reason": "InternalError", "message": "etcd down"}
     with pytest.raises(ApiStatusError) as raised:
-        await watch._handle_line(line("ERROR", status))
+        await watch.list_watch.handle_line(line("ERROR", status))
     assert raised.value.status == 500
     assert "etcd down" in str(raised.value)
 
@@ -221,7 +209,7 @@ def test_selector_and_scopes() -> None:
 
 
 def test_lines_are_split_across_chunks() -> None:
-    splitter = _LineSplitter(limit=100)
+    splitter = LineSplitter(limit=100)
     assert splitter.feed(b'{"a":') == []
     assert splitter.feed(b"1}\n{") == [b'{"a":1}']
     assert splitter.feed(b'"b":2}\n\n{"c":3}\n{"d"') == [b'{"b":2}', b'{"c":3}']
@@ -230,7 +218,7 @@ def test_lines_are_split_across_chunks() -> None:
 
 
 def test_a_line_beyond_the_limit_ends_the_watch() -> None:
-    splitter = _LineSplitter(limit=10)
+    splitter = LineSplitter(limit=10)
     splitter.feed(b"0123456")
     with pytest.raises(ValueError, match="longer than 10 bytes"):
         splitter.feed(b"789abc")

@@ -254,7 +254,7 @@ def test_any_pod_gives_acceptable_events_or_an_input_error(
     except InputError:
         return
     assert_skipped_or_emitted(result.events, result.skipped)
-    if TOKEN.fullmatch(result.uid):
+    if TOKEN.fullmatch(result.key):
         assert_acceptable(result.events)
 
 

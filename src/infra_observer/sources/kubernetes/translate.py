@@ -9,21 +9,22 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from infra_observer.errors import InputError
 from infra_observer.events.ids import diagnosed_pod_event_id, pod_event_id
 from infra_observer.events.model import Event, utc
 from infra_observer.events.related import FlowRunRefs, refs_from_labels
+from infra_observer.sources.base import Problem, Translation
 from infra_observer.sources.kubernetes.catalog import PodPhase, kubernetes_pod_event
 from infra_observer.sources.kubernetes.diagnosis import (
     Category,
     diagnose,
     eviction_reason,
 )
-from infra_observer.sources.skips import Skip, flow_run_skip
+from infra_observer.sources.skips import flow_run_skip
 
 FLOW_RUN_LABEL = "prefect.io/flow-run-id"
 
@@ -57,46 +58,20 @@ class PodState:
     diagnosis: Category | None = None
 
 
-class Problem(NamedTuple):
-    """Something wrong in a pod that did not prevent its event; `kind` labels the metric."""
-
-    kind: str
-    detail: str
-
-
-# Not frozen, like `_PodFields`: one is built per watch line, and a frozen dataclass
-# spends five times as long setting its fields.
-@dataclass(slots=True)
-class Translation:
-    """The outcome for one pod object."""
-
-    uid: str
-    state: PodState | None
-    """None: the pod was skipped, and nothing is remembered of it."""
-    events: list[Event] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    """What was wrong but did not prevent the event (bad labels, bad timestamps)."""
-    repeated: bool = False
-    """The state changed to one already sent for this pod (same id): nothing emitted."""
-    skipped: Skip | None = None
-    """Why the pod gives no event at all (its flow-run id is empty or not a UUID)."""
-    diagnosis_changed: bool = False
-    """The diagnosis category (`state.diagnosis`) differs from the one known before; a pod
-    seen for the first time counts when it has one."""
-
-
 def translate(
     pod: object,
     previous: PodState | None,
     *,
     observed: datetime,
     id_scheme: EventIdScheme = "contract",
-) -> Translation:
+) -> Translation[PodState]:
     """The events for `pod`, given what was known of it before (None: never seen).
 
     One event per change of (phase, restart count), and with the prefect-kubernetes id
     scheme per change of diagnosis too; the same state again gives nothing. A pod whose
-    flow-run label is empty or not a UUID gives none (`skipped` says why).
+    flow-run label is empty or not a UUID gives none (`skipped` says why). The result's
+    key is the pod's uid; `unchanged="repeated"` when the pod is back in a state already
+    sent (same id): nothing is emitted.
     Raises `InputError` naming what is wrong when the object is not a usable pod.
     """
     # A known pod's uid was checked when it was first seen: `previous` was found by it.
@@ -108,28 +83,28 @@ def translate(
         and previous.restart_count == fields.restart_count
     ):
         if previous.diagnosis == category:
-            return Translation(uid=fields.uid, state=previous)
+            return Translation(fields.uid, state=previous)
         if id_scheme == "contract":  # same id as the event already sent: only remembered
             state = PodState(fields.phase, fields.restart_count, previous.sent, category)
-            return Translation(uid=fields.uid, state=state, diagnosis_changed=True)
+            return Translation(fields.uid, state=state, diagnosis_changed=True)
     changed = category != (None if previous is None else previous.diagnosis)
     key = fields.phase if id_scheme == "contract" else _sent_key(fields.phase, category)
     sent = _sent_before(previous, fields.restart_count)
     if key in sent:
         # Back to a state already sent (Running, Unknown, Running): its id is the same.
         state = PodState(fields.phase, fields.restart_count, sent, category)
-        return Translation(uid=fields.uid, state=state, repeated=True, diagnosis_changed=changed)
+        return Translation(fields.uid, state=state, unchanged="repeated", diagnosis_changed=changed)
     refs, label_problems = refs_from_labels(fields.labels)
     if refs.flow_run_id is None:
         skip = flow_run_skip(fields.labels, keys=(FLOW_RUN_LABEL,))
-        return Translation(uid=fields.uid, state=None, skipped=skip)
+        return Translation(fields.uid, state=None, skipped=skip)
     state = PodState(fields.phase, fields.restart_count, (*sent, key), category)
     problems = [Problem("label", detail) for detail in label_problems] if label_problems else []
     event = _event(
         fields, refs, category=category, observed=observed, problems=problems, scheme=id_scheme
     )
     return Translation(
-        uid=fields.uid, state=state, events=[event], problems=problems, diagnosis_changed=changed
+        fields.uid, state=state, events=[event], problems=problems, diagnosis_changed=changed
     )
 
 

@@ -1,9 +1,9 @@
 """Decoding of watch lines and list pages: only the fields `translate` and the loop read.
 
-A worker's pod is about 8 KB of JSON, most of it managedFields, spec and conditions' times
-that nothing here reads. msgspec decodes against the typed shape below and skips every
-other field without building it, about three times faster than a full decode (see
-docs/performance.md) and with a fraction of the memory for a list page. The result is
+Most of a worker's pod is managedFields, spec and conditions' times that nothing here
+reads. msgspec decodes against the typed shape below and skips every other field without
+building it: faster than a full decode, and a list page takes a fraction of the memory
+(docs/performance.md has the figures). The result is
 still plain dicts and lists, so `translate` reads them exactly as it would a full object.
 
 `translate` includes the diagnosis (`diagnosis.py`): container names, waiting and
