@@ -1,5 +1,4 @@
-"""The ECS loop's pure helpers: error explanations, ordering, retry delays, bounded memory,
-region."""
+"""The ECS loop's pure helpers: error advice, batch order, retry delays, memory, region."""
 
 from __future__ import annotations
 
@@ -25,17 +24,16 @@ from tests.handoff import RecordingHandoff
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/111122223333/ecs-events"
 
 
-def source(**settings: Any) -> EcsSource:
-    values: dict[str, Any] = {"queue_url": QUEUE_URL, **settings}
+def settings(**values: Any) -> EcsSettings:
+    return EcsSettings(**{"queue_url": QUEUE_URL, **values})
+
+
+def source(**values: Any) -> EcsSource:
     return EcsSource(
-        settings=EcsSettings(**values),
+        settings=settings(**values),
         handoff=RecordingHandoff(accepts=False),
         metrics=Metrics(CollectorRegistry()),
     )
-
-
-def settings(**values: Any) -> EcsSettings:
-    return EcsSettings(**{"queue_url": QUEUE_URL, **values})
 
 
 def client_error(code: str, operation: str, message: str = "nope") -> ClientError:

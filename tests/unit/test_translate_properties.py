@@ -531,10 +531,8 @@ def _task_with(tags: dict[str, str]) -> list[Event] | str:
         "time": "2026-01-01T00:00:00Z",
         "detail": {"taskArn": "arn:aws:ecs:r:1:task/c/abc", "lastStatus": "RUNNING"},
     }
-    decision = ecs.translate(ecs.parse_message(json.dumps(body)), tags=tags, last_version=None)
-    if decision.skip is not None:
-        return decision.skip.reason
-    return [decision.event] if decision.event else []
+    result = ecs.translate(ecs.parse_message(json.dumps(body)), None, tags=tags)
+    return result.skipped.reason if result.skipped else result.events
 
 
 @pytest.mark.parametrize(

@@ -218,7 +218,7 @@ def parse_tag_filters(filters: Iterable[str]) -> tuple[TagFilter, ...]:
     return tuple(parsed)
 
 
-# --- the decision -------------------------------------------------------------------------
+# --- the translation ----------------------------------------------------------------------
 
 
 NOT_SELECTED = "not_selected"
