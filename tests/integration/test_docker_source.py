@@ -17,9 +17,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -31,7 +35,8 @@ from infra_observer.events.model import Event
 from infra_observer.events.related import slugify
 from infra_observer.metrics import Metrics
 from infra_observer.sources.docker.stream import DockerSource
-from infra_observer.sources.docker.translate import parse_timestamp
+from infra_observer.sources.docker.wire import parse_timestamp
+from tests.handoff import RecordingHandoff
 from tests.integration.source_runner import source_with_emitter
 from tests.peers import DockerPeer, PrefectPeer
 from tests.peers._util import remove_tree, short_tempdir
@@ -168,58 +173,50 @@ def state_ns(info: dict[str, Any], key: str) -> str:
     return str(parse_timestamp(info["State"][key]))
 
 
-async def test_lifecycles_reach_prefect(harness: Harness, prefect: PrefectPeer) -> None:
+class Lifecycles(NamedTuple):
+    """One container per lifecycle, by id."""
+
+    exits: str
+    killed: str
+    oom: str
+    paused: str
+    restarted: str
+
+
+async def _run_lifecycles(harness: Harness, sink: ListSink) -> Lifecycles:
+    """Drive each lifecycle through dockerd until the source reported its last change."""
     dockerd = harness.dockerd
-    async with prefect_sink(prefect) as sink, running(harness, sink):
-        exits = await harness.run(
-            ["sh", "-c", "sleep 1; exit 3"], name=f"exits-{harness.run_label}"
-        )
-        killed = await harness.run(SLEEP)
-        oom = await harness.run(GREEDY, memory=8 * 1024 * 1024)
-        paused = await harness.run(SLEEP, labels=harness.labels(form="prefect.io/"))
-        restarted = await harness.run(SLEEP)
+    exits = await harness.run(["sh", "-c", "sleep 1; exit 3"], name=f"exits-{harness.run_label}")
+    killed = await harness.run(SLEEP)
+    oom = await harness.run(GREEDY, memory=8 * 1024 * 1024)
+    paused = await harness.run(SLEEP, labels=harness.labels(form="prefect.io/"))
+    restarted = await harness.run(SLEEP)
 
-        assert await dockerd.wait_exit(exits) == 3
-        await until(lambda: sink.names(killed) == ["created", "running"], "killed running")
-        await dockerd.kill(killed)
-        assert await dockerd.wait_exit(oom) == 137
-        await until(lambda: sink.names(paused) == ["created", "running"], "paused running")
-        await dockerd.pause(paused)
-        await until(lambda: sink.names(paused)[-1:] == ["paused"], "paused reported")
-        await dockerd.unpause(paused)
-        await until(lambda: len(sink.names(paused)) == 4, "unpaused reported")
-        await dockerd.remove(paused, force=True)
-        await until(lambda: sink.names(restarted) == ["created", "running"], "restart target up")
-        await dockerd.restart_container(restarted)
+    assert await dockerd.wait_exit(exits) == 3
+    await until(lambda: sink.names(killed) == ["created", "running"], "killed running")
+    await dockerd.kill(killed)
+    assert await dockerd.wait_exit(oom) == 137
+    await until(lambda: sink.names(paused) == ["created", "running"], "paused running")
+    await dockerd.pause(paused)
+    await until(lambda: sink.names(paused)[-1:] == ["paused"], "paused reported")
+    await dockerd.unpause(paused)
+    await until(lambda: len(sink.names(paused)) == 4, "unpaused reported")
+    await dockerd.remove(paused, force=True)
+    await until(lambda: sink.names(restarted) == ["created", "running"], "restart target up")
+    await dockerd.restart_container(restarted)
 
-        await until(lambda: sink.names(exits) == ["created", "running", "exited"], "exit code")
-        await until(lambda: sink.names(killed)[-1:] == ["exited"], "kill")
-        await until(lambda: sink.names(oom)[-1:] == ["exited"], "oom")
-        await until(lambda: sink.names(paused)[-1:] == ["removing"], "removal")
-        await until(lambda: sink.names(restarted).count("running") == 2, "restart")
+    await until(lambda: sink.names(exits) == ["created", "running", "exited"], "exit code")
+    await until(lambda: sink.names(killed)[-1:] == ["exited"], "kill")
+    await until(lambda: sink.names(oom)[-1:] == ["exited"], "oom")
+    await until(lambda: sink.names(paused)[-1:] == ["removing"], "removal")
+    await until(lambda: sink.names(restarted).count("running") == 2, "restart")
+    return Lifecycles(exits, killed, oom, paused, restarted)
 
-    assert sink.names(killed) == ["created", "running", "exited"]
-    assert sink.names(oom) == ["created", "running", "exited"]
-    assert sink.names(paused) == ["created", "running", "paused", "running", "exited", "removing"]
-    # Whether the exit reads as `exited` or `restarting` depends on when it was inspected
-    # (before or after `docker restart` brought it back): either is the truth at that time.
-    restart_names = sink.names(restarted)
-    assert restart_names[:2] == ["created", "running"]
-    assert restart_names[2] in ("exited", "restarting")
-    assert restart_names[3:] == ["running"]
 
-    exits_info = await dockerd.inspect(exits)
-    assert exits_info["State"]["ExitCode"] == 3
-    assert [e.id for e in sink.of(exits)][2] == container_event_id(
-        container_id=exits,
-        status="exited",
-        state_marks={"finished_at": state_ns(exits_info, "FinishedAt")},
-    )
-    # Nobody else signals it: 137 is the kernel's OOM kill. (State.OOMKilled is not checked:
-    # this dockerd sometimes records the exit before the OOM notification.)
-    assert (await dockerd.inspect(oom))["State"]["ExitCode"] == 137
-
-    containers = [exits, killed, oom, paused, restarted]
+async def _stored_and_chained(
+    prefect: PrefectPeer, sink: ListSink, *, containers: Sequence[str], worker: str
+) -> dict[str, dict[str, Any]]:
+    """Every event sent is stored once, chained by `follows` per container; by id."""
     sent = [e for c in containers for e in sink.of(c)]
     assert len({e.id for e in sent}) == len(sent)
     stored = await prefect.wait_for_events(
@@ -229,7 +226,6 @@ async def test_lifecycles_reach_prefect(harness: Harness, prefect: PrefectPeer) 
     assert sorted(e["id"] for e in stored) == sorted(str(e.id) for e in sent)
 
     by_id = {e["id"]: e for e in stored}
-    worker = f"prefect.worker.docker.{slugify(docker_name(dockerd))}"
     for container_id in containers:
         chain = [by_id[str(e.id)] for e in sink.of(container_id)]
         assert chain[0]["follows"] is None
@@ -244,9 +240,47 @@ async def test_lifecycles_reach_prefect(harness: Harness, prefect: PrefectPeer) 
             assert roles["worker"]["prefect.resource.id"] == worker
             assert roles["worker"]["prefect.worker-type"] == "docker"
             assert event["payload"] == {}
-    first = by_id[str(sink.of(exits)[0].id)]
+    return by_id
+
+
+async def test_lifecycles_reach_prefect(harness: Harness, prefect: PrefectPeer) -> None:
+    dockerd = harness.dockerd
+    async with prefect_sink(prefect) as sink, running(harness, sink):
+        run = await _run_lifecycles(harness, sink)
+
+    assert sink.names(run.killed) == ["created", "running", "exited"]
+    assert sink.names(run.oom) == ["created", "running", "exited"]
+    assert sink.names(run.paused) == [
+        "created",
+        "running",
+        "paused",
+        "running",
+        "exited",
+        "removing",
+    ]
+    # Whether the exit reads as `exited` or `restarting` depends on when it was inspected
+    # (before or after `docker restart` brought it back): either is the truth at that time.
+    restart_names = sink.names(run.restarted)
+    assert restart_names[:2] == ["created", "running"]
+    assert restart_names[2] in ("exited", "restarting")
+    assert restart_names[3:] == ["running"]
+
+    exits_info = await dockerd.inspect(run.exits)
+    assert exits_info["State"]["ExitCode"] == 3
+    assert [e.id for e in sink.of(run.exits)][2] == container_event_id(
+        container_id=run.exits,
+        status="exited",
+        state_marks={"finished_at": state_ns(exits_info, "FinishedAt")},
+    )
+    # Nobody else signals it: 137 is the kernel's OOM kill. (State.OOMKilled is not checked:
+    # this dockerd sometimes records the exit before the OOM notification.)
+    assert (await dockerd.inspect(run.oom))["State"]["ExitCode"] == 137
+
+    worker = f"prefect.worker.docker.{slugify(docker_name(dockerd))}"
+    by_id = await _stored_and_chained(prefect, sink, containers=list(run), worker=worker)
+    first = by_id[str(sink.of(run.exits)[0].id)]
     assert first["resource"]["prefect.resource.name"] == f"exits-{harness.run_label}"
-    flow_run = by_id[str(sink.of(paused)[0].id)]["related"][0]
+    flow_run = by_id[str(sink.of(run.paused)[0].id)]["related"][0]
     assert flow_run["prefect.resource.role"] == "flow-run"
     assert flow_run["prefect.resource.name"] == "amber-owl"
 
@@ -380,7 +414,7 @@ async def test_containers_with_an_unusable_flow_run_id_are_skipped_and_reported_
         [(listed, "flow_run_id_empty"), (streamed, "flow_run_id_not_uuid")]
     )
     assert any("'run-9' is not a UUID" in e["detail"] for e in reports)
-    assert not [e for e in logs if e["event"] == "docker_input_error"]
+    assert not [e for e in logs if e["event"] == "input_error"]
 
 
 async def test_readiness_is_0_while_dockerd_is_unreachable_and_1_once_listed(
@@ -390,7 +424,7 @@ async def test_readiness_is_0_while_dockerd_is_unreachable_and_1_once_listed(
     link = short_tempdir("io-rdy-") / "docker.sock"
     source = DockerSource(
         settings=harness.settings(host=f"unix://{link}", backoff_max_seconds=0.2),
-        handoff=_NoHandoff(),
+        handoff=RecordingHandoff(accepts=False),
         metrics=harness.metrics,
     )
     registry, ready = harness.metrics.registry, {"source": "docker"}
@@ -481,7 +515,9 @@ async def test_daemon_restart_resumes_without_duplicates(
 
 async def test_check_reports_the_daemon_or_the_fix(harness: Harness) -> None:
     source = DockerSource(
-        settings=harness.settings(), handoff=_NoHandoff(), metrics=harness.metrics
+        settings=harness.settings(),
+        handoff=RecordingHandoff(accepts=False),
+        metrics=harness.metrics,
     )
     answer = await source.check()
     assert "API 1.41" in answer
@@ -489,7 +525,7 @@ async def test_check_reports_the_daemon_or_the_fix(harness: Harness) -> None:
 
     broken = DockerSource(
         settings=harness.settings(host="unix:///nonexistent/docker.sock"),
-        handoff=_NoHandoff(),
+        handoff=RecordingHandoff(accepts=False),
         metrics=harness.metrics,
     )
     with pytest.raises(SourceError, match="DOCKER_HOST"):
@@ -499,16 +535,11 @@ async def test_check_reports_the_daemon_or_the_fix(harness: Harness) -> None:
 async def test_environment_variables_name_the_daemon(harness: Harness) -> None:
     source = DockerSource(
         settings=harness.settings(host=None),
-        handoff=_NoHandoff(),
+        handoff=RecordingHandoff(accepts=False),
         metrics=harness.metrics,
         environ={"DOCKER_HOST": harness.dockerd.host},
     )
     assert "API 1.41" in await source.check()
-
-
-class _NoHandoff:
-    async def submit(self, event: Event, *, source: str) -> asyncio.Future[Any]:
-        raise AssertionError("nothing is submitted by check()")
 
 
 # --- TCP with TLS and client certificates -------------------------------------------------
@@ -516,52 +547,13 @@ class _NoHandoff:
 
 def _write_certs(directory: Path) -> None:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, as Docker names them."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.UTC)
-
-    def issue(
-        name: str,
-        key: ec.EllipticCurvePrivateKey,
-        *,
-        issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-        extensions: list[x509.ExtensionType],
-    ) -> x509.Certificate:
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        issuer_name, signing_key = issuer or (subject, key)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-        )
-        for extension in extensions:
-            builder = builder.add_extension(extension, critical=False)
-        return builder.sign(signing_key, hashes.SHA256())
-
-    def save(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
-        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{stem}-key.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = issue(
+    ca = _issue(
         "test ca", ca_key, issuer=None, extensions=[x509.BasicConstraints(ca=True, path_length=0)]
     )
     ca_issuer = (ca.subject, ca_key)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server = issue(
+    server = _issue(
         "127.0.0.1",
         server_key,
         issuer=ca_issuer,
@@ -571,16 +563,55 @@ def _write_certs(directory: Path) -> None:
         ],
     )
     client_key = ec.generate_private_key(ec.SECP256R1())
-    client = issue(
+    client = _issue(
         "observer",
         client_key,
         issuer=ca_issuer,
         extensions=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])],
     )
-    save("ca", ca_key, ca)
-    save("server", server_key, server)
-    save("cert", client_key, client)
+    _save(directory, "ca", key=ca_key, cert=ca)
+    _save(directory, "server", key=server_key, cert=server)
+    _save(directory, "cert", key=client_key, cert=client)
     (directory / "cert-key.pem").rename(directory / "key.pem")
+
+
+def _issue(
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    extensions: list[x509.ExtensionType],
+) -> x509.Certificate:
+    """A certificate for `name`, valid for a day, signed by `issuer` (None: by itself)."""
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, signing_key = issuer or (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _save(
+    directory: Path, stem: str, *, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> None:
+    """`<stem>.pem` and `<stem>-key.pem` in `directory`."""
+    (directory / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / f"{stem}-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 @contextlib.asynccontextmanager
@@ -622,7 +653,7 @@ async def test_tcp_with_tls_client_certificates(harness: Harness, tmp_path: Path
         environ = {"DOCKER_HOST": host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(certs)}
         checked = DockerSource(
             settings=harness.settings(host=None),
-            handoff=_NoHandoff(),
+            handoff=RecordingHandoff(accepts=False),
             metrics=harness.metrics,
             environ=environ,
         )
@@ -635,7 +666,7 @@ async def test_tcp_with_tls_client_certificates(harness: Harness, tmp_path: Path
         (stranger / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
         refused = DockerSource(
             settings=harness.settings(host=None, cert_path=stranger),
-            handoff=_NoHandoff(),
+            handoff=RecordingHandoff(accepts=False),
             metrics=harness.metrics,
             environ=environ,
         )

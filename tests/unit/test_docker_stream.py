@@ -16,10 +16,9 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from infra_observer.config import DockerSettings
-from infra_observer.events.handoff import Outcome
-from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
 from infra_observer.sources.docker.stream import DockerSource
+from tests.handoff import RecordingHandoff
 
 FLOW_RUN = "0b5f1a6e-8c8f-4a64-9d0e-3f1f3a0d2b11"
 SECOND = 1_000_000_000
@@ -33,7 +32,7 @@ def iso(nanos: int) -> str:
     return f"{whole}.{fraction:09d}Z"
 
 
-def container(cid: str, status: str, labels: dict[str, str], **state: int) -> dict[str, Any]:
+def container(cid: str, status: str, *, labels: dict[str, str], **state: int) -> dict[str, Any]:
     return {
         "Id": cid,
         "Name": f"/{cid}",
@@ -47,7 +46,7 @@ def container(cid: str, status: str, labels: dict[str, str], **state: int) -> di
     }
 
 
-def line(cid: str, action: str, at: int, labels: dict[str, str]) -> str:
+def line(cid: str, action: str, *, at: int, labels: dict[str, str]) -> str:
     return json.dumps(
         {
             "Type": "container",
@@ -98,22 +97,8 @@ class ScriptedDaemon:
         await asyncio.Event().wait()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
-        self.events.append(event)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        future.set_result(Outcome.DELIVERED)
-        return future
-
-    def names(self, cid: str) -> list[str]:
-        return [
-            e.event.removeprefix("prefect.docker.container.")
-            for e in self.events
-            if e.resource_id == f"prefect.docker.container.{cid}"
-        ]
+def resource(cid: str) -> str:
+    return f"prefect.docker.container.{cid}"
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -125,8 +110,8 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(daemon: ScriptedDaemon, metrics: Metrics) -> AsyncIterator[Recorder]:
-    recorder = Recorder()
+async def running(daemon: ScriptedDaemon, metrics: Metrics) -> AsyncIterator[RecordingHandoff]:
+    recorder = RecordingHandoff(source="docker")
     source = DockerSource(
         settings=DockerSettings(host="unix:///scripted.sock"),
         handoff=recorder,
@@ -150,22 +135,22 @@ async def test_events_during_the_listing_never_report_a_stale_status() -> None:
     daemon = ScriptedDaemon()
     # `quick` was created, started and exited while the listing ran, and listed as exited.
     daemon.containers["quick"] = container(
-        "quick", "exited", labels, started=T0 + SECOND // 2, finished=T0 + SECOND
+        "quick", "exited", labels=labels, started=T0 + SECOND // 2, finished=T0 + SECOND
     )
-    daemon.containers["twin"] = container("twin", "running", both)
+    daemon.containers["twin"] = container("twin", "running", labels=both)
     reverse_dns = [
-        line("quick", "create", T0 - SECOND, labels),  # before the listing: skipped
+        line("quick", "create", at=T0 - SECOND, labels=labels),  # before the listing: skipped
         "{not json",
-        line("quick", "create", T0 + SECOND // 4, labels),
-        line("quick", "start", T0 + SECOND // 2, labels),
-        line("quick", "die", T0 + SECOND, labels),
-        line("twin", "pause", T1 + SECOND, both),
-        line("quick", "destroy", T1 + 2 * SECOND, labels),
+        line("quick", "create", at=T0 + SECOND // 4, labels=labels),
+        line("quick", "start", at=T0 + SECOND // 2, labels=labels),
+        line("quick", "die", at=T0 + SECOND, labels=labels),
+        line("twin", "pause", at=T1 + SECOND, labels=both),
+        line("quick", "destroy", at=T1 + 2 * SECOND, labels=labels),
     ]
     daemon.streams = {
         "io.prefect.flow-run-id": reverse_dns,
         # The twin carries both label forms: the daemon sends its events on both streams.
-        "prefect.io/flow-run-id": [line("twin", "pause", T1 + SECOND, both)],
+        "prefect.io/flow-run-id": [line("twin", "pause", at=T1 + SECOND, labels=both)],
     }
 
     def pause_twin() -> None:
@@ -175,17 +160,20 @@ async def test_events_during_the_listing_never_report_a_stale_status() -> None:
     metrics = Metrics(CollectorRegistry())
     with capture_logs() as logs:
         async with running(daemon, metrics) as recorder:
-            await until(lambda: recorder.names("quick")[-1:] == ["removing"])
-            await until(lambda: recorder.names("twin") == ["running", "paused"])
+            await until(lambda: recorder.names(resource("quick"))[-1:] == ["removing"])
+            await until(lambda: recorder.names(resource("twin")) == ["running", "paused"])
 
-    assert recorder.names("quick") == ["exited", "removing"]
-    assert recorder.names("twin") == ["running", "paused"]
+    assert recorder.names(resource("quick")) == ["exited", "removing"]
+    assert recorder.names(resource("twin")) == ["running", "paused"]
     assert sorted(daemon.opened) == ["io.prefect.flow-run-id", "prefect.io/flow-run-id"]
     errors = metrics.registry.get_sample_value(
         "infra_observer_input_errors_total", {"source": "docker", "kind": "event"}
     )
     assert errors == 1
-    assert any(log["event"] == "docker_input_error" and "JSON" in log["detail"] for log in logs)
+    (bad_line,) = [log for log in logs if log["event"] == "input_error"]
+    assert bad_line["source"] == "docker"
+    assert bad_line["kind"] == "event"
+    assert "JSON" in bad_line["detail"]
 
 
 async def test_an_unreachable_daemon_is_retried_and_counted() -> None:
@@ -198,7 +186,7 @@ async def test_an_unreachable_daemon_is_retried_and_counted() -> None:
         return daemon.handler(request)
 
     metrics = Metrics(CollectorRegistry())
-    recorder = Recorder()
+    recorder = RecordingHandoff(source="docker")
     source = DockerSource(
         settings=DockerSettings(host="unix:///scripted.sock", backoff_max_seconds=0.1),
         handoff=recorder,

@@ -1,4 +1,6 @@
-"""The pure Docker event / inspected container -> events step: plain dicts in, events out."""
+"""The Docker source's pure steps: Docker's JSON read (`wire.py`), the containers selected
+(`selection.py`) and each observation translated (`translate.py`); plain dicts in, events
+out."""
 
 from __future__ import annotations
 
@@ -11,18 +13,21 @@ import pytest
 from infra_observer.errors import InputError
 from infra_observer.events.ids import container_event_id
 from infra_observer.events.model import limit_problems
+from infra_observer.sources.base import Translation
+from infra_observer.sources.docker.selection import is_selected
 from infra_observer.sources.docker.translate import (
     ContainerState,
-    Translation,
-    is_selected,
+    ListedContainer,
+    MissingContainer,
+    StreamedEvent,
     needs_inspect,
+    translate,
+)
+from infra_observer.sources.docker.wire import (
     parse_event,
     parse_event_line,
     parse_inspect,
     parse_timestamp,
-    reconcile,
-    translate_event,
-    vanished,
 )
 
 CID = "4f1e" + "a" * 60
@@ -94,12 +99,24 @@ def inspect(
 
 
 def step(
-    raw_event: dict[str, Any], raw_inspect: dict[str, Any] | None, previous: ContainerState | None
-) -> Translation:
+    raw_event: dict[str, Any],
+    raw_inspect: dict[str, Any] | None,
+    *,
+    previous: ContainerState | None,
+) -> Translation[ContainerState]:
+    """An event of the stream, with the container as inspected after it."""
     parsed = parse_event(raw_event)
     assert parsed is not None
     inspected = parse_inspect(raw_inspect) if raw_inspect is not None else None
-    return translate_event(parsed, inspected=inspected, previous=previous, worker_name=WORKER)
+    return translate(StreamedEvent(parsed, inspected), previous, worker_name=WORKER)
+
+
+def listed(
+    raw_inspect: dict[str, Any], previous: ContainerState | None, *, observed: int
+) -> Translation[ContainerState]:
+    """A container found by a listing the daemon dated `observed`."""
+    observation = ListedContainer(parse_inspect(raw_inspect), observed)
+    return translate(observation, previous, worker_name=WORKER)
 
 
 def state(status: Any, **marks: str) -> ContainerState:
@@ -233,7 +250,7 @@ def test_needs_inspect(action: str, needed: bool) -> None:
 # --- Stream events ------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Case:
     action: str
     at: str
@@ -247,227 +264,262 @@ class Case:
 
 CASES = {
     "create": Case(
-        "create", CREATED, inspect("created"), None, ["created"], "created", CREATED, {}
+        action="create",
+        at=CREATED,
+        inspected=inspect("created"),
+        previous=None,
+        emitted=["created"],
+        status="created",
+        occurred=CREATED,
+        marks={},
     ),
     "start": Case(
-        "start",
-        "2026-01-01T10:00:01.3Z",
-        inspect("running"),
-        state("created"),
-        ["running"],
-        "running",
-        STARTED,
-        {"started_at": str(ns(STARTED))},
+        action="start",
+        at="2026-01-01T10:00:01.3Z",
+        inspected=inspect("running"),
+        previous=state("created"),
+        emitted=["running"],
+        status="running",
+        occurred=STARTED,
+        marks={"started_at": str(ns(STARTED))},
     ),
     "start already listed": Case(
-        "start",
-        "2026-01-01T10:00:01.3Z",
-        inspect("running"),
-        state("running", started_at=str(ns(STARTED))),
-        [],
-        "running",
+        action="start",
+        at="2026-01-01T10:00:01.3Z",
+        inspected=inspect("running"),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=[],
+        status="running",
     ),
     "restart completed is the start again": Case(
-        "restart",
-        "2026-01-01T10:00:01.3Z",
-        inspect("running"),
-        state("running", started_at=str(ns(STARTED))),
-        [],
-        "running",
+        action="restart",
+        at="2026-01-01T10:00:01.3Z",
+        inspected=inspect("running"),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=[],
+        status="running",
     ),
     "start read late, after a later run began": Case(
-        "start",
-        "2026-01-01T10:00:01.3Z",
-        inspect("running", started=STARTED_2),
-        state("created"),
-        ["running"],
-        "running",
-        "2026-01-01T10:00:01.3Z",
-        {"started_at": str(ns("2026-01-01T10:00:01.3Z"))},
+        action="start",
+        at="2026-01-01T10:00:01.3Z",
+        inspected=inspect("running", started=STARTED_2),
+        previous=state("created"),
+        emitted=["running"],
+        status="running",
+        occurred="2026-01-01T10:00:01.3Z",
+        marks={"started_at": str(ns("2026-01-01T10:00:01.3Z"))},
     ),
     "die with exit code": Case(
-        "die",
-        "2026-01-01T10:00:09.4Z",
-        inspect("exited", finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["exited"],
-        "exited",
-        FINISHED,
-        {"finished_at": str(ns(FINISHED))},
+        action="die",
+        at="2026-01-01T10:00:09.4Z",
+        inspected=inspect("exited", finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["exited"],
+        status="exited",
+        occurred=FINISHED,
+        marks={"finished_at": str(ns(FINISHED))},
     ),
     "restarted by hand, stop read after the start": Case(
-        "stop",
-        "2026-01-01T10:00:09.5Z",
-        inspect("running", started=STARTED_2, finished=FINISHED),
-        state("exited", finished_at=str(ns(FINISHED))),
-        [],
-        "exited",
+        action="stop",
+        at="2026-01-01T10:00:09.5Z",
+        inspected=inspect("running", started=STARTED_2, finished=FINISHED),
+        previous=state("exited", finished_at=str(ns(FINISHED))),
+        emitted=[],
+        status="exited",
     ),
     "stop after die": Case(
-        "stop",
-        "2026-01-01T10:00:09.5Z",
-        inspect("exited", finished=FINISHED),
-        state("exited", finished_at=str(ns(FINISHED))),
-        [],
-        "exited",
+        action="stop",
+        at="2026-01-01T10:00:09.5Z",
+        inspected=inspect("exited", finished=FINISHED),
+        previous=state("exited", finished_at=str(ns(FINISHED))),
+        emitted=[],
+        status="exited",
     ),
     "kill that ended it": Case(
-        "kill",
-        "2026-01-01T10:00:09.4Z",
-        inspect("exited", finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["exited"],
-        "exited",
-        FINISHED,
-        {"finished_at": str(ns(FINISHED))},
+        action="kill",
+        at="2026-01-01T10:00:09.4Z",
+        inspected=inspect("exited", finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["exited"],
+        status="exited",
+        occurred=FINISHED,
+        marks={"finished_at": str(ns(FINISHED))},
     ),
     "oom read after the exit it caused": Case(
-        "oom",
-        "2026-01-01T10:00:09.2Z",
-        inspect("exited", finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["exited"],
-        "exited",
-        FINISHED,
-        {"finished_at": str(ns(FINISHED))},
+        action="oom",
+        at="2026-01-01T10:00:09.2Z",
+        inspected=inspect("exited", finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["exited"],
+        status="exited",
+        occurred=FINISHED,
+        marks={"finished_at": str(ns(FINISHED))},
     ),
     "kill it survived": Case(
-        "kill",
-        "2026-01-01T10:00:05Z",
-        inspect("running"),
-        state("running", started_at=str(ns(STARTED))),
-        [],
-        "running",
+        action="kill",
+        at="2026-01-01T10:00:05Z",
+        inspected=inspect("running"),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=[],
+        status="running",
     ),
     "oom before its die": Case(
-        "oom",
-        "2026-01-01T10:00:05Z",
-        inspect("running"),
-        state("running", started_at=str(ns(STARTED))),
-        [],
-        "running",
+        action="oom",
+        at="2026-01-01T10:00:05Z",
+        inspected=inspect("running"),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=[],
+        status="running",
     ),
     "die under a restart policy": Case(
-        "die",
-        "2026-01-01T10:00:09.4Z",
-        inspect("restarting", finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["restarting"],
-        "restarting",
-        FINISHED,
-        {"finished_at": str(ns(FINISHED))},
+        action="die",
+        at="2026-01-01T10:00:09.4Z",
+        inspected=inspect("restarting", finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["restarting"],
+        status="restarting",
+        occurred=FINISHED,
+        marks={"finished_at": str(ns(FINISHED))},
     ),
     "die read after the restart": Case(
-        "die",
-        "2026-01-01T10:00:09.4Z",
-        inspect("running", started=STARTED_2, finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["restarting"],
-        "restarting",
-        FINISHED,
-        {"finished_at": str(ns(FINISHED))},
+        action="die",
+        at="2026-01-01T10:00:09.4Z",
+        inspected=inspect("running", started=STARTED_2, finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["restarting"],
+        status="restarting",
+        occurred=FINISHED,
+        marks={"finished_at": str(ns(FINISHED))},
     ),
     "die into dead": Case(
-        "die",
-        "2026-01-01T10:00:09.4Z",
-        inspect("dead", finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["dead"],
-        "dead",
-        FINISHED,
-        {"finished_at": str(ns(FINISHED))},
+        action="die",
+        at="2026-01-01T10:00:09.4Z",
+        inspected=inspect("dead", finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["dead"],
+        status="dead",
+        occurred=FINISHED,
+        marks={"finished_at": str(ns(FINISHED))},
     ),
     "die of a container already removed": Case(
-        "die",
-        "2026-01-01T10:00:09.4Z",
-        None,
-        state("running", started_at=str(ns(STARTED))),
-        ["exited"],
-        "exited",
-        "2026-01-01T10:00:09.4Z",
-        {"finished_at": str(ns("2026-01-01T10:00:09.4Z"))},
+        action="die",
+        at="2026-01-01T10:00:09.4Z",
+        inspected=None,
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["exited"],
+        status="exited",
+        occurred="2026-01-01T10:00:09.4Z",
+        marks={"finished_at": str(ns("2026-01-01T10:00:09.4Z"))},
     ),
     "kill of a container already removed": Case(
-        "kill",
-        "2026-01-01T10:00:09.4Z",
-        None,
-        state("running", started_at=str(ns(STARTED))),
-        [],
-        "running",
+        action="kill",
+        at="2026-01-01T10:00:09.4Z",
+        inspected=None,
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=[],
+        status="running",
     ),
     "pause": Case(
-        "pause",
-        "2026-01-01T10:00:03Z",
-        inspect("paused"),
-        state("running", started_at=str(ns(STARTED))),
-        ["paused"],
-        "paused",
-        "2026-01-01T10:00:03Z",
+        action="pause",
+        at="2026-01-01T10:00:03Z",
+        inspected=inspect("paused"),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["paused"],
+        status="paused",
+        occurred="2026-01-01T10:00:03Z",
         # Docker dates no pause: the run identifies it (see the listing's tests).
-        {"started_at": str(ns(STARTED))},
+        marks={"started_at": str(ns(STARTED))},
     ),
     "pause after an unpause": Case(
-        "pause",
-        "2026-01-01T10:00:05Z",
-        inspect("paused"),
-        state("running", started_at=str(ns(STARTED)), unpaused_at="4"),
-        ["paused"],
-        "paused",
-        "2026-01-01T10:00:05Z",
-        {"started_at": str(ns(STARTED)), "unpaused_at": "4"},
+        action="pause",
+        at="2026-01-01T10:00:05Z",
+        inspected=inspect("paused"),
+        previous=state("running", started_at=str(ns(STARTED)), unpaused_at="4"),
+        emitted=["paused"],
+        status="paused",
+        occurred="2026-01-01T10:00:05Z",
+        marks={"started_at": str(ns(STARTED)), "unpaused_at": "4"},
     ),
     "pause already listed": Case(
-        "pause",
-        "2026-01-01T10:00:03Z",
-        inspect("paused"),
-        state("paused", started_at=str(ns(STARTED)), paused_at="1"),
-        [],
-        "paused",
+        action="pause",
+        at="2026-01-01T10:00:03Z",
+        inspected=inspect("paused"),
+        previous=state("paused", started_at=str(ns(STARTED)), paused_at="1"),
+        emitted=[],
+        status="paused",
     ),
     "unpause": Case(
-        "unpause",
-        "2026-01-01T10:00:04Z",
-        inspect("running"),
-        state("paused", started_at=str(ns(STARTED)), paused_at="1"),
-        ["running"],
-        "running",
-        "2026-01-01T10:00:04Z",
-        {"started_at": str(ns(STARTED)), "unpaused_at": str(ns("2026-01-01T10:00:04Z"))},
+        action="unpause",
+        at="2026-01-01T10:00:04Z",
+        inspected=inspect("running"),
+        previous=state("paused", started_at=str(ns(STARTED)), paused_at="1"),
+        emitted=["running"],
+        status="running",
+        occurred="2026-01-01T10:00:04Z",
+        marks={"started_at": str(ns(STARTED)), "unpaused_at": str(ns("2026-01-01T10:00:04Z"))},
     ),
     "destroy": Case(
-        "destroy",
-        "2026-01-01T10:00:20Z",
-        None,
-        state("exited", finished_at=str(ns(FINISHED))),
-        ["removing"],
-        None,
-        "2026-01-01T10:00:20Z",
+        action="destroy",
+        at="2026-01-01T10:00:20Z",
+        inspected=None,
+        previous=state("exited", finished_at=str(ns(FINISHED))),
+        emitted=["removing"],
+        status=None,
+        occurred="2026-01-01T10:00:20Z",
     ),
     "destroy of a container listed as removing": Case(
-        "destroy", "2026-01-01T10:00:20Z", None, state("removing"), [], None
+        action="destroy",
+        at="2026-01-01T10:00:20Z",
+        inspected=None,
+        previous=state("removing"),
+        emitted=[],
+        status=None,
     ),
     "destroy of an unknown container": Case(
-        "destroy", "2026-01-01T10:00:20Z", None, None, ["removing"], None, "2026-01-01T10:00:20Z"
+        action="destroy",
+        at="2026-01-01T10:00:20Z",
+        inspected=None,
+        previous=None,
+        emitted=["removing"],
+        status=None,
+        occurred="2026-01-01T10:00:20Z",
     ),
-    "exec": Case("exec_start: sh -c ls", "2026-01-01T10:00:05Z", None, None, [], None),
+    "exec": Case(
+        action="exec_start: sh -c ls",
+        at="2026-01-01T10:00:05Z",
+        inspected=None,
+        previous=None,
+        emitted=[],
+        status=None,
+    ),
     "health": Case(
-        "health_status: unhealthy",
-        "2026-01-01T10:00:05Z",
-        None,
-        state("running", started_at="1"),
-        [],
-        "running",
+        action="health_status: unhealthy",
+        at="2026-01-01T10:00:05Z",
+        inspected=None,
+        previous=state("running", started_at="1"),
+        emitted=[],
+        status="running",
     ),
-    "rename": Case("rename", "2026-01-01T10:00:05Z", None, state("created"), [], "created"),
+    "rename": Case(
+        action="rename",
+        at="2026-01-01T10:00:05Z",
+        inspected=None,
+        previous=state("created"),
+        emitted=[],
+        status="created",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_stream_event(case: Case) -> None:
-    result = step(event(case.action, case.at), case.inspected, case.previous)
+    result = step(event(case.action, case.at), case.inspected, previous=case.previous)
     assert [e.event.rsplit(".", 1)[-1] for e in result.events] == case.emitted
     assert (result.state.status if result.state else None) == case.status
     assert result.problems == []
+    assert result.key == CID
+    # No event means nothing new: the status was already reported, or the action has none.
+    assert result.unchanged == (None if case.emitted else "repeated")
     for emitted in result.events:
         assert limit_problems(emitted) == []
         assert emitted.follows is None
@@ -479,7 +531,7 @@ def test_stream_event(case: Case) -> None:
 
 def test_unchanged_events_keep_the_state_and_its_marks() -> None:
     previous = state("running", started_at=str(ns(STARTED)))
-    result = step(event("exec_die", FINISHED), None, previous)
+    result = step(event("exec_die", FINISHED), None, previous=previous)
     assert result.state is previous
 
 
@@ -490,7 +542,7 @@ def run_sequence(steps: list[tuple[str, str, dict[str, Any] | None]]) -> list[An
     previous: ContainerState | None = None
     emitted = []
     for action, at, raw_inspect in steps:
-        result = step(event(action, at), raw_inspect, previous)
+        result = step(event(action, at), raw_inspect, previous=previous)
         previous = result.state
         emitted.extend(result.events)
     return emitted
@@ -548,10 +600,10 @@ def test_replaying_a_stream_gives_the_same_ids() -> None:
 )
 def test_stream_and_listing_agree_on_ids(action: str, at: str, raw: dict[str, Any]) -> None:
     """A restarted observer lists what a running one saw streamed: the ids must match."""
-    streamed = step(event(action, at), raw, None).events
-    listed = reconcile(parse_inspect(raw), previous=None, worker_name=WORKER, observed=ns(at))
-    assert [e.id for e in listed.events] == [e.id for e in streamed]
-    assert [e.occurred for e in listed.events] == [e.occurred for e in streamed]
+    streamed = step(event(action, at), raw, previous=None).events
+    from_listing = listed(raw, None, observed=ns(at)).events
+    assert [e.id for e in from_listing] == [e.id for e in streamed]
+    assert [e.occurred for e in from_listing] == [e.occurred for e in streamed]
 
 
 # --- Listing ------------------------------------------------------------------------------
@@ -560,7 +612,7 @@ def test_stream_and_listing_agree_on_ids(action: str, at: str, raw: dict[str, An
 OBSERVED = "2026-01-01T11:00:00Z"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ListCase:
     inspected: dict[str, Any]
     previous: ContainerState | None
@@ -569,58 +621,64 @@ class ListCase:
 
 
 LIST_CASES = {
-    "new running": ListCase(inspect("running"), None, ["running"], STARTED),
+    "new running": ListCase(
+        inspected=inspect("running"), previous=None, emitted=["running"], occurred=STARTED
+    ),
     "known running": ListCase(
-        inspect("running"), state("running", started_at=str(ns(STARTED))), []
+        inspected=inspect("running"),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=[],
     ),
     "running, restarted meanwhile": ListCase(
-        inspect("running", started=STARTED_2, finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["running"],
-        STARTED_2,
+        inspected=inspect("running", started=STARTED_2, finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["running"],
+        occurred=STARTED_2,
     ),
     "exited meanwhile": ListCase(
-        inspect("exited", finished=FINISHED),
-        state("running", started_at=str(ns(STARTED))),
-        ["exited"],
-        FINISHED,
+        inspected=inspect("exited", finished=FINISHED),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["exited"],
+        occurred=FINISHED,
     ),
     "exit already reported": ListCase(
-        inspect("exited", finished=FINISHED), state("exited", finished_at=str(ns(FINISHED))), []
+        inspected=inspect("exited", finished=FINISHED),
+        previous=state("exited", finished_at=str(ns(FINISHED))),
+        emitted=[],
     ),
     "restart given up": ListCase(
-        inspect("exited", finished=FINISHED),
-        state("restarting", finished_at=str(ns(FINISHED))),
-        ["exited"],
-        FINISHED,
+        inspected=inspect("exited", finished=FINISHED),
+        previous=state("restarting", finished_at=str(ns(FINISHED))),
+        emitted=["exited"],
+        occurred=FINISHED,
     ),
     "paused meanwhile": ListCase(
-        inspect("paused"), state("running", started_at=str(ns(STARTED))), ["paused"], OBSERVED
+        inspected=inspect("paused"),
+        previous=state("running", started_at=str(ns(STARTED))),
+        emitted=["paused"],
+        occurred=OBSERVED,
     ),
     "unpaused meanwhile": ListCase(
-        inspect("running"),
-        state("paused", started_at=str(ns(STARTED)), paused_at="1"),
-        ["running"],
-        OBSERVED,
+        inspected=inspect("running"),
+        previous=state("paused", started_at=str(ns(STARTED)), paused_at="1"),
+        emitted=["running"],
+        occurred=OBSERVED,
     ),
-    "created, never started": ListCase(inspect("created"), None, ["created"], CREATED),
+    "created, never started": ListCase(
+        inspected=inspect("created"), previous=None, emitted=["created"], occurred=CREATED
+    ),
     "being removed": ListCase(
-        inspect("removing", finished=FINISHED),
-        state("exited", finished_at=str(ns(FINISHED))),
-        ["removing"],
-        OBSERVED,
+        inspected=inspect("removing", finished=FINISHED),
+        previous=state("exited", finished_at=str(ns(FINISHED))),
+        emitted=["removing"],
+        occurred=OBSERVED,
     ),
 }
 
 
 @pytest.mark.parametrize("case", LIST_CASES.values(), ids=LIST_CASES.keys())
 def test_listing(case: ListCase) -> None:
-    result = reconcile(
-        parse_inspect(case.inspected),
-        previous=case.previous,
-        worker_name=WORKER,
-        observed=ns(OBSERVED),
-    )
+    result = listed(case.inspected, case.previous, observed=ns(OBSERVED))
     assert [e.event.rsplit(".", 1)[-1] for e in result.events] == case.emitted
     for emitted in result.events:
         assert emitted.occurred == datetime.fromisoformat(case.occurred or "").astimezone(UTC)
@@ -641,71 +699,72 @@ def test_a_paused_container_keeps_its_pause_id_across_listings(
     before: ContainerState | None,
 ) -> None:
     """Listed at every start, streamed when watched live: one pause, one id."""
-    streamed = step(event("pause", "2026-01-01T10:00:03Z"), inspect("paused"), before).events
+    streamed = step(
+        event("pause", "2026-01-01T10:00:03Z"), inspect("paused"), previous=before
+    ).events
     listings = [
-        reconcile(parse_inspect(inspect("paused")), previous=before, worker_name=WORKER, observed=t)
+        listed(inspect("paused"), before, observed=t)
         for t in (ns(OBSERVED), ns(OBSERVED) + 3_600_000_000_000)
     ]
-    ids = {e.id for listed in listings for e in listed.events}
+    ids = {e.id for listing in listings for e in listing.events}
     assert len(streamed) == 1
     assert ids == {streamed[0].id}
 
 
 def test_unpaused_while_disconnected_is_not_the_first_running() -> None:
-    first = reconcile(
-        parse_inspect(inspect("running")), previous=None, worker_name=WORKER, observed=1
-    )
-    again = reconcile(
-        parse_inspect(inspect("running")),
-        previous=state("paused", started_at=str(ns(STARTED)), paused_at="1"),
-        worker_name=WORKER,
+    first = listed(inspect("running"), None, observed=1)
+    again = listed(
+        inspect("running"),
+        state("paused", started_at=str(ns(STARTED)), paused_at="1"),
         observed=ns(OBSERVED),
     )
     assert first.events[0].id != again.events[0].id
 
 
 def test_vanished_container_is_removing_and_forgotten() -> None:
-    result = vanished(state("exited", finished_at="1"), worker_name=WORKER, observed=ns(OBSERVED))
+    result = translate(
+        MissingContainer(CID, ns(OBSERVED)),
+        state("exited", finished_at="1"),
+        worker_name=WORKER,
+    )
     assert [e.event for e in result.events] == ["prefect.docker.container.removing"]
     assert result.state is None
+    assert result.key == CID
     assert result.events[0].id == container_event_id(
         container_id=CID, status="removing", state_marks={}
     )
+
+
+def test_a_missing_container_never_known_gives_nothing() -> None:
+    result = translate(MissingContainer(CID, ns(OBSERVED)), None, worker_name=WORKER)
+    assert (result.key, result.state, result.events) == (CID, None, [])
+    assert result.unchanged == "repeated"
+
+
+def test_a_container_missing_again_after_its_removal_was_listed_gives_nothing_new() -> None:
+    result = translate(MissingContainer(CID, ns(OBSERVED)), state("removing"), worker_name=WORKER)
+    assert (result.state, result.events, result.unchanged) == (None, [], "repeated")
 
 
 # --- Resources ----------------------------------------------------------------------------
 
 
 def related_by_role(labels: dict[str, str]) -> dict[str, dict[str, str]]:
-    result = reconcile(
-        parse_inspect(inspect("running", labels=labels)),
-        previous=None,
-        worker_name=WORKER,
-        observed=1,
-    )
+    result = listed(inspect("running", labels=labels), None, observed=1)
     return {r["prefect.resource.role"]: dict(r) for r in result.events[0].related}
 
 
 def test_resource_and_related_resources() -> None:
-    result = reconcile(
-        parse_inspect(
-            inspect(
-                "running",
-                labels={
-                    **LABELS,
-                    "io.prefect.deployment-id": DEPLOYMENT,
-                    "io.prefect.deployment-name": "nightly",
-                    "io.prefect.flow-id": FLOW,
-                    "io.prefect.flow-name": "etl",
-                    "io.prefect.work-pool-id": POOL,
-                    "io.prefect.work-pool-name": "docker-pool",
-                },
-            )
-        ),
-        previous=None,
-        worker_name=WORKER,
-        observed=1,
-    )
+    labels = {
+        **LABELS,
+        "io.prefect.deployment-id": DEPLOYMENT,
+        "io.prefect.deployment-name": "nightly",
+        "io.prefect.flow-id": FLOW,
+        "io.prefect.flow-name": "etl",
+        "io.prefect.work-pool-id": POOL,
+        "io.prefect.work-pool-name": "docker-pool",
+    }
+    result = listed(inspect("running", labels=labels), None, observed=1)
     (emitted,) = result.events
     assert emitted.event == "prefect.docker.container.running"
     assert dict(emitted.resource) == {
@@ -756,11 +815,8 @@ def test_slash_form_labels_are_read_too() -> None:
 
 
 def test_bad_label_is_a_problem_and_the_event_still_goes() -> None:
-    result = reconcile(
-        parse_inspect(inspect("running", labels={**LABELS, "io.prefect.flow-id": "nope"})),
-        previous=None,
-        worker_name=WORKER,
-        observed=1,
+    result = listed(
+        inspect("running", labels={**LABELS, "io.prefect.flow-id": "nope"}), None, observed=1
     )
     assert len(result.events) == 1
     assert [p.kind for p in result.problems] == ["label"]

@@ -37,7 +37,14 @@ from infra_observer.errors import InputError
 from infra_observer.events.conformance import PLACEHOLDERS, check_against_catalog
 from infra_observer.events.model import Event, limit_problems
 from infra_observer.events.related import refs_from_labels, worker_resource
-from infra_observer.sources.docker.translate import ContainerState
+from infra_observer.sources.docker import wire as docker_wire
+from infra_observer.sources.docker.catalog import CONTAINER_STATUSES
+from infra_observer.sources.docker.translate import (
+    ContainerState,
+    ListedContainer,
+    MissingContainer,
+    StreamedEvent,
+)
 from infra_observer.sources.ecs.catalog import ecs_task_id
 from infra_observer.sources.kubernetes.diagnosis import EVICTION_REASONS
 from infra_observer.sources.kubernetes.translate import PodState
@@ -307,8 +314,7 @@ def _inspected_containers(draw: st.DrawFn, container_id: str) -> dict[str, Any]:
             _maybe(
                 st.fixed_dictionaries(
                     {
-                        "Status": st.sampled_from(docker.CONTAINER_STATUSES)
-                        | _maybe(st.text(max_size=8)),
+                        "Status": st.sampled_from(CONTAINER_STATUSES) | _maybe(st.text(max_size=8)),
                         "StartedAt": _maybe(_timestamps),
                         "FinishedAt": _maybe(_timestamps),
                     }
@@ -325,7 +331,7 @@ _container_states = st.none() | st.builds(
     | _text.filter(bool),
     name=st.none() | _names,
     labels=_prefect_labels("io.prefect."),
-    status=st.sampled_from(docker.CONTAINER_STATUSES),
+    status=st.sampled_from(CONTAINER_STATUSES),
     marks=st.dictionaries(
         st.sampled_from(["started_at", "finished_at", "paused_at", "unpaused_at"]),
         st.integers(min_value=0, max_value=2**62).map(str),
@@ -352,17 +358,17 @@ def test_any_docker_event_gives_acceptable_events_or_an_input_error(
 ) -> None:
     """The stream's path: parse the line, inspect when needed, translate."""
     try:
-        parsed = docker.parse_event_line(json.dumps(raw))
+        parsed = docker_wire.parse_event_line(json.dumps(raw))
         if parsed is None:
             return
         inspected = None
         if docker.needs_inspect(parsed) and data.draw(st.booleans()):
-            inspected = docker.parse_inspect(data.draw(_inspected_containers(parsed.container_id)))
+            inspected = docker_wire.parse_inspect(
+                data.draw(_inspected_containers(parsed.container_id))
+            )
     except InputError:
         return
-    result = docker.translate_event(
-        parsed, inspected=inspected, previous=previous, worker_name=worker_name
-    )
+    result = docker.translate(StreamedEvent(parsed, inspected), previous, worker_name=worker_name)
     assert_skipped_or_emitted(result.events, result.skipped)
     if TOKEN.fullmatch(parsed.container_id):
         assert_acceptable(result.events)
@@ -385,18 +391,20 @@ def test_any_listed_container_gives_acceptable_events_or_an_input_error(
 ) -> None:
     """The listing's path (after every reconnection): inspect, reconcile, and vanish."""
     try:
-        inspected = docker.parse_inspect(data.draw(_inspected_containers(container_id)))
+        inspected = docker_wire.parse_inspect(data.draw(_inspected_containers(container_id)))
     except InputError:
         inspected = None
     if inspected is not None:
-        result = docker.reconcile(
-            inspected, previous=previous, worker_name=worker_name, observed=observed
+        result = docker.translate(
+            ListedContainer(inspected, observed), previous, worker_name=worker_name
         )
         assert_skipped_or_emitted(result.events, result.skipped)
         if TOKEN.fullmatch(inspected.container_id):
             assert_acceptable(result.events)
     if previous is not None:
-        gone = docker.vanished(previous, worker_name=worker_name, observed=observed)
+        gone = docker.translate(
+            MissingContainer(previous.container_id, observed), previous, worker_name=worker_name
+        )
         assert_skipped_or_emitted(gone.events, gone.skipped)
         if TOKEN.fullmatch(previous.container_id):
             assert_acceptable(gone.events)
@@ -519,8 +527,8 @@ def _pod_with(labels: dict[str, str]) -> list[Event] | str:
 
 
 def _container_with(labels: dict[str, str]) -> list[Event] | str:
-    inspected = docker.Inspected("c" * 64, "box", labels, "running", 1, 2, None)
-    result = docker.reconcile(inspected, previous=None, worker_name="w", observed=3)
+    inspected = docker_wire.Inspected("c" * 64, "box", labels, "running", 1, 2, None)
+    result = docker.translate(ListedContainer(inspected, 3), None, worker_name="w")
     return result.skipped.reason if result.skipped else result.events
 
 

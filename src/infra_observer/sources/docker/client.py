@@ -1,30 +1,24 @@
 """A small Docker Engine API client on httpx: the few calls the container watcher makes.
 
-Where the daemon is follows Docker's own conventions (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
-`DOCKER_CERT_PATH`), each overridden by the corresponding setting. The API version is
-negotiated with `GET /version`: the daemon's own version, never above `MAX_API_VERSION`
-(the newest this client was checked against) and never above what the daemon speaks.
+Where the daemon is comes from `endpoint.py`. The API version is negotiated with
+`GET /version`: the daemon's own version, never above `MAX_API_VERSION` (the newest this
+client was checked against) and never above what the daemon speaks.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from infra_observer.config import DockerSettings
-from infra_observer.errors import ConfigError, SourceError
+from infra_observer.errors import SourceError
+from infra_observer.sources.docker.endpoint import Endpoint, ssl_context
 from infra_observer.transport import asyncio_transport
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 MAX_API_VERSION = "1.47"
 # Every call used here exists unchanged since API 1.24 (Docker 1.12).
 MIN_API_VERSION = "1.24"
@@ -42,98 +36,6 @@ class DockerApiError(SourceError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where the daemon listens: a unix socket, or a TCP address with optional TLS."""
-
-    host: str
-    """As configured (`unix:///var/run/docker.sock`, `tcp://10.0.0.5:2376`), for messages."""
-    base_url: str
-    socket_path: str | None = None
-    tls: TlsFiles | None = None
-
-
-def resolve_endpoint(settings: DockerSettings, environ: Mapping[str, str]) -> Endpoint:
-    """The endpoint from the settings, falling back to Docker's environment variables."""
-    host = settings.host or environ.get("DOCKER_HOST") or DEFAULT_HOST
-    tls_verify = (
-        settings.tls_verify
-        if settings.tls_verify is not None
-        # Docker's rule: any non-empty value turns it on.
-        else bool(environ.get("DOCKER_TLS_VERIFY"))
-    )
-    cert_dir = settings.cert_path or _env_path(environ, "DOCKER_CERT_PATH")
-    parts = urlsplit(host)
-    if parts.scheme == "unix":
-        path = parts.path or parts.netloc
-        if not path:
-            raise ConfigError(f"Docker host {host!r} names no socket path")
-        return Endpoint(host=host, base_url="http://docker", socket_path=path)
-    if parts.scheme in ("tcp", "http", "https"):
-        return _tcp_endpoint(
-            host,
-            hostname=parts.hostname,
-            port=parts.port,
-            tls_verify=tls_verify,
-            cert_dir=cert_dir,
-            environ=environ,
-        )
-    raise ConfigError(
-        f"Docker host {host!r} is not supported: use unix:///path/to/docker.sock or "
-        "tcp://host:port (INFRA_OBSERVER_DOCKER_HOST or DOCKER_HOST)"
-    )
-
-
-def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
-    value = environ.get(name)
-    return Path(value) if value else None
-
-
-def _tcp_endpoint(
-    host: str,
-    *,
-    hostname: str | None,
-    port: int | None,
-    tls_verify: bool,
-    cert_dir: Path | None,
-    environ: Mapping[str, str],
-) -> Endpoint:
-    if not hostname:
-        raise ConfigError(f"Docker host {host!r} names no host")
-    address = f"[{hostname}]" if ":" in hostname else hostname
-    if not tls_verify:
-        return Endpoint(host=host, base_url=f"http://{address}:{port or 2375}")
-    directory = cert_dir or Path(environ.get("HOME", "~")).expanduser() / ".docker"
-    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
-    missing = [str(p) for p in (files.ca, files.cert, files.key) if not p.is_file()]
-    if missing:
-        raise ConfigError(
-            f"TLS is on for Docker host {host} but {', '.join(missing)} is missing: set "
-            "INFRA_OBSERVER_DOCKER_CERT_PATH (or DOCKER_CERT_PATH) to the directory holding "
-            "ca.pem, cert.pem and key.pem"
-        )
-    return Endpoint(host=host, base_url=f"https://{address}:{port or 2376}", tls=files)
-
-
-def _ssl_context(files: TlsFiles) -> ssl.SSLContext:
-    try:
-        context = ssl.create_default_context(cafile=str(files.ca))
-        context.load_cert_chain(certfile=str(files.cert), keyfile=str(files.key))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"cannot load the Docker TLS files from {files.ca.parent} ({exc}); check ca.pem, "
-            "cert.pem and key.pem there (INFRA_OBSERVER_DOCKER_CERT_PATH or DOCKER_CERT_PATH)"
-        ) from exc
-    return context
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -174,10 +76,7 @@ class DockerClient:
         self.api_version: str | None = None
         if transport is None:
             transport = asyncio_transport(
-                # Without TLS no CA bundle is loaded (about 4 MiB resident for certifi's).
-                ssl_context=_ssl_context(endpoint.tls)
-                if endpoint.tls
-                else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+                ssl_context=ssl_context(endpoint.tls),
                 limits=httpx.Limits(),
                 uds=endpoint.socket_path,
             )
@@ -202,6 +101,22 @@ class DockerClient:
         await self._http.aclose()
 
     # --- calls ----------------------------------------------------------------------------
+
+    async def describe(self) -> str:
+        """Ping the daemon and say what answered: its version, API version, host name."""
+        try:
+            await self.ping()
+            version = await self.version()
+            info = await self.info()
+        except DockerApiError as exc:
+            raise SourceError(
+                f"the Docker daemon at {self.endpoint.host} answered: {exc}; check that "
+                "INFRA_OBSERVER_DOCKER_HOST (or DOCKER_HOST) points at a Docker Engine"
+            ) from exc
+        return (
+            f"Docker {version.get('Version', '?')} (API {self.api_version}) at "
+            f"{self.endpoint.host}, host {info.get('Name', '?')}"
+        )
 
     async def ping(self) -> None:
         await self._get("/_ping", versioned=False)

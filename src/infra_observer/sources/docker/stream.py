@@ -35,30 +35,34 @@ import httpx
 import structlog
 
 from infra_observer.config import DockerSettings
-from infra_observer.errors import InputError, SourceError
+from infra_observer.errors import InputError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.metrics import Metrics
 from infra_observer.retry import Backoff
+from infra_observer.sources.base import Translation, report_input_error
 from infra_observer.sources.docker.client import (
     DockerApiError,
     DockerClient,
     DockerUnavailableError,
-    resolve_endpoint,
 )
+from infra_observer.sources.docker.endpoint import resolve_endpoint
+from infra_observer.sources.docker.selection import FLOW_RUN_LABELS, is_selected
 from infra_observer.sources.docker.translate import (
-    FLOW_RUN_LABELS,
     ContainerState,
+    ListedContainer,
+    MissingContainer,
+    Observation,
+    StreamedEvent,
+    needs_inspect,
+    translate,
+)
+from infra_observer.sources.docker.wire import (
     DockerEvent,
     Inspected,
-    Translation,
-    is_selected,
-    needs_inspect,
+    daemon_name,
     parse_event_line,
     parse_inspect,
     parse_timestamp,
-    reconcile,
-    translate_event,
-    vanished,
 )
 from infra_observer.sources.skips import SkipLog
 
@@ -121,10 +125,6 @@ class DockerSource:
         self._ready = ready
         self._metrics.source_ready.labels(source=SOURCE).set(1 if ready else 0)
 
-    @property
-    def tracked_containers(self) -> int:
-        return len(self._containers)
-
     def _filters(self, key: str) -> list[str]:
         return [key, *self._settings.label_filters]
 
@@ -169,7 +169,7 @@ class DockerSource:
                 ]
                 info = await client.info()
                 self._worker_name = (
-                    self._settings.worker_name or _str(info.get("Name")) or FALLBACK_WORKER_NAME
+                    self._settings.worker_name or daemon_name(info) or FALLBACK_WORKER_NAME
                 )
                 listed_at = self._daemon_time(info)
                 log.info(
@@ -211,7 +211,7 @@ class DockerSource:
         try:
             parsed = parse_timestamp(info.get("SystemTime"))
         except InputError as exc:
-            self._input_error("info", str(exc))
+            report_input_error(self._metrics, source=SOURCE, kind="info", detail=str(exc))
             parsed = None
         return parsed if parsed is not None else time.time_ns()
 
@@ -225,16 +225,21 @@ class DockerSource:
                 if isinstance(container_id, str) and container_id:
                     listed[container_id] = None
                 else:
-                    self._input_error("container", "listed container has no Id")
+                    report_input_error(
+                        self._metrics,
+                        source=SOURCE,
+                        kind="container",
+                        detail="listed container has no Id",
+                    )
         emitted = 0
         async with self._lock:
             for container_id in listed:
                 emitted += await self._reconcile_one(client, container_id, observed=observed)
             for container_id in set(self._containers) - set(listed):
-                result = vanished(
+                result = translate(
+                    MissingContainer(container_id, observed),
                     self._containers[container_id],
                     worker_name=self._worker_name,
-                    observed=observed,
                 )
                 emitted += await self._apply(result)
         first = not self._synced
@@ -252,11 +257,10 @@ class DockerSource:
         inspected = self._parse_inspect(raw)
         if inspected is None or not self._selected(inspected.labels):
             return 0
-        result = reconcile(
-            inspected,
-            previous=self._containers.get(container_id),
+        result = translate(
+            ListedContainer(inspected, observed),
+            self._containers.get(container_id),
             worker_name=self._worker_name,
-            observed=observed,
         )
         return await self._apply(result)
 
@@ -289,7 +293,9 @@ class DockerSource:
         try:
             event = parse_event_line(line)
         except InputError as exc:
-            self._input_error("event", str(exc), line=line[:300])
+            report_input_error(
+                self._metrics, source=SOURCE, kind="event", detail=str(exc), line=line[:300]
+            )
             return
         if event is None or not self._selected(event.attributes):
             return
@@ -309,13 +315,10 @@ class DockerSource:
             # one already gone has its `destroy` still to come on the stream.
             if inspected is None:
                 return
-            result = reconcile(
-                inspected, previous=previous, worker_name=self._worker_name, observed=window.start
-            )
+            observation: Observation = ListedContainer(inspected, window.start)
         else:
-            result = translate_event(
-                event, inspected=inspected, previous=previous, worker_name=self._worker_name
-            )
+            observation = StreamedEvent(event, inspected)
+        result = translate(observation, previous, worker_name=self._worker_name)
         await self._apply(result)
         if event.action == "destroy":
             self._skips.forget(event.container_id)
@@ -340,18 +343,30 @@ class DockerSource:
         try:
             return parse_inspect(raw)
         except InputError as exc:
-            self._input_error("container", str(exc), container_id=str(raw.get("Id", ""))[:12])
+            report_input_error(
+                self._metrics,
+                source=SOURCE,
+                kind="container",
+                detail=str(exc),
+                container_id=str(raw.get("Id", ""))[:12],
+            )
             return None
 
-    async def _apply(self, result: Translation) -> int:
+    async def _apply(self, result: Translation[ContainerState]) -> int:
         if result.skipped is not None:
-            self._skips.report(result.container_id, result.skipped)
+            self._skips.report(result.key, result.skipped)
         for problem in result.problems:
-            self._input_error(problem.kind, problem.detail, container_id=result.container_id[:12])
+            report_input_error(
+                self._metrics,
+                source=SOURCE,
+                kind=problem.kind,
+                detail=problem.detail,
+                container_id=result.key[:12],
+            )
         for event in result.events:
             log.info(
                 "docker_container_status",
-                container_id=result.container_id[:12],
+                container_id=result.key[:12],
                 container_name=event.resource.get("prefect.resource.name"),
                 event_name=event.event,
                 event_id=str(event.id),
@@ -360,14 +375,10 @@ class DockerSource:
             await self._handoff.submit(event, source=SOURCE)
         # Only once handed over: a failure before this leaves the change to be found again.
         if result.state is None:
-            self._containers.pop(result.container_id, None)
+            self._containers.pop(result.key, None)
         else:
-            self._containers[result.container_id] = result.state
+            self._containers[result.key] = result.state
         return len(result.events)
-
-    def _input_error(self, kind: str, detail: str, **context: str) -> None:
-        self._metrics.input_errors.labels(source=SOURCE, kind=kind).inc()
-        log.warning("docker_input_error", kind=kind, detail=detail, **context)
 
     # --- check ----------------------------------------------------------------------------
 
@@ -375,20 +386,4 @@ class DockerSource:
         """Ping the daemon and read its version and name."""
         endpoint = resolve_endpoint(self._settings, self._env())
         async with DockerClient(endpoint=endpoint, transport=self._transport) as client:
-            try:
-                await client.ping()
-                version = await client.version()
-                info = await client.info()
-            except DockerApiError as exc:
-                raise SourceError(
-                    f"the Docker daemon at {endpoint.host} answered: {exc}; check that "
-                    "INFRA_OBSERVER_DOCKER_HOST (or DOCKER_HOST) points at a Docker Engine"
-                ) from exc
-        return (
-            f"Docker {version.get('Version', '?')} (API {client.api_version}) at "
-            f"{endpoint.host}, host {info.get('Name', '?')}"
-        )
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+            return await client.describe()

@@ -1,9 +1,11 @@
-"""Pure translation: a Docker event and/or an inspected container, plus what was known of the
-container, into a new state and events.
+"""What one observation of a container becomes: the Docker source's pure state machine.
 
-No I/O and no clock: the caller inspects the container when `needs_inspect` says so and
-passes the daemon's own time for observations that carry none. Inputs are the raw JSON
-objects of the Engine API (dicts).
+`translate(observation, previous, *, worker_name)` takes one of three observations (an event
+of the stream with the container as inspected after it, a container found by a listing, a
+known container missing from a listing) and what was remembered of the container, and
+returns a `Translation[ContainerState]` keyed by the container id. No I/O and no clock: the
+caller inspects the container when `needs_inspect` says so and passes the daemon's own time
+for observations that carry none. Docker's JSON is read in `wire.py`.
 
 Ids: `container_event_id` over the container id, the status and the Docker timestamps that
 identify that status (`started_at` for running and paused, `finished_at` for exited, dead
@@ -18,26 +20,18 @@ A container whose flow-run label is empty or not a UUID gives no event (`skipped
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
-from infra_observer.errors import InputError
 from infra_observer.events.ids import container_event_id
 from infra_observer.events.model import Event
 from infra_observer.events.related import FlowRunRefs, refs_from_labels
-from infra_observer.sources.docker.catalog import (
-    CONTAINER_STATUSES,
-    ContainerStatus,
-    docker_container_event,
-)
-from infra_observer.sources.skips import Skip, flow_run_skip
+from infra_observer.sources.base import Problem, Translation
+from infra_observer.sources.docker.catalog import ContainerStatus, docker_container_event
+from infra_observer.sources.docker.wire import DockerEvent, Inspected, to_datetime
+from infra_observer.sources.skips import flow_run_skip
 
-FLOW_RUN_LABELS = ("io.prefect.flow-run-id", "prefect.io/flow-run-id")
-"""Prefect's Docker worker writes the reverse-DNS form; the other one is accepted too."""
 # In the order `refs_from_labels` reads them: the first one set is the flow-run id.
 _FLOW_RUN_KEYS = ("prefect.io/flow-run-id", "io.prefect.flow-run-id")
 
@@ -63,176 +57,46 @@ _ACTIONS: dict[str, Meaning] = {
 
 _EXIT_STATUSES: frozenset[ContainerStatus] = frozenset({"exited", "dead", "restarting"})
 
-_TIMESTAMP = re.compile(
-    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$", re.IGNORECASE
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UNCHANGED = "repeated"
+"""Why an observation gives no event: the status it shows was already reported, or its
+action never changes the status."""
 
 
-# --- Parsed inputs ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DockerEvent:
-    """One container event of `GET /events`."""
-
-    container_id: str
-    action: str
-    """The action without its suffix: `exec_start: sh -c x` is `exec_start`."""
-    detail: str | None
-    name: str | None
-    attributes: Mapping[str, str]
-    """The actor's attributes: the container's labels, plus `name`, `image`, `exitCode`..."""
-    time_nano: int
-
-    @property
-    def key(self) -> tuple[str, str, int, str | None]:
-        """Identifies one daemon event (to drop the copy a second stream delivers)."""
-        return (self.container_id, self.action, self.time_nano, self.detail)
+# --- Observations -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Inspected:
-    """The parts of `GET /containers/{id}/json` that matter here; times in ns since epoch."""
+class StreamedEvent:
+    """An event of the stream and the container as inspected after it.
+
+    `inspected` is None when `needs_inspect` says the event needs none, or when the
+    container was already gone (404) by the time it was inspected.
+    """
+
+    event: DockerEvent
+    inspected: Inspected | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedContainer:
+    """A container found by a listing (after each (re)connection), in its inspected state."""
+
+    inspected: Inspected
+    observed: int
+    """The daemon's time of the listing (ns): it dates what Docker does not date itself (a
+    pause, a removal); of those, only an unpause missed while disconnected has it in its id."""
+
+
+@dataclass(frozen=True, slots=True)
+class MissingContainer:
+    """A known container missing from a new listing: it was removed while disconnected."""
 
     container_id: str
-    name: str | None
-    labels: Mapping[str, str]
-    status: ContainerStatus
-    created: int | None
-    started_at: int | None
-    finished_at: int | None
+    observed: int
+    """The daemon's time of the listing (ns), which dates the removal."""
 
 
-def parse_event_line(line: str | bytes) -> DockerEvent | None:
-    """One line of the events stream; None for events that are not about a container."""
-    try:
-        raw = json.loads(line)
-    except ValueError as exc:
-        raise InputError(f"events stream line is not JSON: {exc}") from exc
-    return parse_event(raw)
-
-
-def parse_event(raw: Any) -> DockerEvent | None:
-    if not isinstance(raw, dict):
-        raise InputError(f"event is a {type(raw).__name__}, not an object")
-    if raw.get("Type", "container") != "container":
-        return None
-    action = raw.get("Action") or raw.get("status")
-    actor = raw.get("Actor")
-    if not isinstance(action, str) or not action:
-        raise InputError("event has no Action")
-    if not isinstance(actor, dict) or not isinstance(actor.get("ID"), str) or not actor["ID"]:
-        raise InputError(f"{action} event has no Actor.ID")
-    attributes = actor.get("Attributes") or {}
-    if not isinstance(attributes, dict):
-        raise InputError(f"{action} event has Actor.Attributes that is not an object")
-    base, _, detail = action.partition(": ")
-    return DockerEvent(
-        container_id=actor["ID"],
-        action=base,
-        detail=detail or None,
-        name=_str_or_none(attributes.get("name")),
-        attributes={str(k): str(v) for k, v in attributes.items()},
-        time_nano=_event_time(raw, action),
-    )
-
-
-def _event_time(raw: Mapping[str, Any], action: str) -> int:
-    time_nano = raw.get("timeNano")
-    seconds = raw.get("time")
-    if isinstance(time_nano, int) and time_nano > 0:
-        nanos = time_nano
-    elif isinstance(seconds, int) and seconds > 0:
-        nanos = seconds * 1_000_000_000
-    else:
-        raise InputError(f"{action} event has neither timeNano nor time")
-    to_datetime(nanos)  # out of datetime's range: refused here, not when the event is built
-    return nanos
-
-
-def parse_inspect(raw: Any) -> Inspected:
-    if not isinstance(raw, dict) or not isinstance(raw.get("Id"), str) or not raw["Id"]:
-        raise InputError("inspected container has no Id")
-    state = raw.get("State")
-    if not isinstance(state, dict):
-        raise InputError(f"container {raw['Id'][:12]} has no State")
-    status = state.get("Status")
-    if status not in CONTAINER_STATUSES:
-        raise InputError(f"container {raw['Id'][:12]} has unknown State.Status {status!r}")
-    config = raw.get("Config") or {}
-    labels = config.get("Labels") if isinstance(config, dict) else None
-    if labels is not None and not isinstance(labels, dict):
-        raise InputError(f"container {raw['Id'][:12]} has Config.Labels that is not an object")
-    return Inspected(
-        container_id=raw["Id"],
-        name=(_str_or_none(raw.get("Name")) or "").lstrip("/") or None,
-        labels={str(k): str(v) for k, v in (labels or {}).items()},
-        status=status,
-        created=parse_timestamp(raw.get("Created")),
-        started_at=parse_timestamp(state.get("StartedAt")),
-        finished_at=parse_timestamp(state.get("FinishedAt")),
-    )
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def parse_timestamp(value: object) -> int | None:
-    """Docker's RFC 3339 time with nanoseconds, in ns since epoch; None for Go's zero time.
-
-    Kept in nanoseconds because that is the daemon's precision and what `timeNano` holds:
-    datetime would round to microseconds and make distinct instants equal.
-    """
-    if not isinstance(value, str) or not value:
-        return None
-    match = _TIMESTAMP.match(value)
-    if match is None:
-        raise InputError(f"timestamp {value!r} is not RFC 3339")
-    whole, fraction, zone = match.groups()
-    moment = datetime.fromisoformat(whole + ("+00:00" if zone.upper() == "Z" else zone))
-    if moment.year <= 1:
-        return None
-    seconds = (moment - _EPOCH) // timedelta(seconds=1)
-    return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
-
-
-def to_datetime(nanos: int) -> datetime:
-    try:
-        return _EPOCH + timedelta(microseconds=nanos // 1000)
-    except OverflowError as exc:
-        raise InputError(f"timestamp of {nanos} ns since the epoch is out of range") from exc
-
-
-def to_nanos(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-# --- Selection ----------------------------------------------------------------------------
-
-
-def is_selected(labels: Mapping[str, str], *, label_filters: Sequence[str]) -> bool:
-    """A flow-run label in either form, and every extra `key` or `key=value` filter.
-
-    Its presence selects, as the daemon's filter does: an unusable value is then skipped
-    (and reported) by the translation, not silently passed over here.
-    """
-    if not any(key in labels for key in FLOW_RUN_LABELS):
-        return False
-    for spec in label_filters:
-        key, sep, value = spec.partition("=")
-        if key not in labels or (sep and labels[key] != value):
-            return False
-    return True
-
-
-def needs_inspect(event: DockerEvent) -> bool:
-    """Whether translating this event needs the container's inspected state."""
-    return _ACTIONS.get(event.action) not in (None, "removed")
-
-
-# --- State and outcome --------------------------------------------------------------------
+Observation = StreamedEvent | ListedContainer | MissingContainer
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,45 +111,52 @@ class ContainerState:
     """The timestamps that went into the last event's id."""
 
 
-class Problem(NamedTuple):
-    """Something wrong in a container that did not prevent its event; `kind` labels the metric."""
-
-    kind: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Translation:
-    """The outcome for one container: its new state (None: forget it) and its events."""
-
-    container_id: str
-    state: ContainerState | None
-    events: list[Event] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    skipped: Skip | None = None
-    """Why the container gives no event at all (its flow-run id is empty or not a UUID)."""
-
-
 class _Status(NamedTuple):
     status: ContainerStatus
     marks: dict[str, str]
     occurred: int
 
 
+def needs_inspect(event: DockerEvent) -> bool:
+    """Whether translating this event needs the container's inspected state."""
+    return _ACTIONS.get(event.action) not in (None, "removed")
+
+
 # --- Translation --------------------------------------------------------------------------
 
 
-def translate_event(
+def translate(
+    observation: Observation, previous: ContainerState | None, *, worker_name: str
+) -> Translation[ContainerState]:
+    """The new state of the observed container and its events (key: the container id).
+
+    `worker_name` names the worker related resource when the container's labels name none.
+    """
+    if isinstance(observation, StreamedEvent):
+        return _streamed(
+            observation.event, observation.inspected, previous=previous, worker_name=worker_name
+        )
+    if isinstance(observation, ListedContainer):
+        return _listed(
+            observation.inspected, previous, worker_name=worker_name, observed=observation.observed
+        )
+    if previous is None:
+        return Translation(observation.container_id, None, unchanged=_UNCHANGED)
+    return _removed(
+        previous, previous=previous, occurred=observation.observed, worker_name=worker_name
+    )
+
+
+def _streamed(
     event: DockerEvent,
-    *,
     inspected: Inspected | None,
+    *,
     previous: ContainerState | None,
     worker_name: str,
-) -> Translation:
-    """One event of the stream; `inspected` is None when the container is already gone."""
+) -> Translation[ContainerState]:
     meaning = _ACTIONS.get(event.action)
     if meaning is None:
-        return Translation(event.container_id, previous)
+        return Translation(event.container_id, previous, unchanged=_UNCHANGED)
     if meaning == "removed":
         return _removed(
             ContainerState(event.container_id, event.name, event.attributes, "removing", {}),
@@ -295,7 +166,7 @@ def translate_event(
         )
     new = _status_for(meaning, event=event, inspected=inspected, previous=previous)
     if new is None:
-        return Translation(event.container_id, previous)
+        return Translation(event.container_id, previous, unchanged=_UNCHANGED)
     if inspected is not None:
         name, labels = inspected.name, inspected.labels
     else:
@@ -327,7 +198,7 @@ def _status_for(
     if meaning == "started":
         return _Status("running", {"started_at": str(started)}, started)
     if meaning in ("paused", "unpaused"):
-        run = _started_mark(inspected, previous, at)
+        run = _started_mark(inspected, previous, at=at)
         if meaning == "paused":
             marks = _pause_marks(run, previous)
         else:
@@ -350,7 +221,7 @@ def _not_after(moment: int | None, limit: int) -> int:
     return moment if moment is not None and moment <= limit else limit
 
 
-def _started_mark(inspected: Inspected | None, previous: ContainerState | None, at: int) -> str:
+def _started_mark(inspected: Inspected | None, previous: ContainerState | None, *, at: int) -> str:
     if inspected is not None and inspected.started_at is not None:
         return str(_not_after(inspected.started_at, at))
     if previous is not None and "started_at" in previous.marks:
@@ -379,22 +250,15 @@ def _exit_status(inspected: Inspected) -> ContainerStatus:
     return "exited"
 
 
-def reconcile(
+def _listed(
     inspected: Inspected,
-    *,
     previous: ContainerState | None,
+    *,
     worker_name: str,
     observed: int,
-) -> Translation:
-    """A container found by listing (after each (re)connection), in its inspected state.
-
-    `observed` is the daemon's time of the listing (ns): it dates what Docker does not date
-    itself (a pause, a removal); of those, only an unpause missed while disconnected has it
-    in its id.
-    """
-    new = _listed_status(inspected, previous=previous, observed=observed)
+) -> Translation[ContainerState]:
     return _report(
-        new,
+        _listed_status(inspected, previous=previous, observed=observed),
         container_id=inspected.container_id,
         name=inspected.name,
         labels=inspected.labels,
@@ -428,18 +292,13 @@ def _listed_status(
     return _Status("running", marks, started)
 
 
-def vanished(previous: ContainerState, *, worker_name: str, observed: int) -> Translation:
-    """A known container missing from a new listing: it was removed while disconnected."""
-    return _removed(previous, previous=previous, occurred=observed, worker_name=worker_name)
-
-
 def _removed(
     known: ContainerState,
     *,
     previous: ContainerState | None,
     occurred: int,
     worker_name: str,
-) -> Translation:
+) -> Translation[ContainerState]:
     # `destroy` comes once the container is gone; `removing` is the page's status for it.
     # What was remembered names the container best; the event's attributes do otherwise.
     who = previous or known
@@ -451,7 +310,8 @@ def _removed(
         previous=previous,
         worker_name=worker_name,
     )
-    return Translation(known.container_id, None, result.events, result.problems, result.skipped)
+    result.state = None  # gone: forgotten, whatever was reported
+    return result
 
 
 def _report(
@@ -462,17 +322,18 @@ def _report(
     labels: Mapping[str, str],
     previous: ContainerState | None,
     worker_name: str,
-) -> Translation:
+) -> Translation[ContainerState]:
     state = ContainerState(container_id, name, dict(labels), new.status, new.marks)
     if previous is not None and _same(previous, new):
-        return Translation(container_id, _keep(previous, state))
+        return Translation(container_id, _keep(previous, state), unchanged=_UNCHANGED)
     refs, label_problems = refs_from_labels(labels)
     if refs.flow_run_id is None:
         # Labels never change on a container: nothing is remembered of it.
         skip = flow_run_skip(labels, keys=_FLOW_RUN_KEYS)
         return Translation(container_id, None, skipped=skip)
     event = _build(new, container_id=container_id, name=name, refs=refs, worker_name=worker_name)
-    return Translation(container_id, state, [event], [Problem("label", p) for p in label_problems])
+    problems = [Problem("label", p) for p in label_problems]
+    return Translation(container_id, state, [event], problems)
 
 
 def _keep(previous: ContainerState, current: ContainerState) -> ContainerState:
