@@ -36,47 +36,18 @@ def flow_run_labels(index: int) -> dict[str, str]:
 def pod_body(name: str, labels: dict[str, str] | None) -> dict[str, Any]:
     """A pod with the worker's environment, resources and volumes (a few KB as JSON)."""
     flow_run_id = (labels or {}).get(FLOW_RUN_LABEL, str(uuid.uuid4()))
-    env = [
-        {"name": "PREFECT_API_URL", "value": "http://prefect-server.prefect.svc:4200/api"},
-        {"name": "PREFECT__FLOW_RUN_ID", "value": flow_run_id},
-        {"name": "PREFECT_LOGGING_LEVEL", "value": "INFO"},
-        {"name": "PREFECT_RESULTS_PERSIST_BY_DEFAULT", "value": "true"},
-        {"name": "PREFECT_LOCAL_STORAGE_PATH", "value": "/opt/prefect/results"},
-        {"name": "PREFECT__STORAGE_BASE_PATH", "value": "s3://flows/etl"},
-        {"name": "PREFECT_WORKER_NAME", "value": "kubernetes-pool-worker"},
-        {"name": "EXTRA_PIP_PACKAGES", "value": "prefect-aws s3fs pandas"},
-        {
-            "name": "AWS_REGION",
-            "valueFrom": {"configMapKeyRef": {"name": "flow-settings", "key": "region"}},
-        },
-        {
-            "name": "DB_PASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": "etl-db", "key": "password"}},
-        },
-    ]
-    container = {
-        "name": "prefect-job",
-        "image": "prefecthq/prefect:3.8.8-python3.11",
-        "imagePullPolicy": "IfNotPresent",
-        "args": ["prefect", "flow-run", "execute"],
-        "env": env,
-        "resources": {
-            "requests": {"cpu": "500m", "memory": "1Gi"},
-            "limits": {"cpu": "2", "memory": "4Gi"},
-        },
-        "volumeMounts": [
-            {"name": "results", "mountPath": "/opt/prefect/results"},
-            {"name": "config", "mountPath": "/etc/flow", "readOnly": True},
-        ],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "File",
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _job_pod_metadata(name, labels, flow_run_id=flow_run_id),
+        "spec": _job_pod_spec(_job_container(flow_run_id)),
     }
+
+
+def _job_pod_metadata(
+    name: str, labels: dict[str, str] | None, *, flow_run_id: str
+) -> dict[str, Any]:
+    """The pod's name, labels, annotations and its owning Job."""
     metadata: dict[str, Any] = {
         "name": name,
         "annotations": {
@@ -96,31 +67,80 @@ def pod_body(name: str, labels: dict[str, str] | None) -> dict[str, Any]:
     }
     if labels:
         metadata["labels"] = labels
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {
-            "containers": [container],
-            "restartPolicy": "Never",
-            "serviceAccountName": "default",
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 30,
-            "nodeSelector": {"workload": "flows"},
-            "tolerations": [
-                {"key": "flows", "operator": "Exists", "effect": "NoSchedule"},
-                {
-                    "key": "node.kubernetes.io/not-ready",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                },
-            ],
-            "volumes": [
-                {"name": "results", "emptyDir": {"sizeLimit": "1Gi"}},
-                {"name": "config", "configMap": {"name": "flow-settings"}},
-            ],
+    return metadata
+
+
+def _worker_env(flow_run_id: str) -> list[dict[str, Any]]:
+    """The environment the worker gives a flow run's container."""
+    return [
+        {"name": "PREFECT_API_URL", "value": "http://prefect-server.prefect.svc:4200/api"},
+        {"name": "PREFECT__FLOW_RUN_ID", "value": flow_run_id},
+        {"name": "PREFECT_LOGGING_LEVEL", "value": "INFO"},
+        {"name": "PREFECT_RESULTS_PERSIST_BY_DEFAULT", "value": "true"},
+        {"name": "PREFECT_LOCAL_STORAGE_PATH", "value": "/opt/prefect/results"},
+        {"name": "PREFECT__STORAGE_BASE_PATH", "value": "s3://flows/etl"},
+        {"name": "PREFECT_WORKER_NAME", "value": "kubernetes-pool-worker"},
+        {"name": "EXTRA_PIP_PACKAGES", "value": "prefect-aws s3fs pandas"},
+        {
+            "name": "AWS_REGION",
+            "valueFrom": {"configMapKeyRef": {"name": "flow-settings", "key": "region"}},
         },
+        {
+            "name": "DB_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "etl-db", "key": "password"}},
+        },
+    ]
+
+
+def _job_container(flow_run_id: str) -> dict[str, Any]:
+    """The flow run's container: image, command, environment, resources, mounts, security."""
+    return {
+        "name": "prefect-job",
+        "image": "prefecthq/prefect:3.8.8-python3.11",
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["prefect", "flow-run", "execute"],
+        "env": _worker_env(flow_run_id),
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "4Gi"},
+        },
+        "volumeMounts": [
+            {"name": "results", "mountPath": "/opt/prefect/results"},
+            {"name": "config", "mountPath": "/etc/flow", "readOnly": True},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+    }
+
+
+def _job_pod_spec(container: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec around the container: restart policy, scheduling and volumes."""
+    return {
+        "containers": [container],
+        "restartPolicy": "Never",
+        "serviceAccountName": "default",
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 30,
+        "nodeSelector": {"workload": "flows"},
+        "tolerations": [
+            {"key": "flows", "operator": "Exists", "effect": "NoSchedule"},
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
+        ],
+        "volumes": [
+            {"name": "results", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "config", "configMap": {"name": "flow-settings"}},
+        ],
     }
 
 
@@ -134,8 +154,7 @@ def _container(state: dict[str, Any], *, ready: bool, started: bool) -> dict[str
         "image": "docker.io/prefecthq/prefect:3.8.8-python3.11",
         "imageID": "docker.io/prefecthq/prefect@sha256:"
         "5d0c1a6f0b0e7c1d7e8a2f6b1c3e4d5f60718293a4b5c6d7e8f9a0b1c2d3e4f5",
-        "containerID": "containerd://"
-        "8b1f9c2d3e4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c",
+        "containerID": container_id(),
         "started": started,
     }
 
@@ -149,7 +168,7 @@ def status_patch(phase: str, *, started: str) -> dict[str, Any]:
         {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
     ]
     if phase == "Running":
-        state = {"running": {"startedAt": started}}
+        state: dict[str, Any] = {"running": {"startedAt": started}}
         container = _container(state, ready=True, started=True)
         conditions += [
             {"type": "Ready", "status": "True", "lastTransitionTime": now},

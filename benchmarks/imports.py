@@ -55,9 +55,9 @@ from benchmarks._common import (
     write_results,
 )
 from benchmarks._harness import KubePeer, Sink
-from benchmarks._image import DockerPeer, credentials, idle_sample, median_sample
+from benchmarks._image import DockerPeer, Sample, credentials, idle_sample, median_sample
 from tests.peers.image import REPO as IMAGE_CONTEXT
-from tests.peers.image import built_image
+from tests.peers.image import Image, built_image
 
 RUN = (
     "import sys\n"
@@ -256,7 +256,7 @@ def by_package(loads: list[Load]) -> list[tuple[str, int, float, float]]:
     return sorted(rows, key=lambda row: -row[2])
 
 
-def main() -> int:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sink", choices=["loopback", "stdout", "both"], default="both")
     parser.add_argument("--repeat", type=int, default=3, help="idle runs per sink")
@@ -282,58 +282,88 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="with --image: one more variable for the container (e.g. PYTHONOPTIMIZE=)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_arguments()
     sinks = ["loopback", "stdout"] if args.sink == "both" else [args.sink]
     if args.image:
         return image_main(args, sinks)
     log_dir = Path(tempfile.mkdtemp(prefix="io-bench-imports-"))
     compileall.compile_dir(REPO / "src", quiet=1)
+    measured = measure_checkout(sinks, repeat=args.repeat, log_dir=log_dir)
+    print_checkout_tables(measured, top=args.top)
+    print(f"results: {write_results('imports', measured.results())}")
+    return 0
 
+
+@dataclass
+class CheckoutRun:
+    """The figures of the checkout's daemon: idle VmRSS per sink, and the metered run."""
+
+    sinks: list[str]
+    idle: dict[str, list[float]]
+    loads: list[Load]
+    modules: list[str]
+    metered_rss: float
+    log_dir: Path
+
+    def results(self) -> dict[str, Any]:
+        """The results file's content."""
+        return {
+            "idle_rss_mib": {name: statistics.median(values) for name, values in self.idle.items()},
+            "idle_rss_runs_mib": self.idle,
+            "metered_sink": self.sinks[0],
+            "metered_rss_mib": self.metered_rss,
+            "modules_loaded": len(self.loads),
+            "modules_at_idle": len(self.modules),
+            "loads": [vars(load) for load in self.loads],
+            "packages": [
+                {"package": name, "modules": n, "self_kib": kib, "self_ms": ms}
+                for name, n, kib, ms in by_package(self.loads)
+            ],
+            "sys_modules_at_idle": self.modules,
+            "logs": str(self.log_dir),
+        }
+
+
+def measure_checkout(sinks: list[str], *, repeat: int, log_dir: Path) -> CheckoutRun:
+    """`repeat` idle runs per sink, then the metered run, on a kube-apiserver of their own."""
     kube = KubePeer().start()
     loopback = Sink(upstream=None) if "loopback" in sinks else None
     try:
         idle: dict[str, list[float]] = {}
         for name in sinks:
             sink = loopback if name == "loopback" else None
-            idle[name] = [idle_rss(kube, sink=sink, log_dir=log_dir) for _ in range(args.repeat)]
+            idle[name] = [idle_rss(kube, sink=sink, log_dir=log_dir) for _ in range(repeat)]
         loads, modules, metered_rss = metered(kube, sink=loopback, log_dir=log_dir)
     finally:
         if loopback is not None:
             loopback.stop()
         kube.stop()
+    return CheckoutRun(sinks, idle, loads, modules, metered_rss, log_dir)
 
-    ranked = sorted(loads, key=lambda load: -load.self_kib)
-    packages = by_package(loads)
-    data: dict[str, Any] = {
-        "idle_rss_mib": {name: statistics.median(values) for name, values in idle.items()},
-        "idle_rss_runs_mib": idle,
-        "metered_sink": sinks[0],
-        "metered_rss_mib": metered_rss,
-        "modules_loaded": len(loads),
-        "modules_at_idle": len(modules),
-        "loads": [vars(load) for load in loads],
-        "packages": [
-            {"package": name, "modules": n, "self_kib": kib, "self_ms": ms}
-            for name, n, kib, ms in packages
-        ],
-        "sys_modules_at_idle": modules,
-        "logs": str(log_dir),
-    }
+
+def print_checkout_tables(run: CheckoutRun, *, top: int) -> None:
+    """Idle VmRSS per sink, then the costliest module loads and top-level packages."""
+    ranked = sorted(run.loads, key=lambda load: -load.self_kib)
     print(
         table(
             "Idle daemon (Kubernetes source only, synced, no pods), VmRSS",
             ["sink", "median MiB", "runs"],
             [
                 [name, statistics.median(values), " ".join(f"{v:.2f}" for v in values)]
-                for name, values in idle.items()
+                for name, values in run.idle.items()
             ],
         )
     )
     print()
     print(
         table(
-            f"Top {args.top} module loads by resident memory added "
-            f"({len(loads)} loads; metered run, {sinks[0]} sink, {metered_rss:.2f} MiB)",
+            f"Top {top} module loads by resident memory added "
+            f"({len(run.loads)} loads; metered run, {run.sinks[0]} sink, "
+            f"{run.metered_rss:.2f} MiB)",
             ["module", "first imported by", "self KiB", "total KiB", "self ms", "total ms"],
             [
                 [
@@ -344,25 +374,67 @@ def main() -> int:
                     load.self_ms,
                     load.total_ms,
                 ]
-                for load in ranked[: args.top]
+                for load in ranked[:top]
             ],
         )
     )
     print()
     print(
         table(
-            f"Top {args.top} top-level packages (sum of their modules' self cost)",
+            f"Top {top} top-level packages (sum of their modules' self cost)",
             ["package", "modules", "self KiB", "self ms"],
-            [list(row) for row in packages[: args.top]],
+            [list(row) for row in by_package(run.loads)[:top]],
         )
     )
-    print(f"results: {write_results('imports', data)}")
-    return 0
 
 
 def image_main(args: argparse.Namespace, sinks: list[str]) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="io-bench-image-"))
     context = args.context.resolve()
+    measured = measure_image(args, sinks, context=context, log_dir=log_dir)
+    medians = measured.medians()
+    print_image_table(measured, args)
+    warnings = sum(int(m["warnings"]) for m in medians.values())
+    if warnings:
+        print(f"{warnings} warning or error lines in the daemon's logs: {log_dir}")
+    image_bytes, base_bytes = measured.image_bytes, measured.base_bytes
+    print(
+        f"image: {image_bytes / 1e6:.1f} MB ({(image_bytes - base_bytes) / 1e6:.1f} MB "
+        f"on the runtime base's {base_bytes / 1e6:.1f} MB)"
+    )
+    data: dict[str, Any] = {
+        "mode": "image",
+        "context": str(context),
+        "image": measured.image.tag,
+        "image_bytes": image_bytes,
+        "runtime_base_bytes": base_bytes,
+        "credentials": "in-cluster" if args.in_cluster else "kubeconfig",
+        "env": args.env,
+        "idle": medians,
+        "idle_runs": {name: [vars(s) for s in samples] for name, samples in measured.runs.items()},
+        "logs": str(log_dir),
+    }
+    print(f"results: {write_results('imports-image', data)}")
+    return 0
+
+
+@dataclass
+class ImageRun:
+    """The figures of the image's daemon: idle samples per sink, and the image's size."""
+
+    image: Image
+    runs: dict[str, list[Sample]]
+    image_bytes: int
+    base_bytes: int
+
+    def medians(self) -> dict[str, dict[str, float]]:
+        return {name: median_sample(samples) for name, samples in self.runs.items()}
+
+
+def measure_image(
+    args: argparse.Namespace, sinks: list[str], *, context: Path, log_dir: Path
+) -> ImageRun:
+    """Build (or load) the image of `context`, then `--repeat` idle containers per sink."""
     dockerd = DockerPeer().start()
     kube: KubePeer | None = None
     loopback: Sink | None = None
@@ -393,25 +465,16 @@ def image_main(args: argparse.Namespace, sinks: list[str]) -> int:
         if kube is not None:
             kube.stop()
         dockerd.stop()
+    return ImageRun(image, runs, image_bytes, base_bytes)
 
-    medians = {name: median_sample(samples) for name, samples in runs.items()}
-    data: dict[str, Any] = {
-        "mode": "image",
-        "context": str(context),
-        "image": image.tag,
-        "image_bytes": image_bytes,
-        "runtime_base_bytes": base_bytes,
-        "credentials": "in-cluster" if args.in_cluster else "kubeconfig",
-        "env": args.env,
-        "idle": medians,
-        "idle_runs": {name: [vars(s) for s in samples] for name, samples in runs.items()},
-        "logs": str(log_dir),
-    }
+
+def print_image_table(run: ImageRun, args: argparse.Namespace) -> None:
+    """The idle figures per sink: medians, and VmRSS of each run."""
     credentials_used = "ServiceAccount" if args.in_cluster else "kubeconfig"
     print(
         table(
-            f"Idle daemon in the image {image.tag} (Kubernetes source only, {credentials_used}, "
-            f"synced, no pods{''.join(', ' + item for item in args.env)}), "
+            f"Idle daemon in the image {run.image.tag} (Kubernetes source only, "
+            f"{credentials_used}, synced, no pods{''.join(', ' + item for item in args.env)}), "
             f"median of {args.repeat}",
             [
                 "sink",
@@ -430,21 +493,12 @@ def image_main(args: argparse.Namespace, sinks: list[str]) -> int:
                     m["rss_anon_mib"],
                     m["rss_file_mib"],
                     m["ready_seconds"],
-                    " ".join(f"{s.vm_rss_mib:.2f}" for s in runs[name]),
+                    " ".join(f"{s.vm_rss_mib:.2f}" for s in run.runs[name]),
                 ]
-                for name, m in medians.items()
+                for name, m in run.medians().items()
             ],
         )
     )
-    warnings = sum(int(m["warnings"]) for m in medians.values())
-    if warnings:
-        print(f"{warnings} warning or error lines in the daemon's logs: {log_dir}")
-    print(
-        f"image: {image_bytes / 1e6:.1f} MB ({(image_bytes - base_bytes) / 1e6:.1f} MB "
-        f"on the runtime base's {base_bytes / 1e6:.1f} MB)"
-    )
-    print(f"results: {write_results('imports-image', data)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -91,24 +91,40 @@ async def pipeline(lines: list[bytes], sink_url: str) -> dict[str, float]:
 
 
 def main() -> int:
+    args = parse_arguments()
+    pods = args.pods or (2_000 if args.quick else 10_000)
+    configure_logging(LogSettings(level="info", format="json"))
+    # Queue-full warnings are expected here: the lines come faster than any delivery.
+    logging.getLogger().setLevel(logging.ERROR)
+    lines = pod_lines(pods, synthetic=args.synthetic)
+    measured = measure(lines, profile=args.profile)
+    data = pipeline_results(measured, pods=pods, lines=lines, args=args)
+    print_pipeline_table(data)
+    wall = data["pipeline_wall_seconds"]
+    print(f"wall: {wall:.2f}s; results: {write_results('pipeline', data)}")
+    return 0 if data["delivered"] == data["transitions"] else 1
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 pods instead of 10,000")
     parser.add_argument("--pods", type=int, default=None)
     parser.add_argument("--profile", default=None, help="write cProfile stats of the pipeline")
     parser.add_argument("--synthetic", action="store_true", help="generated lines, not recorded")
-    args = parser.parse_args()
-    pods = args.pods or (2_000 if args.quick else 10_000)
-    configure_logging(LogSettings(level="info", format="json"))
-    # Queue-full warnings are expected here: the lines come faster than any delivery.
-    logging.getLogger().setLevel(logging.ERROR)
+    return parser.parse_args()
 
-    if args.synthetic:
-        lines = list(watch_lines(pods))
-    else:
-        recorded = RECORDED.read_bytes().splitlines(keepends=True)
-        lines = list(replayed_lines(recorded, pods))
-    transitions = pods * 3
-    line_bytes = sum(len(line) for line in lines)
+
+def pod_lines(pods: int, *, synthetic: bool) -> list[bytes]:
+    """The watch lines of `pods` pods: the recorded pod replayed, or generated ones."""
+    if synthetic:
+        return list(watch_lines(pods))
+    recorded = RECORDED.read_bytes().splitlines(keepends=True)
+    return list(replayed_lines(recorded, pods))
+
+
+def measure(lines: list[bytes], *, profile: str | None) -> dict[str, float]:
+    """CPU seconds of the two decode-only baselines, then the pipeline's CPU and wall seconds
+    to a loopback sink (profiled into `profile` if given) and the events the sink received."""
     process, sink_url = start_sink()
     try:
         prepare_collector()  # the daemon's settings, for the baselines too
@@ -117,31 +133,46 @@ def main() -> int:
         gc.collect()
         shape_cpu = decode_only(lines, Decoder().watch_line)
         gc.collect()
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler:
+        profiler = cProfile.Profile()
+        if profile:
             profiler.enable()
         # The daemon's own event loop (uvloop where installed).
         with asyncio.Runner(loop_factory=daemon_loop_factory()) as runner:
             result = runner.run(pipeline(lines, sink_url))
-        if profiler:
+        if profile:
             profiler.disable()
-            profiler.dump_stats(args.profile)
+            profiler.dump_stats(profile)
         delivered = sink_arrivals(sink_url)
     finally:
         process.terminate()
         process.wait(10)
+    return {
+        "decode_cpu_seconds": decode_cpu,
+        "shape_decode_cpu_seconds": shape_cpu,
+        "pipeline_cpu_seconds": result["cpu_seconds"],
+        "pipeline_wall_seconds": result["wall_seconds"],
+        "delivered": delivered,
+    }
 
-    cpu = result["cpu_seconds"]
-    data: dict[str, Any] = {
+
+def pipeline_results(
+    measured: dict[str, float], *, pods: int, lines: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The results file's content: rates per CPU second and the pipeline's share of each
+    decode-only rate."""
+    transitions = pods * 3
+    cpu, wall = measured["pipeline_cpu_seconds"], measured["pipeline_wall_seconds"]
+    decode_cpu, shape_cpu = measured["decode_cpu_seconds"], measured["shape_decode_cpu_seconds"]
+    return {
         "pods": pods,
         "lines": len(lines),
-        "mean_line_bytes": line_bytes / len(lines),
+        "mean_line_bytes": sum(len(line) for line in lines) / len(lines),
         "transitions": transitions,
-        "delivered": delivered,
+        "delivered": int(measured["delivered"]),
         "pipeline_cpu_seconds": cpu,
-        "pipeline_wall_seconds": result["wall_seconds"],
+        "pipeline_wall_seconds": wall,
         "transitions_per_cpu_second": transitions / cpu,
-        "transitions_per_wall_second": transitions / result["wall_seconds"],
+        "transitions_per_wall_second": transitions / wall,
         "cpu_us_per_event": cpu / transitions * 1e6,
         "decode_cpu_seconds": decode_cpu,
         "decode_transitions_per_cpu_second": transitions / decode_cpu,
@@ -153,11 +184,17 @@ def main() -> int:
         "profiled": bool(args.profile),
         "lines_from": "synthetic" if args.synthetic else str(RECORDED.relative_to(REPO)),
     }
+
+
+def print_pipeline_table(data: dict[str, Any]) -> None:
+    """Rate per core and CPU per event of each baseline and of the pipeline."""
+    transitions = data["transitions"]
+    decode_cpu, shape_cpu = data["decode_cpu_seconds"], data["shape_decode_cpu_seconds"]
     print(
         table(
-            f"Pipeline: {pods:,} pods, {len(lines):,} watch lines of "
+            f"Pipeline: {data['pods']:,} pods, {data['lines']:,} watch lines of "
             f"{data['mean_line_bytes']:,.0f} B, {transitions:,} transitions "
-            f"({delivered:,} delivered)",
+            f"({data['delivered']:,} delivered)",
             ["measure", "transitions/s per core", "CPU µs per event", "CPU s"],
             [
                 [
@@ -176,7 +213,7 @@ def main() -> int:
                     "parse→translate→build→batch→POST",
                     data["transitions_per_cpu_second"],
                     data["cpu_us_per_event"],
-                    cpu,
+                    data["pipeline_cpu_seconds"],
                 ],
                 ["pipeline / full decode rate", f"{data['share_of_decode_rate']:.0%}", "", ""],
                 [
@@ -188,8 +225,6 @@ def main() -> int:
             ],
         )
     )
-    print(f"wall: {result['wall_seconds']:.2f}s; results: {write_results('pipeline', data)}")
-    return 0 if delivered == transitions else 1
 
 
 if __name__ == "__main__":

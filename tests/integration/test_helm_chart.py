@@ -689,6 +689,11 @@ async def unbound_token(kube: KubePeer, namespace: str) -> str:
 
 
 POD_RULES = {("", "pods", verb, "") for verb in POD_VERBS}
+# Namespace labels: the restricted Pod Security level enforced, and warned about.
+RESTRICTED_POD_SECURITY = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
 
 
 async def read_deployment(kube: KubePeer, namespace: str, name: str) -> dict[str, Any]:
@@ -799,14 +804,7 @@ async def test_every_combination_passes_server_side_validation(
     """Each rendered object, sent with dryRun=All: the API server's own validation and
     admission (restricted Pod Security in warn mode included) accept it without a warning."""
     namespace = unique("io-dry")
-    await create_namespace(
-        kube,
-        namespace,
-        {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/warn": "restricted",
-        },
-    )
+    await create_namespace(kube, namespace, RESTRICTED_POD_SECURITY)
     for name in ("flows-a", "flows-b"):  # named by ci/namespaced-values.yaml
         await ensure_namespace(kube, name)
     objects = render(helm_env, *([values] if values else []), namespace=namespace)
@@ -834,14 +832,7 @@ async def test_install_cluster_wide_grants_exactly_pod_reads(
 ) -> None:
     namespace = unique("io-cluster")
     # Restricted Pod Security enforced on the namespace: its admission checks the pod below.
-    await create_namespace(
-        kube,
-        namespace,
-        {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/warn": "restricted",
-        },
-    )
+    await create_namespace(kube, namespace, RESTRICTED_POD_SECURITY)
     release = "obs"
     installed = await helm_install(kube, helm_env, release=release, namespace=namespace)
     assert "PodSecurity" not in installed.stderr, installed.stderr
@@ -854,45 +845,63 @@ async def test_install_cluster_wide_grants_exactly_pod_reads(
     await ensure_namespace(kube, other)
     nobody_token = await unbound_token(kube, namespace)
     async with client_as(kube, token) as sa, client_as(kube, nobody_token) as nobody:
-        access = Access(sa, nobody)
-        for scope in ("", namespace, other):
-            for verb in POD_VERBS:
-                assert await can(sa, verb, "pods", namespace=scope), (verb, scope)
-        for verb in ("create", "update", "patch", "delete", "deletecollection"):
-            assert not await can(sa, verb, "pods", namespace=other), verb
-        assert not await can(sa, "get", "pods", namespace=other, subresource="log")
-        assert not await can(sa, "create", "pods", namespace=other, subresource="exec")
-        assert not await can(sa, "list", "secrets", namespace=namespace)
-        assert not await can(sa, "list", "secrets")
-        assert not await can(sa, "list", "configmaps", namespace=namespace)
-        assert not await can(sa, "list", "nodes")
-        assert not await can(sa, "list", "deployments", group="apps", namespace=namespace)
-        assert not await can(sa, "get", "leases", group="coordination.k8s.io", namespace=namespace)
-        assert await access.granted(other) == POD_RULES
-        assert await access.granted(namespace) == POD_RULES
+        await assert_reviews_grant_pod_reads_only(sa, nobody, namespace=namespace, other=other)
+        await assert_the_api_serves_pod_reads_only(sa, namespace=namespace, other=other)
+    await assert_restricted_admission_takes_the_template_pod(kube, namespace, account)
 
-        # And the API itself agrees.
-        listed = await sa.get("/api/v1/pods", params={"labelSelector": "prefect.io/flow-run-id"})
-        assert listed.status_code == 200, listed.text
-        watched = await sa.get(
-            f"/api/v1/namespaces/{other}/pods", params={"watch": "1", "timeoutSeconds": "1"}
-        )
-        assert watched.status_code == 200
-        assert (await sa.get(f"/api/v1/namespaces/{namespace}/secrets")).status_code == 403
-        created = await sa.post(
-            f"/api/v1/namespaces/{other}/pods",
-            json={
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "nope"},
-                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-            },
-        )
-        assert created.status_code == 403
 
-    # The pod the Deployment would create passes the restricted Pod Security admission,
-    # and the same pod without the chart's security context is refused (the check is live).
-    deployment = await read_deployment(kube, namespace, account)
+async def assert_reviews_grant_pod_reads_only(
+    sa: httpx.AsyncClient, nobody: httpx.AsyncClient, *, namespace: str, other: str
+) -> None:
+    """The access reviews: pod reads cluster-wide and in both namespaces, nothing else."""
+    access = Access(sa, nobody)
+    for scope in ("", namespace, other):
+        for verb in POD_VERBS:
+            assert await can(sa, verb, "pods", namespace=scope), (verb, scope)
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
+        assert not await can(sa, verb, "pods", namespace=other), verb
+    assert not await can(sa, "get", "pods", namespace=other, subresource="log")
+    assert not await can(sa, "create", "pods", namespace=other, subresource="exec")
+    assert not await can(sa, "list", "secrets", namespace=namespace)
+    assert not await can(sa, "list", "secrets")
+    assert not await can(sa, "list", "configmaps", namespace=namespace)
+    assert not await can(sa, "list", "nodes")
+    assert not await can(sa, "list", "deployments", group="apps", namespace=namespace)
+    assert not await can(sa, "get", "leases", group="coordination.k8s.io", namespace=namespace)
+    assert await access.granted(other) == POD_RULES
+    assert await access.granted(namespace) == POD_RULES
+
+
+async def assert_the_api_serves_pod_reads_only(
+    sa: httpx.AsyncClient, *, namespace: str, other: str
+) -> None:
+    """And the API itself agrees: pods are listed and watched, secrets and pod creation
+    are forbidden."""
+    listed = await sa.get("/api/v1/pods", params={"labelSelector": "prefect.io/flow-run-id"})
+    assert listed.status_code == 200, listed.text
+    watched = await sa.get(
+        f"/api/v1/namespaces/{other}/pods", params={"watch": "1", "timeoutSeconds": "1"}
+    )
+    assert watched.status_code == 200
+    assert (await sa.get(f"/api/v1/namespaces/{namespace}/secrets")).status_code == 403
+    created = await sa.post(
+        f"/api/v1/namespaces/{other}/pods",
+        json={
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "nope"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        },
+    )
+    assert created.status_code == 403
+
+
+async def assert_restricted_admission_takes_the_template_pod(
+    kube: KubePeer, namespace: str, deployment_name: str
+) -> None:
+    """The pod the Deployment would create passes the restricted Pod Security admission,
+    and the same pod without the chart's security context is refused (the check is live)."""
+    deployment = await read_deployment(kube, namespace, deployment_name)
     template = deployment["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "from-template"}}
     pod["metadata"]["labels"] = template["metadata"]["labels"]
@@ -1121,6 +1130,38 @@ async def test_daemon_runs_with_the_installed_service_account_and_secret(
     outside = unique("io-outside")
     for name in (namespace, flows, outside):
         await ensure_namespace(kube, name)
+    account = await install_reporting_to(prefect, kube, helm_env, namespace=namespace, flows=flows)
+    _, kubeconfig = await service_account_kubeconfig(
+        kube, namespace, account, path=tmp_path / "sa-kubeconfig"
+    )
+    env = await chart_environment(kube, await read_deployment(kube, namespace, account))
+    assert env["PREFECT_API_AUTH_STRING"] == prefect.auth_string  # from the chart's Secret
+    health_port = free_port()
+    env.update(as_local_process(kubeconfig, health_port=health_port, home=tmp_path))
+    binary = Path(sys.executable).parent / "infra-observer"
+    await assert_check_passes(binary, env, secret=prefect.auth_string)
+    with daemon_log.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            str(binary), "run", env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        base = f"http://127.0.0.1:{health_port}"
+        await wait_for(f"{base}/readyz", process=process, log=daemon_log)
+        await assert_only_watched_pods_reach_prefect(kube, prefect, flows=flows, outside=outside)
+        await assert_metrics_count_a_succeeded_pod(base)
+    finally:
+        await terminate(process)
+    output = await asyncio.to_thread(daemon_log.read_text)
+    assert process.returncode == 0, output
+    assert prefect.auth_string not in output
+    assert_a_clean_run(output)
+
+
+async def install_reporting_to(
+    prefect: PrefectPeer, kube: KubePeer, helm_env: dict[str, str], *, namespace: str, flows: str
+) -> str:
+    """The chart installed to watch `flows` and report to `prefect` with its auth string
+    (through the chart's Secret); returns the ServiceAccount's name."""
     release = "obs"
     await helm_install(
         kube,
@@ -1136,27 +1177,25 @@ async def test_daemon_runs_with_the_installed_service_account_and_secret(
             "log": {"level": "debug"},
         },
     )
-    account = f"{release}-infra-observer"
-    _, kubeconfig = await service_account_kubeconfig(
-        kube, namespace, account, path=tmp_path / "sa-kubeconfig"
-    )
-    env = await chart_environment(kube, await read_deployment(kube, namespace, account))
-    assert env["PREFECT_API_AUTH_STRING"] == prefect.auth_string  # from the chart's Secret
-    health_port = free_port()
-    env.update(
-        {
-            # Here the daemon is a local process: loopback only, and the ServiceAccount's
-            # token in a kubeconfig instead of the in-cluster mount.
-            "INFRA_OBSERVER_HEALTH_HOST": "127.0.0.1",
-            "INFRA_OBSERVER_HEALTH_PORT": str(health_port),
-            "INFRA_OBSERVER_KUBERNETES_KUBECONFIG": str(kubeconfig),
-            "INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS": "0.05",
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path),
-        }
-    )
-    binary = Path(sys.executable).parent / "infra-observer"
-    # What NOTES.txt suggests (`kubectl exec ... infra-observer check`), with the same identity.
+    return f"{release}-infra-observer"
+
+
+def as_local_process(kubeconfig: Path, *, health_port: int, home: Path) -> dict[str, str]:
+    """What changes when the daemon is a local process: loopback only, and the
+    ServiceAccount's token in a kubeconfig instead of the in-cluster mount."""
+    return {
+        "INFRA_OBSERVER_HEALTH_HOST": "127.0.0.1",
+        "INFRA_OBSERVER_HEALTH_PORT": str(health_port),
+        "INFRA_OBSERVER_KUBERNETES_KUBECONFIG": str(kubeconfig),
+        "INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS": "0.05",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+    }
+
+
+async def assert_check_passes(binary: Path, env: Mapping[str, str], *, secret: str) -> None:
+    """What NOTES.txt suggests (`kubectl exec ... infra-observer check`), with the same
+    identity: the source and the sink pass, and the secret is not printed."""
     checked = await asyncio.create_subprocess_exec(
         str(binary), "check", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -1164,59 +1203,65 @@ async def test_daemon_runs_with_the_installed_service_account_and_secret(
     assert checked.returncode == 0, check_output
     assert "PASS source kubernetes" in check_output
     assert "PASS sink" in check_output
-    assert prefect.auth_string not in check_output
-    with daemon_log.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            str(binary), "run", env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    try:
-        base = f"http://127.0.0.1:{health_port}"
-        await wait_for(f"{base}/readyz", process=process, log=daemon_log)
+    assert secret not in check_output
 
-        flow_run = str(uuid.uuid4())
-        labels = {"prefect.io/flow-run-id": flow_run}
-        pod = await create_pod(kube, flows, "flow-pod", labels)
-        ignored = await create_pod(kube, outside, "flow-pod", labels)
-        await set_pod_phase(kube, flows, "flow-pod", "Running")
-        await set_pod_phase(kube, flows, "flow-pod", "Succeeded")
-        await set_pod_phase(kube, outside, "flow-pod", "Running")
-        stored = await prefect.wait_for_events(
-            expected_count=3,
-            timeout=WAIT_SECONDS,
-            resource_ids=[f"prefect.kubernetes.pod.{pod.metadata.uid}"],
-        )
-        assert sorted(e["event"] for e in stored) == sorted(
-            f"prefect.kubernetes.pod.{phase}" for phase in ("pending", "running", "succeeded")
-        )
-        assert {e["resource"]["kubernetes.namespace"] for e in stored} == {flows}
-        not_watched = await prefect.read_events(
-            resource_ids=[f"prefect.kubernetes.pod.{ignored.metadata.uid}"]
-        )
-        assert not_watched == []
 
-        async with httpx.AsyncClient(timeout=5) as client:
-            metrics = (await client.get(f"{base}/metrics")).text
-            assert (await client.get(f"{base}/healthz")).status_code == 200
-        emitted = re.search(
-            r'^infra_observer_events_emitted_total\{event="prefect\.kubernetes\.pod\.succeeded",'
-            r'source="kubernetes"\} (\S+)$',
-            metrics,
-            re.MULTILINE,
-        )
-        assert emitted, metrics
-        assert float(emitted.group(1)) >= 1
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout=WAIT_SECONDS)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-    output = await asyncio.to_thread(daemon_log.read_text)
-    assert process.returncode == 0, output
-    assert prefect.auth_string not in output
-    # A clean run as that account: no warning or error (a 403 would be one) in the JSON logs.
+async def assert_only_watched_pods_reach_prefect(
+    kube: KubePeer, prefect: PrefectPeer, *, flows: str, outside: str
+) -> None:
+    """A flow run's pod in the watched namespace reports its phases; the same pod in a
+    namespace the chart does not watch reports nothing."""
+    flow_run = str(uuid.uuid4())
+    labels = {"prefect.io/flow-run-id": flow_run}
+    pod = await create_pod(kube, flows, "flow-pod", labels)
+    ignored = await create_pod(kube, outside, "flow-pod", labels)
+    await set_pod_phase(kube, flows, "flow-pod", "Running")
+    await set_pod_phase(kube, flows, "flow-pod", "Succeeded")
+    await set_pod_phase(kube, outside, "flow-pod", "Running")
+    stored = await prefect.wait_for_events(
+        expected_count=3,
+        timeout=WAIT_SECONDS,
+        resource_ids=[f"prefect.kubernetes.pod.{pod.metadata.uid}"],
+    )
+    assert sorted(e["event"] for e in stored) == sorted(
+        f"prefect.kubernetes.pod.{phase}" for phase in ("pending", "running", "succeeded")
+    )
+    assert {e["resource"]["kubernetes.namespace"] for e in stored} == {flows}
+    not_watched = await prefect.read_events(
+        resource_ids=[f"prefect.kubernetes.pod.{ignored.metadata.uid}"]
+    )
+    assert not_watched == []
+
+
+async def assert_metrics_count_a_succeeded_pod(base: str) -> None:
+    """The health server is up and its metrics count the succeeded event."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        metrics = (await client.get(f"{base}/metrics")).text
+        assert (await client.get(f"{base}/healthz")).status_code == 200
+    emitted = re.search(
+        r'^infra_observer_events_emitted_total\{event="prefect\.kubernetes\.pod\.succeeded",'
+        r'source="kubernetes"\} (\S+)$',
+        metrics,
+        re.MULTILINE,
+    )
+    assert emitted, metrics
+    assert float(emitted.group(1)) >= 1
+
+
+async def terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, as Kubernetes stops a pod; SIGKILL if it does not exit in time."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=WAIT_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def assert_a_clean_run(output: str) -> None:
+    """A clean run as that account: ready, and no warning or error (a 403 would be one) in
+    the JSON logs."""
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(r.get("event") == "kubernetes_ready" for r in records), output
     troubles = [r for r in records if r.get("level") in ("warning", "error", "critical")]

@@ -209,6 +209,25 @@ class ManagedProcess:
     def diagnostics(self) -> str:
         return f"--- last lines of {self.log_path}:\n{tail(self.log_path)}"
 
+    def wait_ready(
+        self,
+        ready: Callable[[], T | None],
+        *,
+        timeout: float,
+        interval: float = 0.2,
+        what: str | None = None,
+    ) -> T:
+        """``wait_until(ready)``, failing at once, with the log's last lines, if the process
+        exits first."""
+        return wait_until(
+            ready,
+            timeout=timeout,
+            interval=interval,
+            what=what or self.name,
+            alive=self.running,
+            diagnostics=self.diagnostics,
+        )
+
 
 def kill_processes_mentioning(marker: str) -> None:
     """Kill leftover processes whose command line names our private state dir.
@@ -250,6 +269,9 @@ class OneProcessPeer:
     removes the directory. Subclasses write `start`."""
 
     stop_timeout = 15.0
+    # The process starts children that leave its group on purpose (containerd shims):
+    # `stop` then kills every process whose command line names the state directory.
+    detached_children = False
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -269,23 +291,22 @@ class OneProcessPeer:
         self._proc = proc
         proc.start()
         try:
-            wait_until(
-                ready,
-                timeout=timeout,
-                interval=interval,
-                what=proc.name,
-                alive=proc.running,
-                diagnostics=proc.diagnostics,
-            )
+            proc.wait_ready(ready, timeout=timeout, interval=interval)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def stop(self) -> None:
+    def _stop_process(self) -> None:
+        """End the process and keep the state directory (for a restart)."""
         if self._proc is not None:
             self._proc.stop(timeout=self.stop_timeout)
             self._proc = None
+
+    def stop(self) -> None:
+        self._stop_process()
+        if self.detached_children:
+            kill_processes_mentioning(str(self.state_dir))
         remove_tree(self.state_dir)
 
     def __enter__(self) -> Self:

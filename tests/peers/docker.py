@@ -12,19 +12,16 @@ import logging
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ._util import (
     ManagedProcess,
+    OneProcessPeer,
     PeerUnavailableError,
-    kill_processes_mentioning,
     provisioned,
-    remove_tree,
     short_tempdir,
-    wait_until,
 )
 
 log = logging.getLogger(__name__)
@@ -43,24 +40,26 @@ def oom_command(delay: float = 0.5) -> list[str]:
     return ["sh", "-c", f"sleep {delay}; exec tail /dev/zero"]
 
 
-class DockerPeer:
+class DockerPeer(OneProcessPeer):
     """dockerd with private data/exec roots under a short temp dir.
 
     Attributes: ``socket`` (Path), ``host`` (``unix://...`` for DOCKER_HOST), ``image``
     (the imported busybox image), ``api_version``.
     """
 
-    def __init__(self, *, state_dir: Path | None = None) -> None:
+    # dockerd stops its running containers before it exits.
+    stop_timeout = 30.0
+    detached_children = True
+
+    def __init__(self) -> None:
         self.dockerd_binary = provisioned("dockerd")
         self.rootfs_tarball = provisioned("busybox_rootfs")
-        self._own_state_dir = state_dir is None
         # Short on purpose: unix socket paths are limited to 107 bytes.
-        self.state_dir = state_dir or short_tempdir("io-dkr-")
+        super().__init__(short_tempdir("io-dkr-"))
         self.socket = self.state_dir / "docker.sock"
         self.host = f"unix://{self.socket}"
         self.image = IMAGE
         self.api_version = API_VERSION
-        self._dockerd: ManagedProcess | None = None
 
     def env(self) -> dict[str, str]:
         """Environment for a process (docker CLI, the daemon under test) using this dockerd."""
@@ -78,7 +77,7 @@ class DockerPeer:
         return self
 
     def _start_daemon(self) -> None:
-        self._dockerd = ManagedProcess(
+        dockerd = ManagedProcess(
             "dockerd",
             [
                 self.dockerd_binary,
@@ -98,25 +97,15 @@ class DockerPeer:
             ],
             log_path=self.state_dir / "dockerd.log",
         )
-        self._dockerd.start()
-        dockerd = self._dockerd
+        self._launch(dockerd, ready=self._ping, timeout=60)
 
-        def ping() -> bool | None:
-            # Probe the socket ourselves first: httpcore leaks the socket object when a
-            # unix-socket connect fails, and filterwarnings=error turns that into a failure.
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                probe.settimeout(2)
-                probe.connect(str(self.socket))
-            return True if self.request("GET", "/_ping", versioned=False).text == "OK" else None
-
-        wait_until(
-            ping,
-            timeout=60,
-            interval=0.2,
-            what="dockerd",
-            alive=dockerd.running,
-            diagnostics=dockerd.diagnostics,
-        )
+    def _ping(self) -> bool | None:
+        # Probe the socket ourselves first: httpcore leaks the socket object when a
+        # unix-socket connect fails, and filterwarnings=error turns that into a failure.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2)
+            probe.connect(str(self.socket))
+        return True if self.request("GET", "/_ping", versioned=False).text == "OK" else None
 
     def _import_image(self) -> None:
         repo, tag = self.image.rsplit(":", 1)
@@ -136,24 +125,8 @@ class DockerPeer:
 
     def restart(self) -> None:
         """Stop dockerd (it stops running containers) and start it again on the same socket."""
-        if self._dockerd is not None:
-            self._dockerd.stop(timeout=30)
+        self._stop_process()
         self._start_daemon()
-
-    def stop(self) -> None:
-        if self._dockerd is not None:
-            self._dockerd.stop(timeout=30)
-            self._dockerd = None
-        # containerd shims leave the daemon's process group on purpose; they name our dir.
-        kill_processes_mentioning(str(self.state_dir))
-        if self._own_state_dir:
-            remove_tree(self.state_dir)
-
-    def __enter__(self) -> DockerPeer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ raw API
 

@@ -344,20 +344,10 @@ state = "{base / "state"}"
         conf_dir = self._write_cni_config()
         config = self.state_dir / "containerd.toml"
         config.write_text(self._containerd_config(conf_dir))
-        proc = ManagedProcess(
-            "containerd",
-            [provisioned("containerd_bin"), "--config", config],
-            log_path=self.state_dir / "containerd.log",
+        proc = self._start_process(
+            "containerd", [provisioned("containerd_bin"), "--config", config]
         )
-        self._node_procs.append(proc)
-        proc.start()
-        wait_until(
-            lambda: True if self.ctr("version").returncode == 0 else None,
-            timeout=30,
-            what="containerd",
-            alive=proc.running,
-            diagnostics=proc.diagnostics,
-        )
+        proc.wait_ready(lambda: True if self.ctr("version").returncode == 0 else None, timeout=30)
 
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -469,11 +459,4 @@ state = "{base / "state"}"
                 else None
             )
 
-        wait_until(
-            ready,
-            timeout=timeout,
-            interval=0.5,
-            what="kubelet (node Ready)",
-            alive=kubelet.running,
-            diagnostics=kubelet.diagnostics,
-        )
+        kubelet.wait_ready(ready, timeout=timeout, interval=0.5, what="kubelet (node Ready)")
