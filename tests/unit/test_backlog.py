@@ -120,3 +120,19 @@ def test_a_batch_fits_its_bytes_as_the_json_array_it_is_sent_as(run: Run) -> Non
         assert [item.name for item in pending.take()] == ["c", "d"]
 
     run(scenario())
+
+
+def test_a_full_backlog_is_news_once_until_a_take_empties_it(run: Run) -> None:
+    async def scenario() -> None:
+        pending = backlog(limit=2, events=1)
+        await pending.put(Item("a"))
+        await pending.put(Item("b"))
+        assert pending.newly_full() is True
+        assert pending.newly_full() is False
+        # A batch taken with items left behind does not end the episode.
+        assert [item.name for item in pending.take()] == ["a"]
+        assert pending.newly_full() is False
+        assert [item.name for item in pending.take()] == ["b"]
+        assert pending.newly_full() is True
+
+    run(scenario())

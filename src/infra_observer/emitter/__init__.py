@@ -1,4 +1,4 @@
-"""Delivery of events: queue, batching, retries, and the sinks they go to."""
+"""The emitter: accepts events from the sources and delivers them to one sink."""
 
 from infra_observer.emitter.emitter import Emitter
 from infra_observer.emitter.sinks import (

@@ -1,9 +1,10 @@
 """The emitter's bounded, ordered backlog, from which whole batches are taken.
 
-Unlike an `asyncio.Queue` read item by item, the delivery loop is woken once per batch,
-not once per event: when the first event arrives, and when a batch is full. Between the
-two, events are appended without waking anything, which at a few hundred events a
-second is most of the emitter's cost per event (docs/performance.md).
+The intake adds events (and waits while it is full: backpressure); the delivery takes
+whole batches. Unlike an `asyncio.Queue` read item by item, the delivery loop is woken once
+per batch, not once per event: when the first event arrives, and when a batch is full.
+Between the two, events are appended without waking anything, so the cost of a wake-up is
+paid per batch.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Backlog(Generic[Item]):
         self._batch_ready = asyncio.Event()  # a whole batch is waiting
         self._space = asyncio.Event()  # the backlog went from full to not full
         self._space.set()
+        self._full_reported = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -50,6 +52,14 @@ class Backlog(Generic[Item]):
 
     def oldest(self) -> Item:
         return self._items[0]
+
+    def newly_full(self) -> bool:
+        """True on the first call since the backlog was last emptied by `take`: a backlog
+        that stays full is reported once, not once per item waiting for space."""
+        if self._full_reported:
+            return False
+        self._full_reported = True
+        return True
 
     async def put(self, item: Item) -> None:
         while self.full:
@@ -120,6 +130,8 @@ class Backlog(Generic[Item]):
             size += item.size
         self._bytes -= size
         self._space.set()
+        if not items:
+            self._full_reported = False
         return batch
 
     def take_all(self) -> list[Item]:

@@ -1,11 +1,11 @@
 """Which events the events API already stores, asked before they are sent again after a start.
 
 A new process knows nothing of what the one before it delivered: each source reports the
-current state of what it watches, with the same ids. The server stores an id once, but
-Prefect 3.8.8's SQLite event persister fails on a write batch made only of already-stored ids
-and, after five retries, drops it together with any new events caught in it. So, after a
-start, events that an earlier process may have delivered are looked up by id first, and the
-ones found are not sent (see docs/reliability.md, "Restarts").
+current state of what it watches, with the same ids. The server stores an id once, but its
+SQLite event persister fails on a write batch made only of already-stored ids and, after its
+retries, drops it together with any new events caught in it (docs/reliability.md, "Restarts",
+names the version). So, after a start, events that an earlier process may have delivered are
+looked up by id first, and the ones found are not sent.
 """
 
 from __future__ import annotations
