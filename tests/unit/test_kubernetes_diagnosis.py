@@ -596,3 +596,12 @@ def test_the_watch_decoder_keeps_every_field_the_diagnosis_reads(pod_status: obj
     line = json.dumps({"type": "MODIFIED", "object": pod}).encode()
     decoded = Decoder().watch_line(line)["object"]["status"]
     assert explain(decoded) == explain(json.loads(line)["object"]["status"])
+
+
+@pytest.mark.parametrize("reason", [["ErrImagePull"], {"ErrImagePull": 1}, 7, None])
+def test_a_waiting_reason_that_is_not_text_is_no_reason(reason: object) -> None:
+    status = {
+        "phase": "Pending",
+        "containerStatuses": [{"name": "prefect-job", "state": {"waiting": {"reason": reason}}}],
+    }
+    assert diagnose(status) is None

@@ -173,7 +173,8 @@ def _in_containers(status: Mapping[str, Any]) -> _Finding | None:
             if terminated.get("reason") == OOM_REASON or last.get("reason") == OOM_REASON:
                 return _Finding("OOMKilled", container)
             waiting = _dict(state.get("waiting")).get("reason")
-            if pull is None and waiting in IMAGE_PULL_REASONS:
+            # A reason that is not text (a malformed status) is no reason at all.
+            if pull is None and type(waiting) is str and waiting in IMAGE_PULL_REASONS:
                 pull = container
             elif crash is None and _crash_looping(
                 container, waiting, terminated=terminated, last=last
