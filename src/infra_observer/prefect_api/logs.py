@@ -84,7 +84,7 @@ def log_records(
         # The record without its message, and the room that leaves for it (quotes included).
         empty = _record(run, level=level, name=name, timestamp=moment, message="")
         room = max_record_bytes - len(empty) + len(b'""')
-        message = fit(line, room=room)
+        message = fit(_text(line), room=room)
         yield _record(run, level=level, name=name, timestamp=moment, message=message)
 
 
@@ -101,20 +101,34 @@ def _record(run: str, *, level: int, name: str, timestamp: str, message: str) ->
 
 
 def fit(line: str, *, room: int) -> str:
-    """`line`, or its start followed by `CUT_MARKER`, whose JSON string takes at most `room`
-    bytes (escapes and multi-byte characters counted as written)."""
+    """`line`, or its longest start followed by `CUT_MARKER`, whose JSON string takes at most
+    `room` bytes (escapes and multi-byte characters counted as written)."""
     if _json_size(line) <= room:
         return line
-    kept = line[: max(0, room - _json_size(CUT_MARKER))]
-    while (overshoot := _json_size(kept + CUT_MARKER) - room) > 0 and kept:
-        # Every character takes at least one byte: dropping `overshoot` of them is enough
-        # or close, and the loop ends.
-        kept = kept[: max(0, len(kept) - overshoot)]
-    return kept + CUT_MARKER
+    # The size only grows with the length of the start kept: search that length. A start
+    # longer than `room` characters cannot fit (each takes a byte at least).
+    shortest, longest = 0, min(len(line), room)
+    while shortest < longest:
+        middle = (shortest + longest + 1) // 2
+        if _json_size(line[:middle] + CUT_MARKER) <= room:
+            shortest = middle
+        else:
+            longest = middle - 1
+    return line[:shortest] + CUT_MARKER
 
 
 def _json_size(text: str) -> int:
     return len(orjson.dumps(text))
+
+
+def _text(line: str) -> str:
+    """`line`, with what cannot be written as UTF-8 (a lone surrogate, as from bytes decoded
+    with `surrogateescape`) replaced."""
+    try:
+        orjson.dumps(line)
+    except orjson.JSONEncodeError:
+        return line.encode("utf-8", "replace").decode()
+    return line
 
 
 def request_bodies(records: Iterable[bytes], *, max_bytes: int) -> Iterator[bytes]:
