@@ -205,19 +205,21 @@ class PrefectPeer(OneProcessPeer):
     ) -> str:
         """A flow (created, or found by name) and a new run of it in the given state; its id."""
         async with self._client() as client:
-            flow = await _post(client, "/flows/", {"name": flow_name})
+            flow = await _post(client, "/flows/", body={"name": flow_name})
             state = {"type": state_type, "name": state_name}
-            run = await _post(client, "/flow_runs/", {"flow_id": flow.json()["id"], "state": state})
+            run = await _post(
+                client, "/flow_runs/", body={"flow_id": flow.json()["id"], "state": state}
+            )
             return str(run.json()["id"])
 
     async def create_flow_runs(self, count: int, *, flow_name: str) -> list[str]:
         """`count` new Scheduled runs of one flow; their ids."""
         async with self._client() as client:
-            flow = await _post(client, "/flows/", {"name": flow_name})
+            flow = await _post(client, "/flows/", body={"name": flow_name})
             body = {"flow_id": flow.json()["id"], "state": {"type": "SCHEDULED"}}
             ids = []
             for _ in range(count):
-                run = await _post(client, "/flow_runs/", body)
+                run = await _post(client, "/flow_runs/", body=body)
                 ids.append(str(run.json()["id"]))
             return ids
 
@@ -227,7 +229,7 @@ class PrefectPeer(OneProcessPeer):
             response = await _post(
                 client,
                 f"/flow_runs/{flow_run_id}/set_state",
-                {"state": {"type": state_type, "name": state_name}, "force": True},
+                body={"state": {"type": state_type, "name": state_name}, "force": True},
             )
             assert response.json()["status"] == "ACCEPT", response.text
 
@@ -247,7 +249,7 @@ class PrefectPeer(OneProcessPeer):
                 response = await _post(
                     client,
                     "/logs/filter",
-                    {
+                    body={
                         "logs": {"flow_run_id": {"any_": [flow_run_id]}},
                         "sort": "TIMESTAMP_ASC",
                         "limit": LOGS_PAGE_LIMIT,
@@ -260,7 +262,7 @@ class PrefectPeer(OneProcessPeer):
                     return records
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: Mapping[str, Any]) -> httpx.Response:
+async def _post(client: httpx.AsyncClient, path: str, *, body: Mapping[str, Any]) -> httpx.Response:
     """POST, again while the server answers 503: what it answers when SQLite is busy with its
     own services' writes (a busy machine makes that frequent)."""
     for _ in range(BUSY_RETRIES):

@@ -40,7 +40,9 @@ def events_api_sink(prefect: PrefectSettings, emitter: EmitterSettings) -> Event
     """The sink for `PREFECT_API_URL`."""
     if prefect.api_url is None:
         raise ConfigError("the events API sink needs PREFECT_API_URL")
-    api = PrefectApi(client=events_api_client(prefect, emitter), api_url=str(prefect.api_url))
+    api = PrefectApi.from_settings(
+        prefect, timeout_seconds=emitter.request_timeout_seconds, ca_bundle=emitter.ca_bundle
+    )
     return EventsApiSink(api)
 
 
