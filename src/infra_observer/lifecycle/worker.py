@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import structlog
 
 from infra_observer.errors import InfraObserverError, RejectedBatchError
-from infra_observer.lifecycle.api import FlowRunApi, RunState
 from infra_observer.lifecycle.policy import INFRASTRUCTURE_PENDING, admits
 from infra_observer.metrics import Metrics
-from infra_observer.observations import CrashLogReader, Diagnosis, Observation, Wanted
+from infra_observer.observations import CrashLogReader, Diagnosis, Level, Observation, Wanted
+from infra_observer.prefect_api.logs import Logs
+from infra_observer.prefect_api.orchestration import FlowRunState, Orchestration, SetStateStatus
 from infra_observer.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,7 @@ LOGGER_NAME = "infra-observer"
 PROPOSED_REMEMBERED_MAX = 10_000
 _DIAGNOSES_PER_RUN_MAX = 8
 _WAIT_MAX_SECONDS = 60.0
+_LEVELS: dict[Level, int] = {"WARNING": 30, "ERROR": 40}
 _STATES: dict[Wanted, tuple[str, str]] = {
     "pending": ("PENDING", INFRASTRUCTURE_PENDING),
     "crashed": ("CRASHED", "Crashed"),
@@ -55,14 +57,16 @@ class Lifecycle:
     def __init__(
         self,
         *,
-        api: FlowRunApi,
+        orchestration: Orchestration,
+        logs: Logs,
         metrics: Metrics,
         queue_size: int = 10_000,
         crash_log_lines: int = 500,
         batch_size: int = 200,
         backoff: Backoff | None = None,
     ) -> None:
-        self._api = api
+        self._orchestration = orchestration
+        self._logs = logs
         self._metrics = metrics
         self._queue_size = queue_size
         self._crash_log_lines = crash_log_lines
@@ -140,7 +144,7 @@ class Lifecycle:
                 del batch[flow_run_id]
         if not batch:
             return
-        states = await self._api.read_states(list(batch))
+        states = await self._orchestration.read_flow_runs(batch)
         for flow_run_id, work in list(batch.items()):
             await self._propose(flow_run_id, work, states.get(flow_run_id))
             if work.logs_due:
@@ -151,12 +155,15 @@ class Lifecycle:
         while work.diagnoses:
             diagnosis = work.diagnoses[0]
             text = f"{diagnosis.summary}\nResolution: {diagnosis.resolution}"
-            await self._api.write_logs(flow_run_id, [text], level=diagnosis.level, name=LOGGER_NAME)
+            level = _LEVELS[diagnosis.level]
+            await self._logs.write_logs(flow_run_id, [text], level=level, name=LOGGER_NAME)
             work.diagnoses.pop(0)
             self._metrics.diagnoses.labels(work.source, diagnosis.category).inc()
             log.info("diagnosis_logged", flow_run_id=str(flow_run_id), category=diagnosis.category)
 
-    async def _propose(self, flow_run_id: uuid.UUID, work: _Work, state: RunState | None) -> None:
+    async def _propose(
+        self, flow_run_id: uuid.UUID, work: _Work, state: FlowRunState | None
+    ) -> None:
         assert work.wants is not None
         kind = work.wants
         if state is None or not admits(kind, state_type=state.type, state_name=state.name):
@@ -165,7 +172,7 @@ class Lifecycle:
             return
         state_type, name = _STATES[kind]
         try:
-            answer = await self._api.propose(
+            answer = await self._orchestration.set_state(
                 flow_run_id, type=state_type, name=name, message=work.message
             )
         except RejectedBatchError as exc:
@@ -173,7 +180,10 @@ class Lifecycle:
             log.error("lifecycle_proposal_refused", flow_run_id=str(flow_run_id), error=str(exc))
             self._settle(flow_run_id, work, "failed")
             return
-        if answer.status == "WAIT":
+        if answer is None:  # deleted since it was read
+            self._settle(flow_run_id, work, "unknown_run")
+            return
+        if answer.status is SetStateStatus.WAIT:
             self._propose_later(flow_run_id, work, delay=answer.delay_seconds)
             return
         self._settle(flow_run_id, work, answer.status.lower())
@@ -181,11 +191,12 @@ class Lifecycle:
             "lifecycle_proposed",
             flow_run_id=str(flow_run_id),
             state=name,
-            answer=answer.status,
+            answer=str(answer.status),
             reason=answer.reason,
         )
         # Only the replica whose proposal was accepted forwards the logs: one copy.
-        work.logs_due = answer.status == "ACCEPT" and kind == "crashed" and bool(work.crash_logs)
+        accepted = answer.status is SetStateStatus.ACCEPT
+        work.logs_due = accepted and kind == "crashed" and work.crash_logs is not None
 
     async def _forward_crash_logs(self, flow_run_id: uuid.UUID, work: _Work) -> None:
         assert work.crash_logs is not None
@@ -197,13 +208,12 @@ class Lifecycle:
             self._metrics.crash_logs_unread.labels(work.source).inc()
             log.warning("crash_logs_unread", flow_run_id=str(flow_run_id), error=str(exc))
             return
-        written = 0
         if lines:
-            written = await self._api.write_logs(
-                flow_run_id, lines, level="ERROR", name=LOGGER_NAME
+            await self._logs.write_logs(
+                flow_run_id, lines, level=_LEVELS["ERROR"], name=LOGGER_NAME
             )
         work.logs_due = False
-        self._metrics.log_lines_forwarded.labels(work.source).inc(written)
+        self._metrics.log_lines_forwarded.labels(work.source).inc(len(lines))
 
     def _propose_later(self, flow_run_id: uuid.UUID, work: _Work, *, delay: float | None) -> None:
         """The server asked to propose again later: the proposal goes back after the delay."""
