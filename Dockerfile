@@ -77,7 +77,7 @@ RUN /opt/venv/bin/python -X no_debug_ranges -m compileall -q -j 0 -o 2 \
 # with asserts and docstrings stripped, as at run time.
 RUN export PYTHONOPTIMIZE=2 PYTHONNODEBUGRANGES=1 \
  && /opt/venv/bin/infra-observer version \
- && /opt/venv/bin/python -c "import infra_observer.app, infra_observer.sources.kubernetes.watch, infra_observer.sources.docker.stream, infra_observer.sources.ecs.queue, botocore.session; s = botocore.session.get_session(); [s.create_client(n, region_name='us-east-1', aws_access_key_id='x', aws_secret_access_key='x') for n in ('sqs', 'ecs', 'sts')]"
+ && /opt/venv/bin/python -c "import infra_observer.app, infra_observer.sources.kubernetes.watch, infra_observer.sources.docker.stream, infra_observer.sources.ecs.source, botocore.session; s = botocore.session.get_session(); [s.create_client(n, region_name='us-east-1', aws_access_key_id='x', aws_secret_access_key='x') for n in ('sqs', 'ecs', 'sts')]"
 
 
 FROM ${RUNTIME_IMAGE}

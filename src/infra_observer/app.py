@@ -95,7 +95,7 @@ def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics
 
         sources.append(DockerSource(settings=settings.docker, handoff=handoff, metrics=metrics))
     if settings.ecs.enabled:
-        from infra_observer.sources.ecs.queue import EcsSource
+        from infra_observer.sources.ecs.source import EcsSource
 
         sources.append(EcsSource(settings=settings.ecs, handoff=handoff, metrics=metrics))
     return sources

@@ -26,7 +26,7 @@ from infra_observer.emitter import Emitter, Sink, events_api_sink
 from infra_observer.errors import SourceError
 from infra_observer.events.catalog import ECS_TASK_STATUSES
 from infra_observer.metrics import Metrics
-from infra_observer.sources.ecs.queue import EcsSource
+from infra_observer.sources.ecs.source import EcsSource
 from tests.integration.ecs_support import ListSink, eventually
 from tests.integration.source_runner import source_with_emitter
 from tests.peers.moto import MotoPeer
@@ -135,6 +135,15 @@ def timeline() -> Callable[[int], dt.datetime]:
     """Seconds on a clock that started a minute ago (occurred times within one day)."""
     base = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
     return lambda second: base + dt.timedelta(seconds=second)
+
+
+def input_errors(logs: list[dict[str, Any]], *, kind: str) -> list[dict[str, Any]]:
+    """The source's reports of malformed input of one kind."""
+    return [
+        log
+        for log in logs
+        if log["event"] == "input_error" and log["source"] == "ecs" and log["kind"] == kind
+    ]
 
 
 def task_id(task: Any) -> str:
@@ -339,7 +348,7 @@ async def test_unparseable_messages_go_to_the_dead_letter_queue(harness: Harness
             await eventually(lambda: queue_drained(harness), "the main queue empty")
 
     assert [str(event.id) for event in sink.events] == [valid["id"]]
-    reasons = {log["reason"] for log in logs if log["event"] == "ecs_message_invalid"}
+    reasons = {log["detail"] for log in input_errors(logs, kind="message")}
     assert any("not JSON" in reason for reason in reasons)
     assert any("not an ECS task state change" in reason for reason in reasons)
     assert harness.sample("infra_observer_input_errors_total", source="ecs", kind="message") >= 4
@@ -563,6 +572,7 @@ async def test_a_stopped_task_carries_its_diagnosis_and_odd_fields_are_reported(
     assert by_id[stopped["id"]].resource["ecs.diagnosis"] == "OutOfMemoryError"
     # The odd stop code is left out of the diagnosis; the change itself is delivered.
     assert "ecs.diagnosis" not in by_id[unreadable["id"]].resource
-    reports = [log for log in logs if log["event"] == "ecs_task_detail_invalid"]
-    assert [log["problem"] for log in reports] == ["detail.stopCode is 7, not a string"]
+    reports = input_errors(logs, kind="detail")
+    assert [log["detail"] for log in reports] == ["detail.stopCode is 7, not a string"]
+    assert [log["task_arn"] for log in reports] == [odd["taskArn"]]
     assert harness.sample("infra_observer_input_errors_total", source="ecs", kind="detail") == 1

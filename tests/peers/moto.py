@@ -271,10 +271,48 @@ def task_state_change_envelope(
         or task.get("clusterArn")
         or (f"arn:aws:ecs:{region}:{account}:cluster/infra-observer")
     )
-    when = time or dt.datetime.now(dt.UTC)
-    when_text = (
-        when if isinstance(when, str) else when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when_text = _event_time(time or dt.datetime.now(dt.UTC))
+    body = _task_detail(
+        task,
+        arn=arn,
+        cluster=cluster,
+        last_status=last_status,
+        desired_status=desired_status,
+        version=version,
+        when_text=when_text,
     )
+    body.update(detail or {})
+    return {
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": account,
+        "time": when_text,
+        "region": region,
+        "resources": [arn],
+        "detail": body,
+    }
+
+
+def _event_time(when: dt.datetime | str) -> str:
+    """EventBridge's `time`: UTC to the second, with a `Z`."""
+    if isinstance(when, str):
+        return when
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _task_detail(
+    task: Mapping[str, Any],
+    *,
+    arn: str,
+    cluster: str,
+    last_status: str,
+    desired_status: str | None,
+    version: int,
+    when_text: str,
+) -> dict[str, Any]:
+    """The envelope's `detail`: the task as ECS describes it after the change."""
     stopped = last_status in ("STOPPED", "DELETED", "DEPROVISIONING")
     body: dict[str, Any] = {
         "taskArn": arn,
@@ -307,18 +345,7 @@ def task_state_change_envelope(
             stopCode="EssentialContainerExited",
             stoppedReason="Essential container in task exited",
         )
-    body.update(detail or {})
-    return {
-        "version": "0",
-        "id": event_id or str(uuid.uuid4()),
-        "detail-type": "ECS Task State Change",
-        "source": "aws.ecs",
-        "account": account,
-        "time": when_text,
-        "region": region,
-        "resources": [arn],
-        "detail": body,
-    }
+    return body
 
 
 def parse_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -26,12 +26,15 @@ PULL_REASON = (
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 
 
-def flow(exit_code: int | None = None, reason: str | None = None) -> ContainerExit:
+def flow(*, exit_code: int | None = None, reason: str | None = None) -> ContainerExit:
+    """The flow run's container, as ECS reports it in a state change."""
     return ContainerExit(name="prefect", exit_code=exit_code, reason=reason)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Case:
+    """One row: a change's stop detail and the category it must give (None: no diagnosis)."""
+
     name: str
     detail: StopDetail
     category: EcsCategory | None
@@ -55,7 +58,7 @@ CASES = [
         detail=StopDetail(
             stop_code="EssentialContainerExited",
             stopped_reason="Essential container in task exited",
-            containers=(flow(137, OOM_REASON),),
+            containers=(flow(exit_code=137, reason=OOM_REASON),),
         ),
         category="OutOfMemoryError",
     ),
@@ -73,7 +76,7 @@ CASES = [
         detail=StopDetail(
             stop_code="EssentialContainerExited",
             stopped_reason="Essential container in task exited",
-            containers=(flow(1),),
+            containers=(flow(exit_code=1),),
         ),
         category="EssentialContainerExited",
     ),
@@ -87,7 +90,7 @@ CASES = [
         detail=StopDetail(
             stop_code="EssentialContainerExited",
             stopped_reason="Essential container in task exited",
-            containers=(flow(0),),
+            containers=(flow(exit_code=0),),
         ),
         category=None,
     ),
@@ -96,18 +99,18 @@ CASES = [
         detail=StopDetail(
             stop_code="UserInitiated",
             stopped_reason="Task stopped by user",
-            containers=(flow(143),),
+            containers=(flow(exit_code=143),),
         ),
         category=None,
     ),
     Case(
         name="stopped by the service",
-        detail=StopDetail(stop_code="ServiceSchedulerInitiated", containers=(flow(137),)),
+        detail=StopDetail(stop_code="ServiceSchedulerInitiated", containers=(flow(exit_code=137),)),
         category=None,
     ),
     Case(
         name="spot interruption",
-        detail=StopDetail(stop_code="SpotInterruption", containers=(flow(137),)),
+        detail=StopDetail(stop_code="SpotInterruption", containers=(flow(exit_code=137),)),
         category=None,
     ),
     Case(name="running", detail=StopDetail(containers=(flow(),)), category=None),
@@ -134,15 +137,15 @@ def test_every_category_has_a_case() -> None:
 
 
 def test_summaries_are_built_from_the_change() -> None:
-    oom = explain(
-        StopDetail(stop_code="EssentialContainerExited", containers=(flow(137, OOM_REASON),))
-    )
+    killed = flow(exit_code=137, reason=OOM_REASON)
+    oom = explain(StopDetail(stop_code="EssentialContainerExited", containers=(killed,)))
     assert oom is not None
     assert oom.summary == f"Container prefect ran out of memory (exit code 137): {OOM_REASON}"
     pull = explain(StopDetail(stop_code="TaskFailedToStart", stopped_reason=PULL_REASON))
     assert pull is not None
     assert pull.summary.startswith("Task could not start (CannotPullContainerError): ")
-    failed = explain(StopDetail(stop_code="EssentialContainerExited", containers=(flow(3),)))
+    exited = flow(exit_code=3)
+    failed = explain(StopDetail(stop_code="EssentialContainerExited", containers=(exited,)))
     assert failed is not None
     assert failed.summary == "Container prefect exited with code 3 (EssentialContainerExited)"
 
@@ -177,5 +180,5 @@ def test_text_after_the_error_name_does_not_change_the_category(tail: str, code:
         stop_code="TaskFailedToStart", stopped_reason=f"CannotPullContainerError:{tail}"
     )
     assert diagnose(pull) == "CannotPullContainerError"
-    oom = StopDetail(containers=(flow(code, f"OutOfMemoryError:{tail}"),))
+    oom = StopDetail(containers=(flow(exit_code=code, reason=f"OutOfMemoryError:{tail}"),))
     assert diagnose(oom) == "OutOfMemoryError"

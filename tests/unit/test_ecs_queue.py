@@ -1,8 +1,7 @@
-"""The ECS loop's pure helpers: error explanations, ordering, retry delays, bounded memory."""
+"""The ECS loop's pure helpers: error advice, batch order, retry delays, memory, region."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -17,24 +16,23 @@ from prometheus_client import CollectorRegistry
 
 from infra_observer.config import EcsSettings
 from infra_observer.errors import ConfigError, InputError
-from infra_observer.events.handoff import Outcome
-from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
-from infra_observer.sources.ecs import queue
-from infra_observer.sources.ecs.queue import EcsSource
+from infra_observer.sources.ecs import EcsSource, advice, clients, messages, tags
+from infra_observer.sources.ecs.memory import TaskMemory
+from tests.handoff import RecordingHandoff
 
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/111122223333/ecs-events"
 
 
-class NoHandoff:
-    async def submit(self, event: Event, *, source: str) -> asyncio.Future[Outcome]:
-        raise AssertionError("not used here")
+def settings(**values: Any) -> EcsSettings:
+    return EcsSettings(**{"queue_url": QUEUE_URL, **values})
 
 
-def source(**settings: Any) -> EcsSource:
-    values: dict[str, Any] = {"queue_url": QUEUE_URL, **settings}
+def source(**values: Any) -> EcsSource:
     return EcsSource(
-        settings=EcsSettings(**values), handoff=NoHandoff(), metrics=Metrics(CollectorRegistry())
+        settings=settings(**values),
+        handoff=RecordingHandoff(accepts=False),
+        metrics=Metrics(CollectorRegistry()),
     )
 
 
@@ -57,7 +55,7 @@ def test_refusals_name_the_missing_iam_action(code: str, operation: str, action:
 
     assert explanation.startswith(f"{action} was denied ({code}): allow {action}")
     assert "deploy/aws/" in explanation
-    assert queue._missing_permission(error) == action
+    assert advice.missing_permission(error) == action
 
 
 @pytest.mark.parametrize(
@@ -77,7 +75,7 @@ def test_other_failures_say_what_to_check(
     error: ClientError | BotoCoreError, expected: str
 ) -> None:
     assert expected in source()._explain(error)
-    assert queue._missing_permission(error) is None
+    assert advice.missing_permission(error) is None
 
 
 @pytest.mark.parametrize(
@@ -88,7 +86,7 @@ def test_other_failures_say_what_to_check(
     ],
 )
 def test_the_cluster_is_read_from_the_task_arn(task_arn: str, cluster: str) -> None:
-    assert queue._cluster_of(task_arn) == cluster
+    assert tags.cluster_of(task_arn) == cluster
 
 
 def message(body: str, *, receive_count: int = 1) -> dict[str, Any]:
@@ -115,7 +113,7 @@ def envelope(version: int, status: str = "RUNNING") -> str:
 def test_a_batch_is_handled_in_version_order_invalid_first() -> None:
     batch = [message(envelope(5)), message("garbage"), message(envelope(3))]
 
-    ordered = queue._in_task_order(batch)
+    ordered = messages.in_task_order(batch)
 
     kinds = [
         parsed.version if not isinstance(parsed, InputError) else "invalid" for _, parsed in ordered
@@ -130,14 +128,15 @@ def test_a_batch_is_handled_in_version_order_invalid_first() -> None:
 def test_retry_delays_grow_with_the_receive_count(
     receive_count: int, backoff_max: float, delay: int
 ) -> None:
-    ecs = source(backoff_max_seconds=backoff_max)
-
-    assert ecs._retry_delay(message("x", receive_count=receive_count)) == delay
+    assert (
+        messages.retry_delay(message("x", receive_count=receive_count), longest=backoff_max)
+        == delay
+    )
 
 
 def test_the_task_memory_is_bounded() -> None:
     evictions: list[None] = []
-    memory = queue._TaskMemory(limit=2, on_evict=lambda: evictions.append(None))
+    memory = TaskMemory(limit=2, on_evict=lambda: evictions.append(None))
     memory.get("a").version = 1
     memory.get("b")
     memory.get("a")  # a is now the most recently used
@@ -164,8 +163,9 @@ def test_the_region_falls_back_to_the_queue_url(
 
     from aiobotocore.session import get_session
 
-    assert source(queue_url=queue_url)._region(get_session()) == region
-    assert source(queue_url=queue_url, region="us-east-2")._region(get_session()) == "us-east-2"
+    session = get_session()
+    assert clients.region(settings(queue_url=queue_url), session) == region
+    assert clients.region(settings(queue_url=queue_url, region="us-east-2"), session) == "us-east-2"
 
 
 def test_no_region_anywhere_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,4 +175,4 @@ def test_no_region_anywhere_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -
     from aiobotocore.session import get_session
 
     with pytest.raises(ConfigError, match="INFRA_OBSERVER_ECS_REGION"):
-        source(queue_url="http://127.0.0.1:5000/1/q")._region(get_session())
+        clients.region(settings(queue_url="http://127.0.0.1:5000/1/q"), get_session())

@@ -1,4 +1,4 @@
-"""The pure ECS step: EventBridge envelopes in, decisions and events out."""
+"""The pure ECS step: EventBridge envelopes in, translations (events, or why none) out."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pytest
 
 from infra_observer.errors import InputError
 from infra_observer.events.catalog import ECS_TASK_STATUSES
+from infra_observer.events.model import Event
+from infra_observer.sources.base import Problem, Translation
+from infra_observer.sources.ecs.tags import tags_of
 from infra_observer.sources.ecs.translate import (
     TagFilter,
     TaskStateChange,
-    Verdict,
     parse_message,
     parse_tag_filters,
-    tags_of,
     translate,
 )
 
@@ -91,15 +92,32 @@ def change(*, version: int | None = 3, status: str = "running") -> TaskStateChan
     )
 
 
+def verdict(result: Translation[int]) -> str:
+    """What became of the change, in one word: `emit`, `skipped`, or why it is unchanged."""
+    if result.events:
+        assert result.skipped is None
+        assert result.unchanged is None
+        return "emit"
+    if result.skipped is not None:
+        assert result.unchanged is None
+        return "skipped"
+    assert result.unchanged is not None
+    return result.unchanged
+
+
+def event_of(result: Translation[int]) -> Event:
+    (event,) = result.events
+    return event
+
+
 @pytest.mark.parametrize("status", ECS_TASK_STATUSES)
 def test_every_status_becomes_its_event(status: str) -> None:
     body = json.dumps(envelope(detail={"lastStatus": status.upper()}))
 
-    decision = translate(parse_message(body), tags=TAGS, last_version=None)
+    result = translate(parse_message(body), None, tags=TAGS)
 
-    assert decision.verdict is Verdict.EMIT
-    event = decision.event
-    assert event is not None
+    assert verdict(result) == "emit"
+    event = event_of(result)
     assert event.event == f"prefect.ecs.task.{status}"
     assert event.id == uuid.UUID(EVENT_ID)
     assert event.occurred == datetime(2026, 11, 25, 6, 1, 2, tzinfo=UTC)
@@ -114,10 +132,9 @@ def test_every_status_becomes_its_event(status: str) -> None:
 
 
 def test_related_resources_come_from_the_tags() -> None:
-    decision = translate(change(), tags=TAGS, last_version=None)
+    result = translate(change(), None, tags=TAGS)
 
-    assert decision.event is not None
-    assert [dict(r) for r in decision.event.related] == [
+    assert [dict(r) for r in event_of(result).related] == [
         {
             "prefect.resource.id": f"prefect.flow-run.{FLOW_RUN}",
             "prefect.resource.role": "flow-run",
@@ -148,78 +165,80 @@ def test_related_resources_come_from_the_tags() -> None:
 
 
 def test_only_the_flow_run_tag_gives_only_the_flow_run() -> None:
-    decision = translate(change(), tags={"prefect.io/flow-run-id": FLOW_RUN}, last_version=None)
+    result = translate(change(), None, tags={"prefect.io/flow-run-id": FLOW_RUN})
 
-    assert decision.event is not None
-    assert [r["prefect.resource.role"] for r in decision.event.related] == ["flow-run"]
+    assert [r["prefect.resource.role"] for r in event_of(result).related] == ["flow-run"]
 
 
 def test_an_id_tag_that_is_not_a_uuid_is_left_out_and_reported() -> None:
     tags = {"prefect.io/flow-run-id": FLOW_RUN, "prefect.io/deployment-id": "nope"}
 
-    decision = translate(change(), tags=tags, last_version=None)
+    result = translate(change(), None, tags=tags)
 
-    assert decision.verdict is Verdict.EMIT
-    assert decision.event is not None
-    assert [r["prefect.resource.role"] for r in decision.event.related] == ["flow-run"]
-    assert decision.tag_problems == ("label prefect.io/deployment-id='nope' is not a UUID",)
+    assert verdict(result) == "emit"
+    assert [r["prefect.resource.role"] for r in event_of(result).related] == ["flow-run"]
+    assert result.problems == [
+        Problem("tag", "label prefect.io/deployment-id='nope' is not a UUID")
+    ]
 
 
 def test_missing_cluster_and_task_definition_are_left_out() -> None:
     body = envelope(detail={"clusterArn": None, "taskDefinitionArn": ""})
 
-    decision = translate(parse_message(json.dumps(body)), tags=TAGS, last_version=None)
+    result = translate(parse_message(json.dumps(body)), None, tags=TAGS)
 
-    assert decision.event is not None
-    assert set(decision.event.resource) == {"prefect.resource.id", "ecs.taskArn"}
+    assert set(event_of(result).resource) == {"prefect.resource.id", "ecs.taskArn"}
 
 
 @pytest.mark.parametrize(
-    ("tags", "filters", "verdict"),
+    ("tags", "filters", "expected"),
     [
-        ({}, (), Verdict.NOT_SELECTED),
-        ({"team": "data"}, (), Verdict.NOT_SELECTED),
-        ({**TAGS, "team": "data"}, (TagFilter("team"),), Verdict.EMIT),
-        ({**TAGS, "team": "data"}, (TagFilter("team", "data"),), Verdict.EMIT),
-        ({**TAGS, "team": "ops"}, (TagFilter("team", "data"),), Verdict.NOT_SELECTED),
-        (TAGS, (TagFilter("team"),), Verdict.NOT_SELECTED),
-        ({**TAGS, "a": "1"}, (TagFilter("a"), TagFilter("b")), Verdict.NOT_SELECTED),
+        ({}, (), "not_selected"),
+        ({"team": "data"}, (), "not_selected"),
+        ({**TAGS, "team": "data"}, (TagFilter("team"),), "emit"),
+        ({**TAGS, "team": "data"}, (TagFilter("team", "data"),), "emit"),
+        ({**TAGS, "team": "ops"}, (TagFilter("team", "data"),), "not_selected"),
+        (TAGS, (TagFilter("team"),), "not_selected"),
+        ({**TAGS, "a": "1"}, (TagFilter("a"), TagFilter("b")), "not_selected"),
         # Tagged, so Prefect's, but naming no usable flow run: skipped and reported.
-        ({"prefect.io/flow-run-id": ""}, (), Verdict.SKIPPED),
-        ({"prefect.io/flow-run-id": "run-7"}, (), Verdict.SKIPPED),
+        ({"prefect.io/flow-run-id": ""}, (), "skipped"),
+        ({"prefect.io/flow-run-id": "run-7"}, (), "skipped"),
         (
             {"prefect.io/flow-run-id": "", "team": "ops"},
             (TagFilter("team", "data"),),
-            Verdict.NOT_SELECTED,
+            "not_selected",
         ),
     ],
 )
 def test_selection_by_flow_run_tag_and_filters(
-    tags: dict[str, str], filters: tuple[TagFilter, ...], verdict: Verdict
+    tags: dict[str, str], filters: tuple[TagFilter, ...], expected: str
 ) -> None:
-    decision = translate(change(), tags=tags, last_version=None, tag_filters=filters)
+    result = translate(change(), None, tags=tags, tag_filters=filters)
 
-    assert decision.verdict is verdict
-    assert (decision.event is not None) == (verdict is Verdict.EMIT)
+    assert verdict(result) == expected
+    assert result.key == TASK_ARN
+    assert result.state == (3 if expected == "emit" else None)
 
 
 @pytest.mark.parametrize(
-    ("version", "last_version", "verdict"),
+    ("version", "last_version", "expected", "remembered"),
     [
-        (3, None, Verdict.EMIT),
-        (4, 3, Verdict.EMIT),
-        (3, 3, Verdict.DUPLICATE),
-        (2, 3, Verdict.STALE),
-        (None, 3, Verdict.EMIT),
-        (0, None, Verdict.EMIT),
+        (3, None, "emit", 3),
+        (4, 3, "emit", 4),
+        (3, 3, "duplicate", 3),
+        (2, 3, "stale", 3),
+        (None, 3, "emit", 3),
+        (0, None, "emit", 0),
+        (None, None, "emit", None),
     ],
 )
 def test_versions_recognise_stale_and_duplicate_deliveries(
-    version: int | None, last_version: int | None, verdict: Verdict
+    version: int | None, last_version: int | None, expected: str, remembered: int | None
 ) -> None:
-    decision = translate(change(version=version), tags=TAGS, last_version=last_version)
+    result = translate(change(version=version), last_version, tags=TAGS)
 
-    assert decision.verdict is verdict
+    assert verdict(result) == expected
+    assert result.state == remembered
 
 
 @pytest.mark.parametrize(
@@ -235,19 +254,20 @@ def test_an_unusable_flow_run_tag_skips_the_task_and_says_why(
 ) -> None:
     tags = {**TAGS, "prefect.io/flow-run-id": value}
 
-    decision = translate(change(version=1), tags=tags, last_version=None)
+    result = translate(change(version=1), None, tags=tags)
 
-    assert decision.verdict is Verdict.SKIPPED
-    assert decision.event is None
-    assert decision.skip is not None
-    assert decision.skip.reason == reason
-    assert detail in decision.skip.detail
+    assert verdict(result) == "skipped"
+    assert result.events == []
+    assert result.skipped is not None
+    assert result.skipped.reason == reason
+    assert detail in result.skipped.detail
 
 
 def test_untagged_task_is_not_selected_whatever_its_version() -> None:
-    decision = translate(change(version=1), tags={}, last_version=5)
+    result = translate(change(version=1), 5, tags={})
 
-    assert decision.verdict is Verdict.NOT_SELECTED
+    assert verdict(result) == "not_selected"
+    assert result.state == 5
 
 
 @pytest.mark.parametrize(
@@ -344,9 +364,8 @@ def test_a_stopped_task_carries_its_diagnosis_label() -> None:
     }
     change = parse_message(json.dumps(envelope(detail=detail)))
     assert change.problems == ()
-    decision = translate(change, tags=TAGS, last_version=None)
-    assert decision.event is not None
-    assert decision.event.resource["ecs.diagnosis"] == "OutOfMemoryError"
+    result = translate(change, None, tags=TAGS)
+    assert event_of(result).resource["ecs.diagnosis"] == "OutOfMemoryError"
 
 
 def test_a_task_without_diagnosis_has_no_label() -> None:
@@ -356,9 +375,8 @@ def test_a_task_without_diagnosis_has_no_label() -> None:
         "containers": [{"name": "prefect", "exitCode": 0}],
     }
     change = parse_message(json.dumps(envelope(detail=detail)))
-    decision = translate(change, tags=TAGS, last_version=None)
-    assert decision.event is not None
-    assert "ecs.diagnosis" not in decision.event.resource
+    result = translate(change, None, tags=TAGS)
+    assert "ecs.diagnosis" not in event_of(result).resource
 
 
 @pytest.mark.parametrize(
@@ -383,4 +401,6 @@ def test_unreadable_diagnosis_fields_are_reported_and_the_change_is_kept(
 ) -> None:
     change = parse_message(json.dumps(envelope(detail=detail)))
     assert change.problems == (problem,)
-    assert translate(change, tags=TAGS, last_version=None).verdict is Verdict.EMIT
+    result = translate(change, None, tags=TAGS)
+    assert verdict(result) == "emit"
+    assert result.problems == [Problem("detail", problem)]

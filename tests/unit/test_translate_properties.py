@@ -483,11 +483,12 @@ def test_any_sqs_body_gives_acceptable_events_or_an_input_error(
         return
     if with_flow_run:
         tags = {**tags, ecs.FLOW_RUN_TAG: flow_run}
-    decision = ecs.translate(change, tags=tags, last_version=last_version)
-    assert (decision.event is not None) == (decision.verdict is ecs.Verdict.EMIT)
-    assert (decision.skip is not None) == (decision.verdict is ecs.Verdict.SKIPPED)
-    if decision.event is not None and TOKEN.fullmatch(ecs_task_id(change.task_arn)):
-        assert_acceptable([decision.event])
+    result = ecs.translate(change, last_version, tags=tags)
+    assert len(result.events) <= 1
+    outcomes = [bool(result.events), result.skipped is not None, result.unchanged is not None]
+    assert outcomes.count(True) == 1, "an event, a skip or a reason for none: exactly one"
+    if result.events and TOKEN.fullmatch(ecs_task_id(change.task_arn)):
+        assert_acceptable(result.events)
 
 
 # --- defects the properties found, kept as regression tests ------------------------------
@@ -530,10 +531,8 @@ def _task_with(tags: dict[str, str]) -> list[Event] | str:
         "time": "2026-01-01T00:00:00Z",
         "detail": {"taskArn": "arn:aws:ecs:r:1:task/c/abc", "lastStatus": "RUNNING"},
     }
-    decision = ecs.translate(ecs.parse_message(json.dumps(body)), tags=tags, last_version=None)
-    if decision.skip is not None:
-        return decision.skip.reason
-    return [decision.event] if decision.event else []
+    result = ecs.translate(ecs.parse_message(json.dumps(body)), None, tags=tags)
+    return result.skipped.reason if result.skipped else result.events
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,11 @@
 `parse_message` turns an SQS message body (the EventBridge envelope) into a
 `TaskStateChange`, or raises `InputError` saying what is wrong with it. `translate` decides,
 from the task's tags and the last `detail.version` delivered for the task, whether the change
-becomes an event. No I/O here: the queue loop in `queue.py` supplies tags and state.
+becomes an event. No I/O here: the source (`source.py`) supplies tags and state.
 """
 
 from __future__ import annotations
 
-import enum
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ from infra_observer.events.catalog import (
     refs_from_labels,
 )
 from infra_observer.events.model import Event, utc
+from infra_observer.sources.base import Problem, Translation
 from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail, diagnose
-from infra_observer.sources.skips import Skip, flow_run_skip
+from infra_observer.sources.skips import flow_run_skip
 
 DETAIL_TYPE = "ECS Task State Change"
 EVENT_SOURCE = "aws.ecs"
@@ -218,63 +218,44 @@ def parse_tag_filters(filters: Iterable[str]) -> tuple[TagFilter, ...]:
     return tuple(parsed)
 
 
-def tags_of(task: Mapping[str, Any]) -> dict[str, str]:
-    """The `tags` list of a DescribeTasks task (`[{"key", "value"}]`) as a dict."""
-    tags: dict[str, str] = {}
-    for tag in task.get("tags") or ():
-        key, value = tag.get("key"), tag.get("value")
-        if isinstance(key, str):
-            tags[key] = value if isinstance(value, str) else ""
-    return tags
+# --- the translation ----------------------------------------------------------------------
 
 
-# --- the decision -------------------------------------------------------------------------
-
-
-class Verdict(enum.Enum):
-    EMIT = "emit"
-    """A new status of a selected task: hand the event over."""
-    NOT_SELECTED = "not_selected"
-    """The task has no `prefect.io/flow-run-id` tag, or misses a configured tag filter."""
-    SKIPPED = "skipped"
-    """A selected task whose flow-run tag is empty or not a UUID: no event without a flow
-    run (the reference page makes it always present)."""
-    DUPLICATE = "duplicate"
-    """Same `detail.version` as the last change delivered for the task: already reported."""
-    STALE = "stale"
-    """Older `detail.version` than the last delivered: reporting it would show an old
-    status as the latest one."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    verdict: Verdict
-    event: Event | None = None
-    tag_problems: Sequence[str] = ()
-    """Tags that were left out of the event (an id tag that is not a UUID)."""
-    skip: Skip | None = None
-    """Why a SKIPPED task gives no event."""
+NOT_SELECTED = "not_selected"
+"""The task has no `prefect.io/flow-run-id` tag, or misses a configured tag filter."""
+DUPLICATE = "duplicate"
+"""Same `detail.version` as the last change delivered for the task: already reported."""
+STALE = "stale"
+"""Older `detail.version` than the last delivered: reporting it would show an old status as
+the latest one."""
 
 
 def translate(
     change: TaskStateChange,
+    previous: int | None,
     *,
     tags: Mapping[str, str],
-    last_version: int | None,
     tag_filters: Sequence[TagFilter] = (),
-) -> Decision:
-    """Decide what `change` becomes, given the task's tags and its last delivered version."""
+) -> Translation[int]:
+    """What `change` becomes, given the last delivered version of its task (`previous`) and
+    the task's tags.
+
+    The state is the version to remember once the event is delivered. A selected task whose
+    flow-run tag is empty or not a UUID gives no event (`skipped`): no event without a flow
+    run (the reference page makes it always present).
+    """
+    key = change.task_arn
     if FLOW_RUN_TAG not in tags or not all(f.matches(tags) for f in tag_filters):
-        return Decision(Verdict.NOT_SELECTED)
-    if change.version is not None and last_version is not None:
-        if change.version == last_version:
-            return Decision(Verdict.DUPLICATE)
-        if change.version < last_version:
-            return Decision(Verdict.STALE)
-    refs, problems = refs_from_labels(tags)
+        return Translation(key, previous, unchanged=NOT_SELECTED)
+    if change.version is not None and previous is not None:
+        if change.version == previous:
+            return Translation(key, previous, unchanged=DUPLICATE)
+        if change.version < previous:
+            return Translation(key, previous, unchanged=STALE)
+    refs, tag_problems = refs_from_labels(tags)
     if refs.flow_run_id is None:
-        return Decision(Verdict.SKIPPED, skip=flow_run_skip(tags, keys=(FLOW_RUN_TAG,)))
-    event = ecs_task_event(
+        return Translation(key, previous, skipped=flow_run_skip(tags, keys=(FLOW_RUN_TAG,)))
+    event: Event = ecs_task_event(
         status=change.status,
         task_arn=change.task_arn,
         cluster_arn=change.cluster_arn,
@@ -284,4 +265,7 @@ def translate(
         event_id=change.event_id,
         diagnosis=diagnose(change.stop),
     )
-    return Decision(Verdict.EMIT, event=event, tag_problems=tuple(problems))
+    problems = [Problem("tag", p) for p in tag_problems]
+    problems += [Problem("detail", p) for p in change.problems]
+    state = previous if change.version is None else change.version
+    return Translation(key, state, events=[event], problems=problems)
