@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from infra_observer.config import PrefectSettings
+from infra_observer.config import LifecycleSettings, PrefectSettings
 from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.metrics import Metrics
 from infra_observer.observations import CrashLogReader, Diagnosis, Observation
@@ -35,14 +36,13 @@ IMAGE_PULL = Diagnosis(
 class Worker:
     """A running `Lifecycle` with its own API client and metrics."""
 
-    def __init__(self, api: PrefectApi, *, queue_size: int = 100, crash_log_lines: int = 500):
+    def __init__(self, api: PrefectApi, **settings: Any) -> None:
         self.metrics = Metrics(CollectorRegistry())
         self.lifecycle = Lifecycle(
             orchestration=Orchestration(api),
             logs=Logs(api),
             metrics=self.metrics,
-            queue_size=queue_size,
-            crash_log_lines=crash_log_lines,
+            settings=LifecycleSettings(**settings),
             backoff=Backoff(initial=0.2, maximum=1.0),
         )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from infra_observer.config import LifecycleSettings
 from infra_observer.errors import InfraObserverError, RejectedBatchError
 from infra_observer.lifecycle.policy import INFRASTRUCTURE_PENDING, admits
 from infra_observer.metrics import Metrics
@@ -60,16 +61,19 @@ class Lifecycle:
         orchestration: Orchestration,
         logs: Logs,
         metrics: Metrics,
-        queue_size: int = 10_000,
-        crash_log_lines: int = 500,
+        settings: LifecycleSettings,
         batch_size: int = 200,
         backoff: Backoff | None = None,
     ) -> None:
         self._orchestration = orchestration
         self._logs = logs
         self._metrics = metrics
-        self._queue_size = queue_size
-        self._crash_log_lines = crash_log_lines
+        self._settings = settings
+        switches: dict[Wanted, bool] = {
+            "pending": settings.propose_pending,
+            "crashed": settings.propose_crashed,
+        }
+        self._wanted = frozenset(kind for kind, on in switches.items() if on)
         self._batch_size = batch_size
         self._backoff = backoff or Backoff(initial=1.0, maximum=60.0)
         self._work: OrderedDict[uuid.UUID, _Work] = OrderedDict()
@@ -82,19 +86,20 @@ class Lifecycle:
         return len(self._work)
 
     def observe(self, observation: Observation) -> None:
-        wants = observation.wants
+        wants = observation.wants if observation.wants in self._wanted else None
         if wants is not None and (observation.flow_run_id, wants) in self._proposed:
             wants = None
-        if wants is None and observation.diagnosis is None:
+        diagnosis = observation.diagnosis if self._settings.diagnosis_logs else None
+        if wants is None and diagnosis is None:
             return
         work = self._work.get(observation.flow_run_id)
         if work is None:
-            if len(self._work) >= self._queue_size:
+            if len(self._work) >= self._settings.queue_size:
                 self._metrics.bound_hits.labels("lifecycle_queue").inc()
                 log.warning("lifecycle_queue_full", flow_run_id=str(observation.flow_run_id))
                 return
             work = self._work[observation.flow_run_id] = _Work(source=observation.source)
-        _merge(work, observation, wants)
+        _merge(work, observation, wants=wants, diagnosis=diagnosis)
         self._arrived.set()
 
     async def run(self) -> None:
@@ -196,17 +201,22 @@ class Lifecycle:
         )
         # Only the replica whose proposal was accepted forwards the logs: one copy.
         accepted = answer.status is SetStateStatus.ACCEPT
-        work.logs_due = accepted and kind == "crashed" and work.crash_logs is not None
+        wanted_logs = work.crash_logs is not None and self._settings.crash_log_lines > 0
+        work.logs_due = accepted and kind == "crashed" and wanted_logs
 
     async def _forward_crash_logs(self, flow_run_id: uuid.UUID, work: _Work) -> None:
         assert work.crash_logs is not None
         try:
-            lines = await work.crash_logs(self._crash_log_lines)
-        except InfraObserverError as exc:
-            # The crash stands; only its logs are missing, and nothing retried brings them.
+            lines = await work.crash_logs(self._settings.crash_log_lines)
+        except Exception as exc:  # whatever the reader met, the crash stands
             work.logs_due = False
             self._metrics.crash_logs_unread.labels(work.source).inc()
-            log.warning("crash_logs_unread", flow_run_id=str(flow_run_id), error=str(exc))
+            log.warning(
+                "crash_logs_unread",
+                flow_run_id=str(flow_run_id),
+                error=str(exc),
+                exc_info=not isinstance(exc, InfraObserverError),
+            )
             return
         if lines:
             await self._logs.write_logs(
@@ -240,10 +250,12 @@ class Lifecycle:
             self._proposed.popitem(last=False)
 
 
-def _merge(work: _Work, observation: Observation, wants: Wanted | None) -> None:
+def _merge(
+    work: _Work, observation: Observation, *, wants: Wanted | None, diagnosis: Diagnosis | None
+) -> None:
     """A crash outranks a pending state; a diagnosis is kept whatever is proposed."""
     if wants is not None and work.wants != "crashed":
         work.wants, work.message = wants, observation.message
         work.crash_logs = observation.crash_logs
-    if observation.diagnosis is not None and len(work.diagnoses) < _DIAGNOSES_PER_RUN_MAX:
-        work.diagnoses.append(observation.diagnosis)
+    if diagnosis is not None and len(work.diagnoses) < _DIAGNOSES_PER_RUN_MAX:
+        work.diagnoses.append(diagnosis)

@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from infra_observer.errors import InputError
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra_observer.config import EcsSettings
+from infra_observer.errors import InputError, SourceError
+from infra_observer.sources.ecs.advice import explain
 from infra_observer.sources.ecs.lifecycle import PREFECT_CONTAINER
 
 GET_LOG_EVENTS_LIMIT: Final = 10_000
@@ -70,3 +75,23 @@ async def read_last_lines(logs: Any, location: LogLocation, *, lines: int) -> li
         startFromHead=False,
     )
     return [str(event.get("message", "")) for event in answer.get("events", ())][-lines:]
+
+
+async def read_crash_logs(
+    ecs: Any, *, settings: EcsSettings, task_definition_arn: str | None, task_arn: str, lines: int
+) -> list[str]:
+    """The last `lines` lines of the task's flow container, through the source's ECS client
+    (for the task definition) and a CloudWatch Logs client opened for the read."""
+    if task_definition_arn is None:
+        raise InputError("the task state change names no task definition")
+    try:
+        answer = await ecs.describe_task_definition(taskDefinition=task_definition_arn)
+        location = awslogs_location(answer["taskDefinition"], task_arn=task_arn)
+        async with get_session().create_client(
+            "logs",
+            region_name=location.region or ecs.meta.region_name,
+            endpoint_url=settings.endpoint_url,
+        ) as logs:
+            return await read_last_lines(logs, location, lines=lines)
+    except (ClientError, BotoCoreError) as exc:
+        raise SourceError(f"cannot read the task's logs: {explain(exc, queue_url=None)}") from exc

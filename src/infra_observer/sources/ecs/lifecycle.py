@@ -8,15 +8,39 @@ has no containers at all: it never ran and never will, whatever its stop code sa
 
 from __future__ import annotations
 
+import uuid
 from typing import Final
 
-from infra_observer.observations import Wanted
+from infra_observer.observations import CrashLogReader, Observation, Wanted
 from infra_observer.sources.base import one_line
-from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail
+from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail, explain
 
 PREFECT_CONTAINER: Final = "prefect"
 """The container that runs the flow in the task definitions Prefect's ECS worker writes."""
 _PENDING: Final = frozenset({"provisioning", "pending"})
+
+
+def observation(
+    *,
+    flow_run_id: uuid.UUID,
+    status: str,
+    stop: StopDetail,
+    task_arn: str,
+    crash_logs: CrashLogReader,
+) -> Observation | None:
+    """What the change tells the lifecycle layer; None when nothing."""
+    wants, message = wanted(status=status, stop=stop, task_arn=task_arn)
+    diagnosis = explain(stop) if status == "stopped" else None
+    if wants is None and diagnosis is None:
+        return None
+    return Observation(
+        flow_run_id,
+        "ecs",
+        wants=wants,
+        message=message,
+        diagnosis=diagnosis,
+        crash_logs=crash_logs if wants == "crashed" else None,
+    )
 
 
 def wanted(*, status: str, stop: StopDetail, task_arn: str) -> tuple[Wanted | None, str]:
