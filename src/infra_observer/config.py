@@ -408,6 +408,49 @@ class LeaderElectionSettings(_Section):
     )
 
 
+class LifecycleSettings(_Section):
+    """What the daemon does to flow runs, from what the sources observe."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{ENV_PREFIX}LIFECYCLE_")
+
+    enabled: bool = Field(
+        default=True,
+        description="Act on flow runs through the orchestration and logs API at "
+        "PREFECT_API_URL (the switches below choose how). Off: events only, as before. "
+        "Turn off while another observer still does this work.",
+    )
+    propose_pending: bool = Field(
+        default=True,
+        description="Propose `InfrastructurePending` to a scheduled or pending run whose "
+        "infrastructure is not running yet (a Pending pod, a PROVISIONING or PENDING task).",
+    )
+    propose_crashed: bool = Field(
+        default=True,
+        description="Propose `Crashed` to a pending or running run whose infrastructure "
+        "failed: a Kubernetes Job failed or deleted, a bare pod Failed, an ECS task stopped "
+        "with a failed flow container. Needs `jobs` get/list/watch on Kubernetes.",
+    )
+    diagnosis_logs: bool = Field(
+        default=True,
+        description="Write one line to the run's logs for each new diagnosis (OOMKilled, "
+        "ImagePullError, Unschedulable…), with a resolution.",
+    )
+    crash_log_lines: int = Field(
+        default=500,
+        ge=0,
+        le=10_000,
+        description="Last lines of the crashed infrastructure's logs written to the run's "
+        "logs once its crash is accepted; 0: none. Needs `pods/log` get on Kubernetes and "
+        "`logs:GetLogEvents` on ECS.",
+    )
+    queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Flow runs waiting for a proposal or a log write while the API is slow "
+        "or down; past it, new work is dropped, logged and counted (events are not).",
+    )
+
+
 SECTIONS: tuple[type[_Section], ...] = (
     PrefectSettings,
     EmitterSettings,
@@ -417,6 +460,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     DockerSettings,
     EcsSettings,
     LeaderElectionSettings,
+    LifecycleSettings,
 )
 
 
@@ -430,6 +474,7 @@ class Settings:
     docker: DockerSettings
     ecs: EcsSettings
     leader_election: LeaderElectionSettings
+    lifecycle: LifecycleSettings
 
 
 def env_name(section: type[_Section], field: str) -> str:

@@ -59,6 +59,7 @@ class Metrics:
         self._register_source_metrics(registry)
         self._register_delivery_metrics(registry)
         self._register_process_metrics(registry)
+        self._register_lifecycle_metrics(registry)
 
     def _register_event_counts(self, registry: CollectorRegistry) -> None:
         """What became of each event: observed, emitted, rejected, duplicate, undelivered."""
@@ -183,5 +184,39 @@ class Metrics:
             f"{_PREFIX}_bound_hits",
             "Times a documented bound was reached (queue full, cache eviction).",
             ["bound"],
+            registry=registry,
+        )
+
+    def _register_lifecycle_metrics(self, registry: CollectorRegistry) -> None:
+        """What the lifecycle layer proposed and wrote to flow runs."""
+        self.proposals = Counter(
+            f"{_PREFIX}_lifecycle_proposals",
+            "States proposed to flow runs, by the server's answer (accept, reject, abort, "
+            "wait), or failed, or not made (not_admitted by the run's state, unknown_run).",
+            ["source", "state", "outcome"],
+            registry=registry,
+        )
+        self.diagnoses = Counter(
+            f"{_PREFIX}_lifecycle_diagnoses",
+            "Diagnoses written to flow runs' logs, by category.",
+            ["source", "category"],
+            registry=registry,
+        )
+        self.log_lines_forwarded = Counter(
+            f"{_PREFIX}_lifecycle_log_lines_forwarded",
+            "Lines of crashed infrastructure's logs written to their flow runs' logs.",
+            ["source"],
+            registry=registry,
+        )
+        self.crash_logs_unread = Counter(
+            f"{_PREFIX}_lifecycle_crash_logs_unread",
+            "Accepted crashes whose infrastructure's logs could not be read.",
+            ["source"],
+            registry=registry,
+        )
+        self.lifecycle_retries = Counter(
+            f"{_PREFIX}_lifecycle_retries",
+            "Failed calls to the orchestration or logs API, retried with backoff, by error.",
+            ["reason"],
             registry=registry,
         )

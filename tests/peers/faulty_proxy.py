@@ -3,7 +3,8 @@
 Modes: pass-through, refuse connections (the listening socket is closed), 500, 429 with
 Retry-After, 401, and hang (the request is read and never answered). Besides the mode,
 `answer_next` scripts the answers to the next POSTs carrying events (any status and body, as
-a proxy or a WAF in front of the API might give), and `refuse_bodies_over` answers 413 to
+a proxy or a WAF in front of the API might give), `answer_next_requests` those to the next
+requests of any kind, and `refuse_bodies_over` answers 413 to
 POSTs larger than a limit, as a proxy's body size limit does. Every response closes its
 connection, so a client cannot keep using a connection accepted before a refusal.
 Each request is recorded (time, method, path, mode, events in the body and its size) for the
@@ -76,6 +77,7 @@ class FaultyProxy:
         self.seen: list[Seen] = []
         self._body_limit: int | None = None
         self._scripted: deque[Scripted] = deque()
+        self._scripted_any: deque[Scripted] = deque()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -121,6 +123,11 @@ class FaultyProxy:
         """Answer the next POSTs that carry events with these, in turn; then the mode again."""
         self._scripted.extend(answers)
 
+    def answer_next_requests(self, *answers: Scripted) -> None:
+        """Answer the next requests, whatever they carry, with these, in turn; then the mode
+        again."""
+        self._scripted_any.extend(answers)
+
     def refuse_bodies_over(self, limit: int | None) -> None:
         """Answer 413 to a POST whose body is larger than `limit` bytes (None: no limit)."""
         self._body_limit = limit
@@ -132,6 +139,10 @@ class FaultyProxy:
             for seen in self.seen
             if seen.method == "POST" and seen.path.endswith("/events") and since <= seen.at < until
         ]
+
+    def requests_to(self, method: str, path: str) -> list[Seen]:
+        """Requests with this method whose path (under `/api`) is `path`."""
+        return [seen for seen in self.seen if seen.method == method and seen.path == "/api" + path]
 
     async def _listen(self) -> None:
         assert self._runner is not None
@@ -145,8 +156,8 @@ class FaultyProxy:
         self.seen.append(
             Seen(time.monotonic(), request.method, request.path, mode, events, len(body))
         )
-        if events and self._scripted:
-            answer = self._scripted.popleft()
+        if self._scripted_any or (events and self._scripted):
+            answer = (self._scripted_any or self._scripted).popleft()
             response = web.Response(
                 status=answer.status, body=answer.body, content_type=answer.content_type
             )

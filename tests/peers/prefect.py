@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 _DROPPING = re.compile(r"dropping \d+ events")
 
 PAGE_LIMIT = 50  # the server refuses larger pages
+LOGS_PAGE_LIMIT = 200  # the server's default largest page of logs
+BUSY_RETRIES = 25
+BUSY_PAUSE_SECONDS = 0.2
 TEST_AUTH_STRING = "observer:integration-secret"  # for servers started with basic auth
 WIDEST_SINCE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
@@ -194,6 +197,81 @@ class PrefectPeer(OneProcessPeer):
             await asyncio.sleep(interval)
             events = await self.read_events(**filters)
         return events
+
+    # ---------------------------------------------------- orchestration and logs
+
+    async def create_flow_run(
+        self, *, flow_name: str, state_type: str = "SCHEDULED", state_name: str = "Scheduled"
+    ) -> str:
+        """A flow (created, or found by name) and a new run of it in the given state; its id."""
+        async with self._client() as client:
+            flow = await _post(client, "/flows/", body={"name": flow_name})
+            state = {"type": state_type, "name": state_name}
+            run = await _post(
+                client, "/flow_runs/", body={"flow_id": flow.json()["id"], "state": state}
+            )
+            return str(run.json()["id"])
+
+    async def create_flow_runs(self, count: int, *, flow_name: str) -> list[str]:
+        """`count` new Scheduled runs of one flow; their ids."""
+        async with self._client() as client:
+            flow = await _post(client, "/flows/", body={"name": flow_name})
+            body = {"flow_id": flow.json()["id"], "state": {"type": "SCHEDULED"}}
+            ids = []
+            for _ in range(count):
+                run = await _post(client, "/flow_runs/", body=body)
+                ids.append(str(run.json()["id"]))
+            return ids
+
+    async def force_state(self, flow_run_id: str, *, state_type: str, state_name: str) -> None:
+        """Put a run in a state whatever the orchestration rules say (`force: true`)."""
+        async with self._client() as client:
+            response = await _post(
+                client,
+                f"/flow_runs/{flow_run_id}/set_state",
+                body={"state": {"type": state_type, "name": state_name}, "force": True},
+            )
+            assert response.json()["status"] == "ACCEPT", response.text
+
+    async def read_flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        """`GET /flow_runs/{id}`, as the server answers it."""
+        async with self._client() as client:
+            response = await client.get(f"/flow_runs/{flow_run_id}")
+            response.raise_for_status()
+            answer: dict[str, Any] = response.json()
+            return answer
+
+    async def read_logs(self, flow_run_id: str) -> list[dict[str, Any]]:
+        """Every log record of the run, oldest first (`POST /logs/filter`, paged)."""
+        records: list[dict[str, Any]] = []
+        async with self._client() as client:
+            while True:
+                response = await _post(
+                    client,
+                    "/logs/filter",
+                    body={
+                        "logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                        "sort": "TIMESTAMP_ASC",
+                        "limit": LOGS_PAGE_LIMIT,
+                        "offset": len(records),
+                    },
+                )
+                page: list[dict[str, Any]] = response.json()
+                records.extend(page)
+                if len(page) < LOGS_PAGE_LIMIT:
+                    return records
+
+
+async def _post(client: httpx.AsyncClient, path: str, *, body: Mapping[str, Any]) -> httpx.Response:
+    """POST, again while the server answers 503: what it answers when SQLite is busy with its
+    own services' writes (a busy machine makes that frequent)."""
+    for _ in range(BUSY_RETRIES):
+        response = await client.post(path, json=dict(body))
+        if response.status_code != 503:
+            break
+        await asyncio.sleep(BUSY_PAUSE_SECONDS)
+    response.raise_for_status()
+    return response
 
 
 def _timestamp(value: dt.datetime | str) -> str:

@@ -1,5 +1,5 @@
 """The events-API sink honours a proxy named by the environment (through httpx's own
-proxy handling), and posts straight through its transport otherwise."""
+proxy handling), and posts straight to the API otherwise."""
 
 from __future__ import annotations
 

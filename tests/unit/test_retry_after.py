@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from infra_observer.emitter.sinks import RETRY_AFTER_LIMIT_SECONDS, retry_after_seconds
+from infra_observer.prefect_api.statuses import RETRY_AFTER_LIMIT_SECONDS, retry_after_seconds
 
 
 def response_with(value: str | None) -> httpx.Response:

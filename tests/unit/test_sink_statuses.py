@@ -6,7 +6,6 @@ import httpx
 import orjson
 import pytest
 
-from infra_observer.emitter.sinks import raise_for_status
 from infra_observer.errors import (
     BatchTooLargeError,
     MisconfiguredSinkError,
@@ -14,6 +13,7 @@ from infra_observer.errors import (
     RetryableDeliveryError,
     UnexpectedStatusError,
 )
+from infra_observer.prefect_api.statuses import raise_for_status
 
 URL = "http://127.0.0.1:4200/api/events"
 # The Prefect server's answer to a request it cannot validate (FastAPI's RequestValidationError).

@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import structlog
 
 from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
+from infra_observer.observations import Diagnosis, Level
 from infra_observer.sources.skips import Skip
 
 log = structlog.get_logger(__name__)
 
-Level = Literal["WARNING", "ERROR"]
 StateT = TypeVar("StateT")
 
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    """What is wrong with a flow run's infrastructure, ready for the flow run's logs.
-
-    Written once per change of `category`, never per change of the summary's text.
-    """
-
-    category: str
-    """The source's category, as in its `kubernetes.diagnosis` or `ecs.diagnosis` label."""
-    level: Level
-    summary: str
-    """One line, built from the object (container, reason, exit code, the API's message)."""
-    resolution: str
+__all__ = [
+    "Diagnosis",
+    "Level",
+    "Problem",
+    "Source",
+    "Translation",
+    "one_line",
+    "report_input_error",
+]
 
 
 class Problem(NamedTuple):

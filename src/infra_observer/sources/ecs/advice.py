@@ -9,6 +9,11 @@ from __future__ import annotations
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 DESCRIBE_TASKS = "ecs:DescribeTasks"
+# Read only when a crash is accepted, to forward the task's last log lines.
+CRASH_LOG_ACTIONS = {
+    "DescribeTaskDefinition": "ecs:DescribeTaskDefinition",
+    "GetLogEvents": "logs:GetLogEvents",
+}
 IAM_ACTIONS = frozenset(
     {
         "sqs:ReceiveMessage",
@@ -16,6 +21,7 @@ IAM_ACTIONS = frozenset(
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueAttributes",
         DESCRIBE_TASKS,
+        *CRASH_LOG_ACTIONS.values(),
     }
 )
 """Every AWS action this source calls: the policy in deploy/aws/ grants exactly these."""
@@ -39,6 +45,11 @@ _CREDENTIAL_CODES = frozenset(
         "InvalidAccessKeyId",
     }
 )
+_TARGETS = {
+    DESCRIBE_TASKS: "tasks of the watched clusters",
+    "ecs:DescribeTaskDefinition": "task definitions",
+    "logs:GetLogEvents": "the log groups of the flow runs' tasks",
+}
 _MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
@@ -60,7 +71,7 @@ def _explain_refusal(exc: ClientError, *, queue_url: str | None) -> str:
     code = error_code(exc)
     action = _iam_action(exc.operation_name)
     if code in _DENIED_CODES:
-        target = "tasks of the watched clusters" if action == DESCRIBE_TASKS else "the queue"
+        target = _TARGETS.get(action, "the queue")
         return (
             f"{action} was denied ({code}): allow {action} on {target} for the daemon's "
             "IAM role (deploy/aws/ has the policy with every action needed)"
@@ -93,4 +104,4 @@ def missing_permission(exc: ClientError | BotoCoreError) -> str | None:
 def _iam_action(operation_name: str) -> str:
     if operation_name == "DescribeTasks":
         return DESCRIBE_TASKS
-    return f"sqs:{operation_name}"
+    return CRASH_LOG_ACTIONS.get(operation_name, f"sqs:{operation_name}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -21,11 +22,14 @@ from infra_observer.config import EcsSettings
 from infra_observer.errors import InputError, SourceError
 from infra_observer.events.handoff import EventHandoff, Outcome
 from infra_observer.metrics import Metrics
+from infra_observer.observations import FlowRunHandoff
 from infra_observer.retry import Backoff
 from infra_observer.sources.base import Translation, report_input_error
 from infra_observer.sources.ecs.advice import error_code, explain, missing_permission
 from infra_observer.sources.ecs.clients import Clients, open_clients, queue_url
 from infra_observer.sources.ecs.concurrency import KeyedLocks, Slots
+from infra_observer.sources.ecs.crash_logs import read_crash_logs
+from infra_observer.sources.ecs.lifecycle import observation
 from infra_observer.sources.ecs.memory import TaskEntry, TaskMemory
 from infra_observer.sources.ecs.messages import (
     Ack,
@@ -36,6 +40,7 @@ from infra_observer.sources.ecs.messages import (
 from infra_observer.sources.ecs.metrics import EcsMetrics
 from infra_observer.sources.ecs.tags import read_tags
 from infra_observer.sources.ecs.translate import (
+    FLOW_RUN_TAG,
     NOT_SELECTED,
     TaskStateChange,
     parse_tag_filters,
@@ -53,9 +58,18 @@ class EcsSource:
 
     name = SOURCE
 
-    def __init__(self, *, settings: EcsSettings, handoff: EventHandoff, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        settings: EcsSettings,
+        handoff: EventHandoff,
+        metrics: Metrics,
+        flow_runs: FlowRunHandoff | None = None,
+    ) -> None:
         self._settings = settings
         self._handoff = handoff
+        self._flow_runs = flow_runs
+        self._ecs: Any = None
         self._metrics = metrics
         self._own_metrics = EcsMetrics(metrics.registry)
         self._tag_filters = parse_tag_filters(settings.tag_filters)
@@ -77,8 +91,12 @@ class EcsSource:
         # Exported from the start: an alert on 0 must fire for a queue never reached.
         self._set_ready(False)
         async with open_clients(self._settings) as clients:
-            await self._reach_queue(clients)
-            await self._consume(clients)
+            self._ecs = clients.ecs
+            try:
+                await self._reach_queue(clients)
+                await self._consume(clients)
+            finally:
+                self._ecs = None
 
     async def check(self) -> str:
         try:
@@ -271,6 +289,7 @@ class EcsSource:
         self._own_metrics.messages.labels(outcome.value).inc()
         if outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
             entry.version = state
+            self._observe(change, entry.tags or {})
             return Ack.DELETE
         if outcome is Outcome.REJECTED:
             # The emitter logged why; retrying cannot help, so it goes where invalid input goes.
@@ -284,6 +303,31 @@ class EcsSource:
             return Ack.DELETE if delete else Ack.LEAVE
         # UNDELIVERED: the process is stopping; the message comes back after its visibility.
         return Ack.LEAVE
+
+    def _observe(self, change: TaskStateChange, tags: Mapping[str, str]) -> None:
+        """Tell the lifecycle layer, once the change's event is stored."""
+        if self._flow_runs is None:
+            return
+        told = observation(
+            flow_run_id=uuid.UUID(tags[FLOW_RUN_TAG]),
+            status=change.status,
+            stop=change.stop,
+            task_arn=change.task_arn,
+            crash_logs=lambda lines: self._crash_logs(change, lines),
+        )
+        if told is not None:
+            self._flow_runs.observe(told)
+
+    async def _crash_logs(self, change: TaskStateChange, lines: int) -> Sequence[str]:
+        if self._ecs is None:
+            raise SourceError("the ECS source is not connected")
+        return await read_crash_logs(
+            self._ecs,
+            settings=self._settings,
+            task_definition_arn=change.task_definition_arn,
+            task_arn=change.task_arn,
+            lines=lines,
+        )
 
     # --- acknowledgement --------------------------------------------------------------------
 

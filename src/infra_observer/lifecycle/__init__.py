@@ -1,0 +1,1 @@
+"""The flow-run lifecycle: states proposed to the orchestration API from what sources observe."""

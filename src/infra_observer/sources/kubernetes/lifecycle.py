@@ -1,0 +1,54 @@
+"""What a flow run's pod asks of the run: still pending, or crashed; and whose logs tell why.
+
+Pure functions. A Pending pod keeps its run pending. A Failed pod crashes its run only when
+no Job owns it: a Job may start another pod, so a Job's failure is decided by the Job
+(`jobs.py`), never by one of its pods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from infra_observer.observations import Diagnosis, Wanted
+
+FLOW_CONTAINER: Final = "prefect-job"
+"""The container that runs the flow in the Jobs Prefect's Kubernetes worker creates."""
+
+
+def pod_wants(
+    *,
+    phase: str,
+    namespace: str,
+    name: str,
+    owner_kinds: Sequence[str],
+    diagnosis: Diagnosis | None,
+) -> tuple[Wanted | None, str]:
+    """The state the pod's phase implies for its run, and the message to propose it with."""
+    why = f" {diagnosis.summary}" if diagnosis is not None else ""
+    if phase == "Pending":
+        return "pending", f"Kubernetes pod {namespace}/{name} is pending.{why}"
+    if phase == "Failed" and "Job" not in owner_kinds:
+        return "crashed", f"Kubernetes pod {namespace}/{name} failed.{why}"
+    return None, ""
+
+
+def owner_kinds(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """The kinds of the pod's owners (`Job` for a pod a Job created); malformed ones skipped."""
+    owners = metadata.get("ownerReferences") or ()
+    if not isinstance(owners, list):
+        return ()
+    return tuple(
+        str(owner["kind"]) for owner in owners if isinstance(owner, Mapping) and "kind" in owner
+    )
+
+
+def log_containers(spec: Mapping[str, Any]) -> list[str]:
+    """The pod's containers in the order their logs are read: the flow's own container
+    first, then the others as the pod lists them."""
+    names = [
+        str(c["name"])
+        for c in spec.get("containers") or ()
+        if isinstance(c, Mapping) and isinstance(c.get("name"), str)
+    ]
+    return sorted(names, key=lambda name: name != FLOW_CONTAINER)
