@@ -24,11 +24,13 @@ from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
 from infra_observer.lean import prepare_imports
 from infra_observer.metrics import Metrics
+from infra_observer.observations import FlowRunHandoff
 from infra_observer.sources.base import Source
 
 if TYPE_CHECKING:
     from infra_observer.health import HealthServer
     from infra_observer.leader import LeaderElector
+    from infra_observer.lifecycle.worker import Lifecycle
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +83,31 @@ def _stored_events(settings: Settings, *, sink: Sink, metrics: Metrics) -> Store
     return StoredEvents(client=sink.client, api_url=str(api_url), metrics=metrics)
 
 
-def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics) -> list[Source]:
+def build_lifecycle(settings: Settings, *, sink: Sink, metrics: Metrics) -> Lifecycle | None:
+    """The lifecycle worker, on the events sink's API client; None when switched off or
+    when events do not go to a Prefect API."""
+    if not settings.lifecycle.enabled or not isinstance(sink, EventsApiSink):
+        return None
+    from infra_observer.lifecycle.worker import Lifecycle
+    from infra_observer.prefect_api.logs import Logs
+    from infra_observer.prefect_api.orchestration import Orchestration
+
+    return Lifecycle(
+        orchestration=Orchestration(sink.api),
+        logs=Logs(sink.api),
+        metrics=metrics,
+        settings=settings.lifecycle,
+    )
+
+
+def build_sources(
+    settings: Settings,
+    *,
+    handoff: EventHandoff,
+    metrics: Metrics,
+    flow_runs: FlowRunHandoff | None = None,
+) -> list[Source]:
+    """`flow_runs`: where sources tell the lifecycle layer what they observe (None: off)."""
     # Imported only when enabled, so an unused source costs neither import time nor memory.
     sources: list[Source] = []
     if settings.kubernetes.enabled:
@@ -97,7 +123,9 @@ def build_sources(settings: Settings, *, handoff: EventHandoff, metrics: Metrics
     if settings.ecs.enabled:
         from infra_observer.sources.ecs.source import EcsSource
 
-        sources.append(EcsSource(settings=settings.ecs, handoff=handoff, metrics=metrics))
+        sources.append(
+            EcsSource(settings=settings.ecs, handoff=handoff, metrics=metrics, flow_runs=flow_runs)
+        )
     return sources
 
 
@@ -107,20 +135,13 @@ async def run(settings: Settings) -> None:
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)
     emitter = build_emitter(settings, sink=sink, metrics=metrics)
-    sources = build_sources(settings, handoff=emitter, metrics=metrics)
+    lifecycle = build_lifecycle(settings, sink=sink, metrics=metrics)
+    sources = build_sources(settings, handoff=emitter, metrics=metrics, flow_runs=lifecycle)
     if not sources:
         await sink.aclose()
         raise ConfigError(NO_SOURCES)
     await emitter.open()
-    # Leader election and the health server are imported only when enabled, as sources are.
-    elector: LeaderElector | None = None
-    if settings.leader_election.enabled:
-        from infra_observer.leader import LeaderElector
-
-        candidate = LeaderElector(settings=settings.leader_election, kubernetes=settings.kubernetes)
-        lease = metrics.leader.labels(settings.leader_election.lease_name)
-        lease.set_function(lambda: candidate.is_leader)  # read when scraped
-        elector = candidate
+    elector = _build_elector(settings, metrics=metrics)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     health: HealthServer | None = None
@@ -143,9 +164,17 @@ async def run(settings: Settings) -> None:
                 )
                 emitter_task = outer.create_task(emitter.run(), name="emitter")
                 tasks.append(emitter_task)
+                lifecycle_task = None
+                if lifecycle is not None:
+                    lifecycle_task = outer.create_task(lifecycle.run(), name="lifecycle")
+                    tasks.append(lifecycle_task)
                 try:
                     await _run_sources(sources, stop=stop, tasks=tasks, elector=elector)
                 finally:
+                    # What the lifecycle still waits for is found again from the sources'
+                    # next listing: a restart proposes what the runs' states still admit.
+                    if lifecycle_task is not None:
+                        lifecycle_task.cancel()
                     log.info("stopping", queued=emitter.queued)
                     emitter.stop(settings.emitter.drain_seconds)
                     await emitter_task
@@ -156,6 +185,18 @@ async def run(settings: Settings) -> None:
         if elector is not None:
             await elector.aclose()
     log.info("stopped")
+
+
+def _build_elector(settings: Settings, *, metrics: Metrics) -> LeaderElector | None:
+    # Imported only when enabled, as sources and the health server are.
+    if not settings.leader_election.enabled:
+        return None
+    from infra_observer.leader import LeaderElector
+
+    elector = LeaderElector(settings=settings.leader_election, kubernetes=settings.kubernetes)
+    lease = metrics.leader.labels(settings.leader_election.lease_name)
+    lease.set_function(lambda: elector.is_leader)  # read when scraped
+    return elector
 
 
 async def _run_sources(

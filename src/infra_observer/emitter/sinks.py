@@ -61,6 +61,11 @@ class EventsApiSink:
         """The client, with the API's auth, for reads of the same API (`stored.py`)."""
         return self._api.client
 
+    @property
+    def api(self) -> PrefectApi:
+        """The Prefect API the sink posts to, for the other endpoints of the same API."""
+        return self._api
+
     async def send(self, batch: Sequence[Event]) -> None:
         await self._post(batch_to_json(batch))
 
