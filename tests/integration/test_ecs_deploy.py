@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry
 from infra_observer.config import EcsSettings, EmitterSettings
 from infra_observer.emitter import Emitter
 from infra_observer.metrics import Metrics
-from infra_observer.sources.ecs import IAM_ACTIONS, EcsSource
+from infra_observer.sources.ecs.advice import IAM_ACTIONS
+from infra_observer.sources.ecs.source import EcsSource
 from tests.integration.ecs_support import ListSink, eventually
 from tests.peers.moto import MotoPeer, task_state_change_envelope
 

@@ -122,13 +122,15 @@ def _pull_step(outcome: catalog.PullStepOutcome) -> Builder:
 def _transfer(completed: bool) -> Builder:
     def build(variant: str | None, full: bool) -> Event:
         return catalog.workspace_transfer(
-            transfer_id=uuid.UUID("66666666-6666-4666-8666-666666666666"),
-            description="local → cloud/my-workspace",
-            source_profile="local",
-            target_profile="cloud",
-            source_url="http://127.0.0.1:4200/api",
-            target_url="https://api.prefect.cloud/api/accounts/a/workspaces/w",
-            total_resources=12,
+            catalog.Transfer(
+                transfer_id=uuid.UUID("66666666-6666-4666-8666-666666666666"),
+                description="local → cloud/my-workspace",
+                source_profile="local",
+                target_profile="cloud",
+                source_url="http://127.0.0.1:4200/api",
+                target_url="https://api.prefect.cloud/api/accounts/a/workspaces/w",
+                total_resources=12,
+            ),
             completed=catalog.TransferCounts(succeeded=10, failed=1, skipped=1)
             if completed
             else None,

@@ -69,13 +69,15 @@ def task() -> Event:
 
 def transfer() -> Event:
     return catalog.workspace_transfer(
-        transfer_id=uuid.uuid4(),
-        description="local → cloud/ws",
-        source_profile="local",
-        target_profile="cloud",
-        source_url="http://127.0.0.1:4200/api",
-        target_url="https://api.prefect.cloud/api",
-        total_resources=3,
+        catalog.Transfer(
+            transfer_id=uuid.uuid4(),
+            description="local → cloud/ws",
+            source_profile="local",
+            target_profile="cloud",
+            source_url="http://127.0.0.1:4200/api",
+            target_url="https://api.prefect.cloud/api",
+            total_resources=3,
+        ),
         completed=catalog.TransferCounts(succeeded=3, failed=0, skipped=0),
         occurred=OCCURRED,
         event_id=EVENT_ID,

@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry
 from infra_observer.config import EcsSettings
 from infra_observer.errors import ConfigError, InputError
 from infra_observer.metrics import Metrics
-from infra_observer.sources.ecs import EcsSource, advice, clients, messages, tags
+from infra_observer.sources.ecs import advice, clients, messages, tags
 from infra_observer.sources.ecs.memory import TaskMemory
+from infra_observer.sources.ecs.source import EcsSource
 from tests.handoff import RecordingHandoff
 
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/111122223333/ecs-events"

@@ -277,13 +277,15 @@ def _build_transfer(args: argparse.Namespace, common: _Common) -> Event:
                 f"--total-resources {args.total_resources}"
             )
     return catalog.workspace_transfer(
-        transfer_id=args.transfer_id,
-        description=args.description,
-        source_profile=args.source_profile,
-        target_profile=args.target_profile,
-        source_url=args.source_url,
-        target_url=args.target_url,
-        total_resources=args.total_resources,
+        catalog.Transfer(
+            transfer_id=args.transfer_id,
+            description=args.description,
+            source_profile=args.source_profile,
+            target_profile=args.target_profile,
+            source_url=args.source_url,
+            target_url=args.target_url,
+            total_resources=args.total_resources,
+        ),
         completed=counts,
         occurred=common.occurred,
         event_id=common.event_id,

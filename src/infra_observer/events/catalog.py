@@ -99,26 +99,33 @@ class TransferCounts:
     skipped: int
 
 
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One transfer of resources between two workspaces, as both of its events name it."""
+
+    transfer_id: uuid.UUID
+    description: str
+    source_profile: str
+    target_profile: str
+    source_url: str
+    target_url: str
+    total_resources: int
+
+
 def workspace_transfer(
+    transfer: Transfer,
     *,
-    transfer_id: uuid.UUID,
-    description: str,
-    source_profile: str,
-    target_profile: str,
-    source_url: str,
-    target_url: str,
-    total_resources: int,
     completed: TransferCounts | None,
     occurred: datetime,
     event_id: uuid.UUID,
 ) -> Event:
     """`prefect.workspace.transfer.started`, or `.completed` when `completed` is given."""
     payload: dict[str, Any] = {
-        "source_profile": source_profile,
-        "target_profile": target_profile,
-        "source_url": source_url,
-        "target_url": target_url,
-        "total_resources": total_resources,
+        "source_profile": transfer.source_profile,
+        "target_profile": transfer.target_profile,
+        "source_url": transfer.source_url,
+        "target_url": transfer.target_url,
+        "total_resources": transfer.total_resources,
     }
     if completed is not None:
         payload |= {
@@ -130,7 +137,9 @@ def workspace_transfer(
     return Event(
         occurred=utc(occurred),
         event=f"prefect.workspace.transfer.{stage}",
-        resource=resource_labels(f"prefect.workspace.transfer.{transfer_id}", name=description),
+        resource=resource_labels(
+            f"prefect.workspace.transfer.{transfer.transfer_id}", name=transfer.description
+        ),
         payload=payload,
         id=event_id,
     )

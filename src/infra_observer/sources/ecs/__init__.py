@@ -4,11 +4,10 @@
 change → event), `diagnosis` (pure: what went wrong with a stopped task), `tags` (reading a
 task's tags), `memory` (what is remembered per task), `messages` (a message's order and fate),
 `clients` (region and AWS clients), `advice` (what an AWS error means and how to fix it),
-`concurrency` (how many messages at once, one at a time per task), `metrics`.
+`concurrency` (how many messages at once, one at a time per task), `metrics`, `lifecycle`
+(pure: what a change asks of its flow run), `crash_logs` (a task's last CloudWatch lines),
+`catalog` (the task events' builders).
+
+The package itself imports none of its modules: `catalog` is read by `infra-observer emit` at
+every start, and must not bring the AWS client with it.
 """
-
-from infra_observer.sources.ecs.advice import IAM_ACTIONS
-from infra_observer.sources.ecs.source import EcsSource
-from infra_observer.sources.ecs.translate import TaskStateChange, parse_message, translate
-
-__all__ = ["IAM_ACTIONS", "EcsSource", "TaskStateChange", "parse_message", "translate"]
