@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra_observer.events.catalog import ECS_TASK_STATUSES
 from infra_observer.observations import Wanted
+from infra_observer.sources.ecs.catalog import ECS_TASK_STATUSES
 from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail
 from infra_observer.sources.ecs.lifecycle import wanted
 
