@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 from prometheus_client import CollectorRegistry
 
-from infra_observer.config import Settings, api_url_problem
+from infra_observer.config import LifecycleSettings, Settings, api_url_problem
 from infra_observer.emitter import Emitter, EventsApiSink, Sink, StdoutSink, events_api_sink
 from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.emitter.stored import StoredEvents
@@ -29,6 +29,8 @@ from infra_observer.sources.base import Source
 
 if TYPE_CHECKING:
     from infra_observer.health import HealthServer
+    from infra_observer.kubernetes_api.access import Permission
+    from infra_observer.kubernetes_api.client import KubeClient
     from infra_observer.leader import LeaderElector
     from infra_observer.lifecycle.worker import Lifecycle
 
@@ -278,15 +280,93 @@ async def check(settings: Settings) -> list[tuple[str, bool, str]]:
             results.append((f"sink {sink.name}", False, problem))
         else:
             results.append(await _check_one(f"sink {sink.name}", sink.check()))
+        lifecycle = settings.lifecycle.enabled and isinstance(sink, EventsApiSink)
+        if isinstance(sink, EventsApiSink) and lifecycle and problem is None:
+            results.append(await _check_one("lifecycle orchestration", _probe(sink)))
         emitter = Emitter(sink=sink, settings=settings.emitter, metrics=metrics)
         sources = build_sources(settings, handoff=emitter, metrics=metrics)
         if not sources:
             results.append(("sources", False, NO_SOURCES))
         for source in sources:
             results.append(await _check_one(f"source {source.name}", source.check()))
+        if lifecycle and settings.kubernetes.enabled:
+            results.extend(await _kubernetes_grants_checked(settings))
     finally:
         await sink.aclose()
     return results
+
+
+async def _probe(sink: EventsApiSink) -> str:
+    from infra_observer.prefect_api.orchestration import Orchestration
+
+    url = await Orchestration(sink.api).probe()
+    return f"POST {url} answered: flow runs readable for proposals"
+
+
+def _lifecycle_needs(lifecycle: LifecycleSettings) -> list[tuple[str, str, Permission]]:
+    """(switch, its value that needs nothing, permission) for each switch that is on: the
+    Jobs watch for crashes, and pods' logs for the crash logs (read only after a crash)."""
+    from infra_observer.kubernetes_api.access import Permission
+
+    needs: list[tuple[str, str, Permission]] = []
+    if lifecycle.propose_crashed:
+        jobs = Permission(group="batch", resource="jobs", verbs=("get", "list", "watch"))
+        needs.append(("INFRA_OBSERVER_LIFECYCLE_PROPOSE_CRASHED", "false", jobs))
+    if lifecycle.propose_crashed and lifecycle.crash_log_lines > 0:
+        logs = Permission(group="", resource="pods", subresource="log", verbs=("get",))
+        needs.append(("INFRA_OBSERVER_LIFECYCLE_CRASH_LOG_LINES", "0", logs))
+    return needs
+
+
+async def _kubernetes_grants_checked(settings: Settings) -> list[tuple[str, bool, str]]:
+    """One line per permission a lifecycle switch needs, asked of the apiserver for the
+    daemon's own identity in every watched scope."""
+    from infra_observer.kubernetes_api.client import KubeClient
+
+    needs = _lifecycle_needs(settings.lifecycle)
+    if not needs:
+        return []
+    try:
+        client = await KubeClient.connect(settings.kubernetes)
+    except ConfigError as exc:  # the source's line says it too; each grant stays unknown
+        return [(f"lifecycle kubernetes {need.name}", False, str(exc)) for _, _, need in needs]
+    named = list(dict.fromkeys(ns for ns in settings.kubernetes.namespaces if ns))
+    namespaces: list[str | None] = [*named] if named else [None]
+    try:
+        return [
+            await _check_one(
+                f"lifecycle kubernetes {need.name}",
+                _granted(client, need, switch=switch, off=off, namespaces=namespaces),
+            )
+            for switch, off, need in needs
+        ]
+    finally:
+        await client.aclose()
+
+
+async def _granted(
+    client: KubeClient,
+    permission: Permission,
+    *,
+    switch: str,
+    off: str,
+    namespaces: list[str | None],
+) -> str:
+    """What is allowed; `SourceError` naming what is denied, where, the switch that needs
+    it and the RBAC rule to add."""
+    from infra_observer.kubernetes_api.access import denied
+    from infra_observer.kubernetes_api.status import where
+
+    verbs = ", ".join(permission.verbs)
+    missing = await denied(client, permission, namespaces=namespaces)
+    if not missing:
+        scopes = ", ".join(where(namespace) for namespace in namespaces)
+        return f"{verbs} on {permission.name} allowed {scopes} (needed by {switch})"
+    role = "the daemon's Role in each namespace" if namespaces[0] else "the daemon's ClusterRole"
+    raise SourceError(
+        f"{switch} needs {verbs} on {permission.name}, denied: {', '.join(missing)}; add the "
+        f"RBAC rule {permission.rule} to {role}, or set {switch}={off}"
+    )
 
 
 async def _check_one(peer: str, attempt: Awaitable[str]) -> tuple[str, bool, str]:

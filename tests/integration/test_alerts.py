@@ -39,6 +39,8 @@ ALERTS = [
     "InfraObserverSpoolFull",
     "InfraObserverNoLeader",
     "InfraObserverEventLoopLagging",
+    "InfraObserverLifecycleFailing",
+    "InfraObserverLifecycleQueueFull",
 ]
 ALERT_WAIT_SECONDS = 45.0
 

@@ -148,7 +148,8 @@ def test_check_reports_each_peer(kube: KubePeer, prefect: PrefectPeer) -> None:
     lines = result.stdout.decode().splitlines()
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert lines[0].startswith("PASS sink events-api")
-    assert lines[1].startswith("PASS source kubernetes")
+    assert lines[1].startswith("PASS lifecycle orchestration")
+    assert lines[2].startswith("PASS source kubernetes")
 
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
     env["PREFECT_API_KEY"] = "pnu_do_not_print"

@@ -27,7 +27,7 @@ __all__ = ["daemons", "helm_env"]  # fixtures, imported so pytest finds them her
 GENERATOR = ROOT / "scripts" / "gen-dashboard"
 DASHBOARD = ROOT / "deploy" / "grafana" / "infra-observer.json"
 CHART_COPY = CHART / "dashboards" / "infra-observer.json"
-ROWS = ["Events", "Delivery", "Backlog and spool", "Sources"]
+ROWS = ["Events", "Delivery", "Backlog and spool", "Sources", "Flow-run lifecycle"]
 # What Grafana puts in place of each variable: picked values of a multi-value variable
 # become a regex alternation.
 VALUES = {

@@ -111,6 +111,15 @@ class Orchestration:
             states.update((run.id, run.state) for run in runs)
         return states
 
+    async def probe(self) -> str:
+        """Read one flow run (`POST /flow_runs/filter`, limit 1): proves that the
+        orchestration API answers at this URL with these credentials. Returns the URL read."""
+        url = self._api.url("/flow_runs/filter")
+        response = await self._api.request("POST", "/flow_runs/filter", body=b'{"limit": 1}')
+        raise_for_status(response, url=url)
+        _parse(_FLOW_RUNS, response, what="a list of flow runs")
+        return url
+
     async def read_flow_run(self, flow_run_id: UUID) -> FlowRunState | None:
         """The run's state; None when the server has no such run, or it has no state."""
         path = f"/flow_runs/{flow_run_id}"
