@@ -23,7 +23,6 @@ from infra_observer.errors import (
     UnexpectedStatusError,
 )
 from infra_observer.events.model import Event, batch_to_json
-from infra_observer.lean import prepare_imports
 
 if TYPE_CHECKING:
     import httpx
@@ -67,7 +66,6 @@ def _client_and_transport(
     prefect: PrefectSettings, emitter: EmitterSettings
 ) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
     # Imported here, not at the top: the stdout sink never needs httpx.
-    prepare_imports()
     import httpx
 
     from infra_observer.transport import asyncio_transport, environment_proxy
