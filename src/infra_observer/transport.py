@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from infra_observer.tuning.httpx_network_backend import with_network_backend
+
 _SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 )
@@ -267,18 +269,9 @@ def asyncio_transport(
     transport: proxies are rare, and it knows them all (HTTP, HTTPS, SOCKS)."""
     if proxy is not None:
         return httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, proxy=proxy)
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, uds=uds)
-    # httpx takes no network backend: its connection pool is replaced by one built the same
-    # way, with this backend.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        uds=uds,
-        network_backend=AsyncioBackend(),
+    return with_network_backend(
+        backend=AsyncioBackend(), ssl_context=ssl_context, limits=limits, uds=uds
     )
-    return transport
 
 
 def environment_proxy(url: str) -> str | None:

@@ -1,0 +1,1 @@
+"""Speed tricks that rely on a CPython or library internal: one module each, named by what it does."""
