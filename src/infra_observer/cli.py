@@ -157,7 +157,10 @@ YOUNG_COLLECTION_ALLOCATIONS = 10_000
 
 
 def prepare_collector() -> None:
-    """The garbage collector's settings for the daemon; call once its set-up is done."""
+    """The garbage collector's settings for the daemon; call once its set-up is done.
+
+    Public `gc` API only, so not one of the tricks of `infra_observer.tuning`; what it pays
+    is in docs/performance.md ("Speed tricks: what each one pays")."""
     # What is allocated by now (modules, classes, settings) lives as long as the process:
     # moved out of the collector's reach, full collections stop walking it again and again,
     # which delays the events behind them most when many pods are tracked.
