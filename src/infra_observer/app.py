@@ -22,7 +22,6 @@ from infra_observer.emitter.spool import SEGMENT_BYTES, Checkpoint, Spool
 from infra_observer.emitter.stored import StoredEvents
 from infra_observer.errors import ConfigError, SourceError
 from infra_observer.events.handoff import EventHandoff
-from infra_observer.lean import prepare_imports
 from infra_observer.metrics import Metrics
 from infra_observer.observations import FlowRunHandoff
 from infra_observer.sources.base import Source
@@ -133,7 +132,6 @@ def build_sources(
 
 async def run(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT; raise when a source fails for good."""
-    prepare_imports()
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)
     emitter = build_emitter(settings, sink=sink, metrics=metrics)
@@ -269,7 +267,6 @@ def _signals_set(stop: asyncio.Event) -> Iterator[None]:
 
 async def check(settings: Settings) -> list[tuple[str, bool, str]]:
     """Reach every configured peer once: (peer, passed, detail) per peer."""
-    prepare_imports()
     results: list[tuple[str, bool, str]] = []
     metrics = Metrics(CollectorRegistry())
     sink = build_sink(settings)

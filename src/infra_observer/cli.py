@@ -151,16 +151,19 @@ def _log_warnings(settings: Settings) -> None:
 
 # Collections of the youngest generation, one per this many net allocations of containers.
 # What each pod change leaves behind (the pod's state, its queued event) makes Python's
-# default of 700 run a collection every few dozen changes, and every tenth of those walks
-# the older generations too, where the tracked pods live: about ten times fewer of each.
+# default run a young collection every few dozen changes, and some of those walk the older
+# generations too, where the tracked pods live: a higher threshold makes both rarer.
 YOUNG_COLLECTION_ALLOCATIONS = 10_000
 
 
 def prepare_collector() -> None:
-    """The garbage collector's settings for the daemon; call once its set-up is done."""
+    """The garbage collector's settings for the daemon; call once its set-up is done.
+
+    Public `gc` API only, so not one of the tricks of `infra_observer.tuning`; what it pays
+    is in docs/performance.md ("Speed tricks: what each one pays")."""
     # What is allocated by now (modules, classes, settings) lives as long as the process:
-    # moved out of the collector's reach, full collections stop walking it again and again
-    # (with 10,000 pods tracked, each took up to 150 ms, delaying events behind it).
+    # moved out of the collector's reach, full collections stop walking it again and again,
+    # which delays the events behind them most when many pods are tracked.
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, middle, oldest)
@@ -168,8 +171,7 @@ def prepare_collector() -> None:
 
 def daemon_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it is installed (not on Windows): it handles each watch line's wake-up,
-    TLS read and socket I/O in C, about a seventh less CPU per pod transition measured
-    end to end (docs/performance.md)."""
+    TLS read and socket I/O in C, for less CPU per pod change (docs/performance.md)."""
     try:
         import uvloop
     except ImportError:

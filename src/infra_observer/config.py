@@ -131,7 +131,8 @@ class EmitterSettings(_Section):
     flush_interval_seconds: float = Field(
         default=0.04,
         gt=0,
-        description="Longest wait of an event for its batch to fill before the batch is sent.",
+        description="Longest wait of an event for its batch to fill before the batch is sent. "
+        "Shorter: lower latency, more POSTs; longer: fewer, fuller POSTs.",
     )
     request_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of one POST to the events API."
@@ -255,9 +256,11 @@ class KubernetesSettings(_Section):
         ge=0,
         le=1,
         description="Before waiting for more watch events, the stream is left unread this "
-        "long, so that the next ones are read and handled together: about 40% less CPU per "
-        "pod change at 200 changes/s, for at most this much more latency (the first change "
-        "after a quiet spell is read at once); 0 reads each event as it arrives.",
+        "long, so that the events arriving meanwhile are read and handled together: less CPU "
+        "per pod change while pods change often, for at most this much more latency (the "
+        "first change after a quiet spell is read at once). Lower it, down to 0 (each event "
+        "read as it arrives), when latency matters more than CPU; raise it when many pods "
+        "change at once and CPU is short.",
     )
     shard_count: int = Field(
         default=1,

@@ -1,14 +1,16 @@
-"""An httpx transport whose connections are the event loop's own sockets and TLS.
+"""The sockets and TLS under every httpx client (events API, Kubernetes, Docker): one, shared.
 
 httpx reaches the network through httpcore, which on asyncio goes through anyio by
 default: every read opens a cancel scope (even without a timeout), and TLS runs in Python
-over memory buffers, one TLS record per read. On the Kubernetes watch, where each pod
-change is one record of a few KB, that machinery was a quarter of the daemon's CPU per
-change. httpcore takes other network backends; this one is a plain asyncio protocol: TLS
-is the event loop's (uvloop's is in C), a read returns everything received so far (up to
-the size asked for), and reading is paused whenever no read is waiting, so what arrives
-meanwhile waits in the socket and is decrypted in one go (a watch makes use of that with
-`gathering_reads`).
+over memory buffers, one TLS record per read. This is a network backend on httpcore's
+public `AsyncNetworkBackend` interface, a plain asyncio protocol: TLS is the event loop's
+(uvloop's is in C), a read returns everything received so far (up to the size asked for),
+and reading is paused whenever no read is waiting, so what arrives meanwhile waits and is
+decrypted in one go (a watch makes use of that with `gathering_reads`). The three clients
+share it, so it is a module of its own rather than part of any of them; what it pays is in
+docs/performance.md ("Speed tricks: what each one pays").
+`infra_observer.tuning.httpx_network_backend` puts it under httpx's transport, and
+`environment_proxy` picks the proxy, if any, that a client reaches its server through.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+
+from infra_observer.tuning.httpx_network_backend import with_network_backend
+from infra_observer.tuning.tls_reads_held_in_socket import (
+    reads_held_in_socket,
+    received_encrypted,
+)
 
 _SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -127,21 +135,13 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def _gather(self) -> None:
         """Let what arrives wait in the socket, unread, for `gather_seconds`."""
-        transport = self._transport
-        if self._tls and transport.get_read_buffer_size():  # type: ignore[attr-defined]
-            return  # received already, still encrypted: no reason to wait
-        # A paused TLS transport still reads the socket, holding what it reads encrypted
-        # until its reader resumes: a wake-up and a read per message. With this limit, its
-        # first message pauses the socket itself, and the rest waits in the kernel.
-        tls_limited = self._tls and not transport.is_closing()
-        if tls_limited:
-            transport.set_read_buffer_limits(high=1, low=0)  # type: ignore[attr-defined]
-        try:
+        if not self._tls:
             await asyncio.sleep(self.gather_seconds)
-        finally:
-            if tls_limited and not transport.is_closing():
-                # The default limits again: the socket is read from now on, in one go.
-                transport.set_read_buffer_limits()  # type: ignore[attr-defined]
+            return
+        if received_encrypted(self._transport):
+            return  # received already, still encrypted: no reason to wait
+        with reads_held_in_socket(self._transport):
+            await asyncio.sleep(self.gather_seconds)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
@@ -267,18 +267,9 @@ def asyncio_transport(
     transport: proxies are rare, and it knows them all (HTTP, HTTPS, SOCKS)."""
     if proxy is not None:
         return httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, proxy=proxy)
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, uds=uds)
-    # httpx takes no network backend: its connection pool is replaced by one built the same
-    # way, with this backend.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        uds=uds,
-        network_backend=AsyncioBackend(),
+    return with_network_backend(
+        backend=AsyncioBackend(), ssl_context=ssl_context, limits=limits, uds=uds
     )
-    return transport
 
 
 def environment_proxy(url: str) -> str | None:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infra_observer.events.follows import FollowsTracker
 from infra_observer.events.ids import (
@@ -53,6 +56,21 @@ def test_pod_id_is_the_uuid5_of_the_contract_formula(phase: str, restart_count: 
     assert (made.version, made.variant, made.is_safe) == (5, uuid.RFC_4122, uuid.SafeUUID.unknown)
     assert str(made) == str(expected)
     assert hash(made) == hash(expected)
+
+
+@given(uid=st.text(), phase=st.text(), restart_count=st.integers(min_value=0))
+def test_pod_id_is_the_contract_formula_for_any_input(
+    uid: str, phase: str, restart_count: int
+) -> None:
+    """The events contract spells the text out: JSON strings, keys in this order."""
+    text = (
+        f'{{"phase": {json.dumps(phase)}, "restart_count": {restart_count}, '
+        f'"uid": {json.dumps(uid)}}}'
+    )
+    made = pod_event_id(uid=uid, phase=phase, restart_count=restart_count)
+    assert made == uuid.uuid5(uuid.NAMESPACE_URL, text)
+    assert isinstance(made, uuid.UUID)
+    assert (made.version, made.variant) == (5, uuid.RFC_4122)
 
 
 @pytest.mark.parametrize(

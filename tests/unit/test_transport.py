@@ -16,7 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra_observer.transport import asyncio_transport, environment_proxy, gathering_reads
+from infra_observer.transport import (
+    AsyncioStream,
+    asyncio_transport,
+    environment_proxy,
+    gathering_reads,
+)
 from tests.peers._util import make_certificate
 from tests.unit.conftest import Run
 
@@ -98,6 +103,41 @@ async def chunks_seen(url: str, *, gather: float) -> tuple[int, bytes]:
             async for part in response.aiter_raw():
                 parts.append(part)
     return len(parts), b"".join(parts)
+
+
+def test_every_connection_is_on_the_event_loops_own_sockets(run: Run, tmp_path: Path) -> None:
+    """TCP and unix sockets alike: httpx's transport holds a pool on `AsyncioBackend`
+    (`infra_observer.tuning.httpx_network_backend` puts it there)."""
+    socket_path = str(tmp_path / "api.sock")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def stream_of(http: httpx.AsyncClient, url: str) -> object:
+        async with http.stream("GET", url) as response:
+            await response.aread()
+            return response.extensions["network_stream"]
+
+    async def scenario() -> list[object]:
+        listening = await asyncio.start_unix_server(answer, socket_path)
+        uds = asyncio_transport(
+            ssl_context=ssl.create_default_context(), limits=httpx.Limits(), uds=socket_path
+        )
+        try:
+            async with server(answer) as (url, _), client() as http:
+                over_tcp = await stream_of(http, url)
+            async with httpx.AsyncClient(transport=uds) as http:
+                over_unix_socket = await stream_of(http, "http://localhost/version")
+        finally:
+            listening.close()
+            await listening.wait_closed()
+        return [over_tcp, over_unix_socket]
+
+    streams = run(scenario())
+    assert [type(stream) for stream in streams] == [AsyncioStream, AsyncioStream]
 
 
 def test_a_body_written_in_many_pieces_arrives_whole(run: Run) -> None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from infra_observer import __version__
 from infra_observer.config import PrefectSettings
 from infra_observer.errors import ConfigError
-from infra_observer.lean import prepare_imports
 from infra_observer.prefect_api.statuses import transport_failure
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ def api_client(
     (Cloud), or `PREFECT_API_AUTH_STRING` as basic auth (self-hosted). Redirects are not
     followed: an API that redirects is a wrong `PREFECT_API_URL`."""
     # Imported here, not at the top: the stdout sink never needs httpx.
-    prepare_imports()
     import httpx
 
     from infra_observer.transport import asyncio_transport, environment_proxy

@@ -1,1 +1,1 @@
-"""Speed tricks that rely on a CPython or library internal: one module each, named by what it does."""
+"""Speed tricks that rely on a CPython or library internal, one module each."""
