@@ -1,5 +1,7 @@
 """Configuration from environment variables: one settings class per component.
 
+One concern, however long: every setting of the daemon, with its description, in one place.
+
 A base module: the app builds the settings and gives each component only its own class, so
 every layer may import it; it imports only `errors`.
 

@@ -1,5 +1,7 @@
 """`infra-observer emit FAMILY ...`: build one catalog event from flags and deliver it.
 
+One concern, however long: the `emit` command, with the flags of every family it builds.
+
 For what no watcher can see (a pull step, a block load, a workspace transfer, a container
 that could not be created) and for testing automations. The event goes through the same
 emitter and sink as the daemon's: the events API when PREFECT_API_URL is set, else one JSON

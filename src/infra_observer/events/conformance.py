@@ -1,5 +1,7 @@
 """The infrastructure events reference page as data, and a check of any event against it.
 
+One concern, however long: the page's table of every event family, and the check that reads it.
+
 `CATALOG` transcribes the page's tables (names, variants, resource labels, related resources,
 payloads) and is the project's one copy of those facts: the golden tests hold every builder
 to it, and a drift check compares it with the page itself, which is not part of the

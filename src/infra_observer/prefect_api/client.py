@@ -57,8 +57,8 @@ def _verify(prefect: PrefectSettings, ca_bundle: Path | None) -> ssl.SSLContext 
     if ca_bundle is not None:
         return ssl.create_default_context(cafile=str(ca_bundle))
     if prefect.api_url is not None and prefect.api_url.scheme == "http":
-        # Plain HTTP never uses it (redirects are not followed), and loading the default
-        # CA bundle would cost about 0.8 MiB; with no CA at all, TLS could only fail.
+        # Plain HTTP never uses it (redirects are not followed), so the default CA bundle is
+        # not loaded for nothing; with no CA at all, TLS could only fail.
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return True
 

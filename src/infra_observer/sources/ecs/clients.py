@@ -1,10 +1,11 @@
-"""The AWS clients of the ECS source: region, timeouts and the SQS and ECS clients."""
+"""The AWS clients of the ECS source: region, timeouts, the SQS and ECS clients, and what
+the queue reports of itself."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +70,25 @@ def region(settings: EcsSettings, session: AioSession) -> str:
             f"{url!r} does not name one)"
         )
     return str(found)
+
+
+async def queue_attributes(clients: Clients) -> dict[str, str]:
+    """The queue's ARN, depth and redrive policy, as `check` reports them."""
+    response = await clients.sqs.get_queue_attributes(
+        QueueUrl=clients.queue_url,
+        AttributeNames=["QueueArn", "ApproximateNumberOfMessages", "RedrivePolicy"],
+    )
+    attributes: dict[str, str] = response.get("Attributes", {})
+    return attributes
+
+
+def describe_queue(queue_url: str, attributes: Mapping[str, str]) -> str:
+    """One line saying which queue was reached and what waits in it."""
+    dead_letter = "none"
+    if "RedrivePolicy" in attributes:
+        dead_letter = attributes["RedrivePolicy"]
+    return (
+        f"queue {attributes.get('QueueArn', queue_url)} reached: "
+        f"{attributes.get('ApproximateNumberOfMessages', '?')} messages waiting, "
+        f"redrive policy: {dead_letter}"
+    )

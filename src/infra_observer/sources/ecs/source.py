@@ -26,7 +26,13 @@ from infra_observer.observations import FlowRunHandoff
 from infra_observer.retry import Backoff
 from infra_observer.sources.base import Translation, report_input_error
 from infra_observer.sources.ecs.advice import error_code, explain, missing_permission
-from infra_observer.sources.ecs.clients import Clients, open_clients, queue_url
+from infra_observer.sources.ecs.clients import (
+    Clients,
+    describe_queue,
+    open_clients,
+    queue_attributes,
+    queue_url,
+)
 from infra_observer.sources.ecs.concurrency import KeyedLocks, Slots
 from infra_observer.sources.ecs.crash_logs import read_crash_logs
 from infra_observer.sources.ecs.lifecycle import observation
@@ -101,16 +107,16 @@ class EcsSource:
     async def check(self) -> str:
         try:
             async with open_clients(self._settings) as clients:
-                attributes = await _queue_attributes(clients)
+                attributes = await queue_attributes(clients)
         except (ClientError, BotoCoreError) as exc:
             raise SourceError(self._explain(exc)) from exc
-        return _describe_queue(queue_url(self._settings), attributes)
+        return describe_queue(queue_url(self._settings), attributes)
 
     async def _reach_queue(self, clients: Clients) -> None:
         backoff = Backoff(initial=1.0, maximum=self._settings.backoff_max_seconds)
         while True:
             try:
-                attributes = await _queue_attributes(clients)
+                attributes = await queue_attributes(clients)
             except (ClientError, BotoCoreError) as exc:
                 await self._sqs_failed(exc, backoff)
                 continue
@@ -387,23 +393,3 @@ class EcsSource:
                 action=ack.value,
                 error=self._explain(exc),
             )
-
-
-async def _queue_attributes(clients: Clients) -> dict[str, str]:
-    response = await clients.sqs.get_queue_attributes(
-        QueueUrl=clients.queue_url,
-        AttributeNames=["QueueArn", "ApproximateNumberOfMessages", "RedrivePolicy"],
-    )
-    attributes: dict[str, str] = response.get("Attributes", {})
-    return attributes
-
-
-def _describe_queue(queue_url: str, attributes: Mapping[str, str]) -> str:
-    dead_letter = "none"
-    if "RedrivePolicy" in attributes:
-        dead_letter = attributes["RedrivePolicy"]
-    return (
-        f"queue {attributes.get('QueueArn', queue_url)} reached: "
-        f"{attributes.get('ApproximateNumberOfMessages', '?')} messages waiting, "
-        f"redrive policy: {dead_letter}"
-    )
