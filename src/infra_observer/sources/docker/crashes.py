@@ -37,8 +37,6 @@ log = structlog.get_logger(__name__)
 
 _EXITED: Final = frozenset({"exited", "dead"})
 _STORED: Final = frozenset({Outcome.DELIVERED, Outcome.DUPLICATE})
-
-
 EXITS_REMEMBERED: Final = 4096
 """Recent exits remembered for their late OOM kill, which follows within moments."""
 
