@@ -120,7 +120,11 @@ def build_sources(
     if settings.docker.enabled:
         from infra_observer.sources.docker.stream import DockerSource
 
-        sources.append(DockerSource(settings=settings.docker, handoff=handoff, metrics=metrics))
+        sources.append(
+            DockerSource(
+                settings=settings.docker, handoff=handoff, metrics=metrics, flow_runs=flow_runs
+            )
+        )
     if settings.ecs.enabled:
         from infra_observer.sources.ecs.source import EcsSource
 

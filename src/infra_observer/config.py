@@ -313,6 +313,13 @@ class DockerSettings(_Section):
     backoff_max_seconds: float = Field(
         default=30.0, gt=0, description="Longest delay between reconnection attempts."
     )
+    mark_crashed: bool = Field(
+        default=False,
+        description="Propose Crashed to the flow run of a container that exits non-zero or "
+        "is OOM-killed, with a diagnosis and the container's last log lines. Off: Prefect's "
+        "Docker worker does it; turn it on when that worker is gone, or when something else "
+        "started the containers.",
+    )
 
     _split = field_validator("label_filters", mode="before")(_split_commas)
 

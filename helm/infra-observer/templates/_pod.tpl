@@ -119,6 +119,10 @@ spec:
         - name: INFRA_OBSERVER_DOCKER_WORKER_NAME
           value: {{ . | quote }}
         {{- end }}
+        {{- if .Values.docker.markCrashed }}
+        - name: INFRA_OBSERVER_DOCKER_MARK_CRASHED
+          value: "true"
+        {{- end }}
         {{- end }}
         - name: INFRA_OBSERVER_ECS_ENABLED
           value: {{ .Values.ecs.enabled | quote }}

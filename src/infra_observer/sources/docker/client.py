@@ -17,6 +17,7 @@ import httpx
 
 from infra_observer.errors import SourceError
 from infra_observer.sources.docker.endpoint import Endpoint, ssl_context
+from infra_observer.sources.docker.logstream import LogTail
 from infra_observer.transport import asyncio_transport
 
 MAX_API_VERSION = "1.47"
@@ -36,6 +37,16 @@ class DockerApiError(SourceError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ContainerGoneError(DockerApiError):
+    """The container was removed: what it held (its logs) is gone."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(
+            f"container {container_id[:12]} is already removed: its logs went with it",
+            status=404,
+        )
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -144,6 +155,36 @@ class DockerClient:
         if response.status_code == 404:
             return None
         return _object(response, "/containers/{id}/json")
+
+    async def logs(self, container_id: str, *, tail: int, tty: bool) -> list[str]:
+        """The container's last `tail` lines of stdout and stderr, oldest first.
+
+        `tty`: the container has a TTY, so its logs are one raw stream, not frames. A
+        container already removed raises `ContainerGoneError`: its logs went with it.
+        """
+        path = "/containers/{id}/logs"
+        params = {"stdout": "1", "stderr": "1", "tail": str(tail)}
+        request = self._http.build_request(
+            "GET", self._path(f"/containers/{container_id}/logs", versioned=True), params=params
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc, path) from exc
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                if response.status_code == 404:
+                    raise ContainerGoneError(container_id)
+                raise _status_error(response, path)
+            lines = LogTail(lines=tail, framed=not tty)
+            async for chunk in response.aiter_bytes():
+                lines.feed(chunk)
+            return lines.finish()
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc, path) from exc
+        finally:
+            await response.aclose()
 
     @asynccontextmanager
     async def events(

@@ -36,15 +36,14 @@ import structlog
 
 from infra_observer.config import DockerSettings
 from infra_observer.errors import InputError
-from infra_observer.events.handoff import EventHandoff
+from infra_observer.events.handoff import EventHandoff, Outcome
 from infra_observer.metrics import Metrics
+from infra_observer.observations import FlowRunHandoff
 from infra_observer.retry import Backoff
 from infra_observer.sources.base import Translation, report_input_error
-from infra_observer.sources.docker.client import (
-    DockerApiError,
-    DockerClient,
-    DockerUnavailableError,
-)
+from infra_observer.sources.docker.client import DockerClient
+from infra_observer.sources.docker.crashes import CrashReports
+from infra_observer.sources.docker.endings import StreamEndedError, ending
 from infra_observer.sources.docker.endpoint import resolve_endpoint
 from infra_observer.sources.docker.selection import FLOW_RUN_LABELS, is_selected
 from infra_observer.sources.docker.translate import (
@@ -83,10 +82,6 @@ class _Window(NamedTuple):
     end: int
 
 
-class _StreamEndedError(Exception):
-    """The daemon closed an events stream (it is stopping, or a proxy cut it)."""
-
-
 class DockerSource:
     """Watches containers of Prefect flow runs and hands their status changes to the emitter."""
 
@@ -98,10 +93,12 @@ class DockerSource:
         settings: DockerSettings,
         handoff: EventHandoff,
         metrics: Metrics,
+        flow_runs: FlowRunHandoff | None = None,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """`environ` stands in for the process environment (`DOCKER_*`); `transport` for
+        """`flow_runs`: told of crashed containers when `settings.mark_crashed` is on.
+        `environ` stands in for the process environment (`DOCKER_*`); `transport` for
         the connection to the daemon (tests script a daemon with httpx's MockTransport)."""
         self._settings = settings
         self._transport = transport
@@ -115,6 +112,12 @@ class DockerSource:
         self._ready = False
         self._skips = SkipLog(source=SOURCE, metrics=metrics)
         self._worker_name = settings.worker_name or FALLBACK_WORKER_NAME
+        self._client: DockerClient | None = None
+        self._crashes: CrashReports | None = None
+        if settings.mark_crashed and flow_runs is not None:
+            self._crashes = CrashReports(
+                flow_runs=flow_runs, metrics=metrics, client=lambda: self._client, source=SOURCE
+            )
 
     @property
     def ready(self) -> bool:
@@ -142,18 +145,25 @@ class DockerSource:
             label_filters=list(self._settings.label_filters),
         )
         async with DockerClient(endpoint=endpoint, transport=self._transport) as client:
-            while True:
-                reason = await self._session(client, on_synced=backoff.reset)
-                self._set_ready(False)
-                self._metrics.source_reconnects.labels(source=SOURCE, reason=reason).inc()
-                delay = backoff.next_delay()
-                log.warning(
-                    "docker_reconnecting",
-                    reason=reason,
-                    attempt=backoff.attempt,
-                    delay_seconds=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+            self._client = client
+            try:
+                await self._reconnecting(client, backoff)
+            finally:
+                self._client = None
+
+    async def _reconnecting(self, client: DockerClient, backoff: Backoff) -> None:
+        while True:
+            reason = await self._session(client, on_synced=backoff.reset)
+            self._set_ready(False)
+            self._metrics.source_reconnects.labels(source=SOURCE, reason=reason).inc()
+            delay = backoff.next_delay()
+            log.warning(
+                "docker_reconnecting",
+                reason=reason,
+                attempt=backoff.attempt,
+                delay_seconds=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
 
     def _env(self) -> Mapping[str, str]:
         return os.environ if self._environ is None else self._environ
@@ -184,27 +194,10 @@ class DockerSource:
                 on_synced()
                 await self._follow(client, streams, window=window)
         except ExceptionGroup as group:
-            return self._failure(group.exceptions[0])
+            return ending(group.exceptions[0])
         except Exception as exc:  # anything else is logged, counted and reconnected after
-            return self._failure(exc)
+            return ending(exc)
         return "stream_ended"  # pragma: no cover - _follow only ends by raising
-
-    def _failure(self, exc: BaseException) -> str:
-        while isinstance(exc, ExceptionGroup):
-            exc = exc.exceptions[0]
-        if isinstance(exc, _StreamEndedError):
-            log.info("docker_stream_ended")
-            return "stream_ended"
-        if isinstance(exc, DockerUnavailableError):
-            log.warning("docker_unavailable", error=str(exc))
-            return "unavailable"
-        if isinstance(exc, DockerApiError):
-            log.warning("docker_api_error", status=exc.status, error=str(exc))
-            return "api_error"
-        if isinstance(exc, Exception):
-            log.error("docker_session_failed", exc_info=exc)
-            return "error"
-        raise exc
 
     def _daemon_time(self, info: Mapping[str, Any]) -> int:
         # The daemon's clock, not ours: event times come from it (a remote daemon may drift).
@@ -262,7 +255,7 @@ class DockerSource:
             self._containers.get(container_id),
             worker_name=self._worker_name,
         )
-        return await self._apply(result)
+        return await self._apply(result, inspected=inspected)
 
     # --- following ------------------------------------------------------------------------
 
@@ -282,7 +275,7 @@ class DockerSource:
         async for line in lines:
             async with self._lock:
                 await self._handle_line(client, line, window=window)
-        raise _StreamEndedError
+        raise StreamEndedError
 
     async def _keepalive(self, client: DockerClient) -> None:
         while True:
@@ -319,7 +312,7 @@ class DockerSource:
         else:
             observation = StreamedEvent(event, inspected)
         result = translate(observation, previous, worker_name=self._worker_name)
-        await self._apply(result)
+        await self._apply(result, inspected=inspected, event=event)
         if event.action == "destroy":
             self._skips.forget(event.container_id)
 
@@ -340,19 +333,31 @@ class DockerSource:
         return is_selected(labels, label_filters=self._settings.label_filters)
 
     def _parse_inspect(self, raw: Mapping[str, Any]) -> Inspected | None:
+        inspected: Inspected | None = None
         try:
-            return parse_inspect(raw)
+            inspected = parse_inspect(raw)
+            problems = inspected.problems
         except InputError as exc:
+            problems = (str(exc),)
+        for problem in problems:
             report_input_error(
                 self._metrics,
                 source=SOURCE,
                 kind="container",
-                detail=str(exc),
+                detail=problem,
                 container_id=str(raw.get("Id", ""))[:12],
             )
-            return None
+        return inspected
 
-    async def _apply(self, result: Translation[ContainerState]) -> int:
+    async def _apply(
+        self,
+        result: Translation[ContainerState],
+        *,
+        inspected: Inspected | None = None,
+        event: DockerEvent | None = None,
+    ) -> int:
+        """Report the result; `inspected` and `event`: what it was translated from."""
+        stored: asyncio.Future[Outcome] | None = None
         if result.skipped is not None:
             self._skips.report(result.key, result.skipped)
         for problem in result.problems:
@@ -363,21 +368,23 @@ class DockerSource:
                 detail=problem.detail,
                 container_id=result.key[:12],
             )
-        for event in result.events:
+        for built in result.events:
             log.info(
                 "docker_container_status",
                 container_id=result.key[:12],
-                container_name=event.resource.get("prefect.resource.name"),
-                event_name=event.event,
-                event_id=str(event.id),
+                container_name=built.resource.get("prefect.resource.name"),
+                event_name=built.event,
+                event_id=str(built.id),
             )
             # Waits while the emitter's queue is full; delivery itself is not awaited.
-            await self._handoff.submit(event, source=SOURCE)
+            stored = await self._handoff.submit(built, source=SOURCE)
         # Only once handed over: a failure before this leaves the change to be found again.
         if result.state is None:
             self._containers.pop(result.key, None)
         else:
             self._containers[result.key] = result.state
+        if self._crashes is not None:
+            self._crashes.changed(result, inspected=inspected, event=event, stored=stored)
         return len(result.events)
 
     # --- check ----------------------------------------------------------------------------

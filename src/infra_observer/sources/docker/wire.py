@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from infra_observer.errors import InputError
 from infra_observer.sources.docker.catalog import CONTAINER_STATUSES, ContainerStatus
@@ -22,6 +22,7 @@ _TIMESTAMP = re.compile(
     r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$", re.IGNORECASE
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,14 @@ class Inspected:
     created: int | None
     started_at: int | None
     finished_at: int | None
+    exit_code: int | None = None
+    """`State.ExitCode`: the last exit's code (0 while it never exited); None: unreadable."""
+    oom_killed: bool = False
+    """`State.OOMKilled`: the kernel killed a process of the container for lack of memory."""
+    tty: bool = False
+    """`Config.Tty`: its logs are one raw stream, not Docker's multiplexed frames."""
+    problems: tuple[str, ...] = ()
+    """Fields left out because they were malformed, each saying what was wrong."""
 
 
 def parse_event_line(line: str | bytes) -> DockerEvent | None:
@@ -118,6 +127,7 @@ def parse_inspect(raw: Any) -> Inspected:
     labels = config.get("Labels") if isinstance(config, dict) else None
     if labels is not None and not isinstance(labels, dict):
         raise InputError(f"container {raw['Id'][:12]} has Config.Labels that is not an object")
+    problems: list[str] = []
     return Inspected(
         container_id=raw["Id"],
         name=(_str_or_none(raw.get("Name")) or "").lstrip("/") or None,
@@ -126,7 +136,39 @@ def parse_inspect(raw: Any) -> Inspected:
         created=parse_timestamp(raw.get("Created")),
         started_at=parse_timestamp(state.get("StartedAt")),
         finished_at=parse_timestamp(state.get("FinishedAt")),
+        exit_code=_field(state, "ExitCode", kind=int, problems=problems),
+        oom_killed=_field(state, "OOMKilled", kind=bool, problems=problems) or False,
+        tty=_field(config, "Tty", kind=bool, problems=problems, where="Config") or False,
+        problems=tuple(problems),
     )
+
+
+def _field(
+    parent: object, key: str, *, kind: type[_T], problems: list[str], where: str = "State"
+) -> _T | None:
+    """`parent[key]` when it is a `kind`; a value of another type is a problem, left out."""
+    if not isinstance(parent, dict):
+        return None
+    value = parent.get(key)
+    if value is None:
+        return None
+    # A bool is an int to Python, never to Docker.
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    expected = "an integer" if kind is int else "a boolean"
+    problems.append(f"{where}.{key} is {value!r}, not {expected}")
+    return None
+
+
+def event_exit_code(event: DockerEvent) -> int | None:
+    """The exit code a `die` event carries (its `exitCode` attribute); None when it has none."""
+    value = event.attributes.get("exitCode")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InputError(f"{event.action} event has exitCode {value!r}, not an integer") from exc
 
 
 def daemon_name(info: Mapping[str, Any]) -> str | None:
