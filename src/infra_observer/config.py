@@ -440,7 +440,8 @@ class LifecycleSettings(_Section):
         default=True,
         description="Propose `Crashed` to a pending or running run whose infrastructure "
         "failed: a Kubernetes Job failed or deleted, a bare pod Failed, an ECS task stopped "
-        "with a failed flow container. Needs `jobs` get/list/watch on Kubernetes.",
+        "with a failed flow container, and with INFRA_OBSERVER_DOCKER_MARK_CRASHED a Docker "
+        "container that exited non-zero. Needs `jobs` get/list/watch on Kubernetes.",
     )
     diagnosis_logs: bool = Field(
         default=True,
