@@ -1,7 +1,8 @@
 """The flow runs' Jobs of one scope: their list-watch, and the crash each failed Job reports.
 
 A Job failing (the Job controller's rules, `jobs.py`) or deleted before it succeeded crashes
-its flow run; the message adds the last diagnosis the pod watch saw for that run. A Job
+its flow run; the message adds the last diagnosis the pod watch saw for that run (told a
+moment later, so that the pod's own change has arrived). A Job
 already failed when listed is reported too: its run's state decides, and the lifecycle
 layer reads states in bulk. Only active Jobs are remembered (to report one deleted while
 no watch was open), and a bounded number of reported ones (so that a failed Job's later
@@ -10,6 +11,7 @@ changes say nothing more).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,6 +37,8 @@ log = structlog.get_logger(__name__)
 SOURCE: Final = "kubernetes"
 DIAGNOSES_REMEMBERED_MAX: Final = 10_000
 REPORTED_REMEMBERED_MAX: Final = 10_000
+DIAGNOSIS_GRACE_SECONDS: Final = 1.0
+"""How long a Job's crash waits for its pod's change to arrive on the pod watch."""
 
 
 class LastDiagnoses:
@@ -183,13 +187,21 @@ class JobWatch:
         self._reported[job.uid] = None
         if len(self._reported) > REPORTED_REMEMBERED_MAX:
             self._reported.popitem(last=False)
+        log.info("job_crashed", job=f"{job.namespace}/{job.name}", flow_run_id=str(flow_run_id))
+        # The Job controller counts a pod's failure as soon as it sees it, so the Job's
+        # change may arrive before the pod's on the other watch: the message is made a
+        # moment later, with the diagnosis the pod watch has seen by then.
+        asyncio.get_running_loop().call_later(
+            DIAGNOSIS_GRACE_SECONDS, self._tell_crash, flow_run_id, job, message
+        )
+
+    def _tell_crash(self, flow_run_id: uuid.UUID, job: JobView, message: str) -> None:
         diagnosis = self._diagnoses.get(flow_run_id)
         why = (
             f" Last pod diagnosis ({diagnosis.category}): {diagnosis.summary.rstrip('.')}."
             if diagnosis is not None
             else ""
         )
-        log.info("job_crashed", job=f"{job.namespace}/{job.name}", flow_run_id=str(flow_run_id))
         self._flow_runs.observe(
             Observation(
                 flow_run_id,

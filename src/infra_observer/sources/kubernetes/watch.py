@@ -209,15 +209,17 @@ class ScopeWatch:
     ) -> None:
         """Tell the lifecycle layer what the change asks of the pod's flow run."""
         assert self._flow_runs is not None
+        if not isinstance(pod, dict) or not isinstance(metadata, dict):
+            return  # cannot be: `translate` kept the pod, so both are objects
         try:
-            flow_run_id = uuid.UUID(json_get(json_get(metadata, "labels"), FLOW_RUN_LABEL))
-        except (TypeError, ValueError):
+            flow_run_id = uuid.UUID(metadata["labels"][FLOW_RUN_LABEL])
+        except (KeyError, TypeError, ValueError):
             return  # the label changed to a bad value: translate skips the pod from now on
         # The category is known already: the summary is built only when there is one.
-        diagnosis = explain(json_get(pod, "status")) if state.diagnosis is not None else None
+        diagnosis = explain(pod.get("status")) if state.diagnosis is not None else None
         if diagnosis is not None and self._diagnoses is not None:
             self._diagnoses.remember(flow_run_id, diagnosis)
-        namespace, name = str(json_get(metadata, "namespace")), str(json_get(metadata, "name"))
+        namespace, name = metadata["namespace"], metadata["name"]
         failed = state.phase == "Failed"
         # Owners are decoded for a Failed pod only: whether a Job decides its run's fate.
         owners = {"ownerReferences": owner_references(metadata)} if failed else {}
