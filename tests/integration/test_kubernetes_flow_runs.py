@@ -11,19 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from infra_observer.config import EmitterSettings, LifecycleSettings, PrefectSettings
 from infra_observer.emitter import Emitter, events_api_sink
+from infra_observer.errors import SourceError
 from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.metrics import Metrics
+from infra_observer.observations import Observation
 from infra_observer.prefect_api.client import PrefectApi
 from infra_observer.prefect_api.logs import Logs
 from infra_observer.prefect_api.orchestration import Orchestration
 from infra_observer.retry import Backoff
 from infra_observer.sources.kubernetes.source import KubernetesSource
+from tests.handoff import RecordingHandoff
 from tests.integration.ecs_support import eventually
 from tests.integration.source_runner import source_with_emitter
 from tests.integration.test_kubernetes_source import settings, unique, until
@@ -34,6 +39,7 @@ from tests.peers.kube import (
     create_job_pod,
     create_pod,
     delete_job,
+    service_account_kubeconfig,
     set_job_status,
     set_pod_phase,
 )
@@ -257,3 +263,39 @@ async def test_a_job_already_failed_when_listed_crashes_its_run(
     async with observed(kube, prefect, namespace):
         message = await crashed(prefect, run)
     assert message.startswith(f"Job {namespace}/flow failed (BackoffLimitExceeded)")
+
+
+class Observed:
+    """A lifecycle layer that only keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.observations: list[Observation] = []
+
+    def observe(self, observation: Observation) -> None:
+        self.observations.append(observation)
+
+
+POD_READS = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+JOB_READS = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]}]
+
+
+async def test_check_lists_jobs_only_when_they_are_watched_and_names_the_missing_grant(
+    kube: KubePeer,
+) -> None:
+    namespace = unique("lc-check")
+    _, pods_only = await service_account_kubeconfig(kube, namespace, "pods", rules=POD_READS)
+    _, both = await service_account_kubeconfig(kube, namespace, "both", rules=POD_READS + JOB_READS)
+
+    def source(kubeconfig: Path, *, watch_jobs: bool) -> KubernetesSource:
+        return KubernetesSource(
+            settings=settings(kubeconfig, namespaces=[namespace]),
+            handoff=RecordingHandoff(accepts=False),
+            metrics=Metrics(CollectorRegistry()),
+            flow_runs=Observed(),
+            watch_jobs=watch_jobs,
+        )
+
+    assert "pods labelled" in await source(pods_only, watch_jobs=False).check()
+    with pytest.raises(SourceError, match=f"forbids listing jobs in namespace {namespace}"):
+        await source(pods_only, watch_jobs=True).check()
+    assert "pods and Jobs labelled" in await source(both, watch_jobs=True).check()
