@@ -8,7 +8,7 @@ flow's container first (`lifecycle.log_containers`), each container's crashed ru
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import httpx
@@ -40,39 +40,41 @@ class CrashLogs:
         self.client: KubeClient | None = None
 
     def of_pod(self, namespace: str, name: str) -> CrashLogReader:
-        return lambda lines: self._read(namespace, lines, pod=name, job_uid=None)
+        path = object_path(group_version="v1", resource="pods", namespace=namespace, name=name)
+        return lambda lines: self._read(namespace, lines, find=lambda c: _bare_pod(c, path))
 
     def of_job(self, namespace: str, job_uid: str) -> CrashLogReader:
-        return lambda lines: self._read(namespace, lines, pod=None, job_uid=job_uid)
+        def find(client: KubeClient) -> Awaitable[Mapping[str, Any]]:
+            return _newest_pod(client, namespace=namespace, job_uid=job_uid)
+
+        return lambda lines: self._read(namespace, lines, find=find)
 
     async def _read(
-        self, namespace: str, lines: int, *, pod: str | None, job_uid: str | None
+        self,
+        namespace: str,
+        lines: int,
+        *,
+        find: Callable[[KubeClient], Awaitable[Mapping[str, Any]]],
     ) -> Sequence[str]:
         client = self.client
         if client is None:
             raise SourceError("the Kubernetes source is not connected")
         try:
-            found = await (
-                _bare_pod(client, namespace, pod)
-                if pod
-                else _newest_pod(client, namespace, job_uid)
-            )
-            return await pod_lines(client, found, lines=lines)
+            return await pod_lines(client, await find(client), lines=lines)
         except _FAILURES as exc:
             raise SourceError(
                 f"cannot read the pod's logs in {namespace}: {describe(exc)}"
             ) from exc
 
 
-async def _bare_pod(client: KubeClient, namespace: str, name: str | None) -> Mapping[str, Any]:
-    path = object_path(group_version="v1", resource="pods", namespace=namespace, name=str(name))
+async def _bare_pod(client: KubeClient, path: str) -> Mapping[str, Any]:
     pod = await get_json(client, path)
     if not isinstance(pod, Mapping):
         raise ValueError("the pod read is not an object")
     return pod
 
 
-async def _newest_pod(client: KubeClient, namespace: str, job_uid: str | None) -> Mapping[str, Any]:
+async def _newest_pod(client: KubeClient, *, namespace: str, job_uid: str) -> Mapping[str, Any]:
     answer = await get_json(
         client, pods_path(namespace), params={"labelSelector": f"{JOB_UID_LABEL}={job_uid}"}
     )
@@ -98,12 +100,16 @@ async def pod_lines(client: KubeClient, pod: Mapping[str, Any], *, lines: int) -
         left = lines - len(read)
         if left <= 0:
             break
-        read.extend(await _container_lines(client, namespace, name, container, lines=left))
+        read.extend(
+            await _container_lines(
+                client, namespace=namespace, name=name, container=container, lines=left
+            )
+        )
     return read
 
 
 async def _container_lines(
-    client: KubeClient, namespace: str, name: str, container: str, *, lines: int
+    client: KubeClient, *, namespace: str, name: str, container: str, lines: int
 ) -> list[str]:
     try:
         return await read_pod_log(

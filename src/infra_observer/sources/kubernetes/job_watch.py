@@ -12,6 +12,7 @@ changes say nothing more).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -135,7 +136,8 @@ class JobWatch:
         seen, self._seen = self._seen, set()
         for uid in [uid for uid in self.active if uid not in seen]:
             gone = self.active.pop(uid)
-            self._crashed(gone.flow_run_id, gone.job, crash_message(gone.job, deleted=True))
+            message = crash_message(gone.job, deleted=True)
+            self._crashed(gone.job, flow_run_id=gone.flow_run_id, message=message)
         log.info("jobs_listed", scope=self._scope, jobs=len(seen), active=len(self.active))
         if not self.synced:
             self.synced = True
@@ -168,7 +170,7 @@ class JobWatch:
             return job.uid
         message = crash_message(job, deleted=deleted)
         if message is not None:
-            self._crashed(flow_run_id, job, message)
+            self._crashed(job, flow_run_id=flow_run_id, message=message)
         return job.uid
 
     def _flow_run_id(self, job: JobView, *, deleted: bool) -> uuid.UUID | None:
@@ -181,7 +183,7 @@ class JobWatch:
                 self._skips.forget(job.uid)
             return None
 
-    def _crashed(self, flow_run_id: uuid.UUID, job: JobView, message: str | None) -> None:
+    def _crashed(self, job: JobView, *, flow_run_id: uuid.UUID, message: str | None) -> None:
         if message is None:
             return
         self._reported[job.uid] = None
@@ -191,11 +193,10 @@ class JobWatch:
         # The Job controller counts a pod's failure as soon as it sees it, so the Job's
         # change may arrive before the pod's on the other watch: the message is made a
         # moment later, with the diagnosis the pod watch has seen by then.
-        asyncio.get_running_loop().call_later(
-            DIAGNOSIS_GRACE_SECONDS, self._tell_crash, flow_run_id, job, message
-        )
+        tell = functools.partial(self._tell_crash, job, flow_run_id=flow_run_id, message=message)
+        asyncio.get_running_loop().call_later(DIAGNOSIS_GRACE_SECONDS, tell)
 
-    def _tell_crash(self, flow_run_id: uuid.UUID, job: JobView, message: str) -> None:
+    def _tell_crash(self, job: JobView, *, flow_run_id: uuid.UUID, message: str) -> None:
         diagnosis = self._diagnoses.get(flow_run_id)
         why = (
             f" Last pod diagnosis ({diagnosis.category}): {diagnosis.summary.rstrip('.')}."
