@@ -18,6 +18,7 @@ EXPECTED = [
     "prefect.kubernetes.pod.pending",
     "prefect.kubernetes.pod.running",
     "prefect.kubernetes.pod.succeeded",
+    "prefect.kubernetes.pod.failed",
     "prefect.docker.container.created",
     "prefect.docker.container.running",
     "prefect.docker.container.exited",
@@ -50,6 +51,8 @@ def test_try_shows_events_and_stops_everything_twice_in_a_row() -> None:
             assert any(name in line for line in event_lines), output
         running = next(line for line in event_lines if "pod.running" in line)
         assert " follows " in running
+        crashed = next(line for line in output.splitlines() if " is now Crashed: " in line)
+        assert "Kubernetes pod try-infra-observer/flow-run-" in crashed, crashed
         assert "stopped everything this command started" in output
 
 
