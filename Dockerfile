@@ -19,10 +19,11 @@ FROM ${RUNTIME_IMAGE} AS runtime-base
 
 FROM ${BUILD_IMAGE} AS build
 
-# botocore ships the models of every AWS service (about 30 MB); the daemon talks to SQS and
-# ECS, and the credential chain to STS (IRSA), SSO and sign-in. tests/unit/test_dockerfile.py
+# botocore ships the models of every AWS service (about 30 MB); the daemon talks to SQS, ECS
+# and CloudWatch Logs (a crashed task's lines), and the credential chain to STS (IRSA), SSO
+# and sign-in. tests/unit/test_dockerfile.py
 # checks that every service the code creates a client for is kept.
-ARG BOTOCORE_SERVICES="sqs ecs sts sso sso-oidc signin"
+ARG BOTOCORE_SERVICES="sqs ecs logs sts sso sso-oidc signin"
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
