@@ -115,7 +115,13 @@ def build_sources(
         from infra_observer.sources.kubernetes.source import KubernetesSource
 
         sources.append(
-            KubernetesSource(settings=settings.kubernetes, handoff=handoff, metrics=metrics)
+            KubernetesSource(
+                settings=settings.kubernetes,
+                handoff=handoff,
+                metrics=metrics,
+                flow_runs=flow_runs,
+                watch_jobs=settings.lifecycle.propose_crashed,
+            )
         )
     if settings.docker.enabled:
         from infra_observer.sources.docker.stream import DockerSource

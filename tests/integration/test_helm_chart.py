@@ -45,6 +45,11 @@ CONFIG_REFERENCE = ROOT / "docs" / "configuration.md"
 TEMPLATE_KUBE_VERSION = "1.30.0"
 WAIT_SECONDS = 90.0
 POD_VERBS = {"get", "list", "watch"}
+POD_READS = {"apiGroups": [""], "resources": ["pods"], "verbs": sorted(POD_VERBS)}
+# What the lifecycle's default switches add: jobs for proposeCrashed, pods/log for
+# crashLogLines above 0.
+JOB_READS = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": sorted(POD_VERBS)}
+POD_LOG_READS = {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
 # Only ever through secretKeyRef.
 CREDENTIAL_ENV = {
     "PREFECT_API_KEY",
@@ -286,7 +291,7 @@ def test_every_combination_is_a_configuration_the_daemon_accepts(
     assert settings.kubernetes.namespaces == [n for n in namespaces.split(",") if n]
 
 
-def test_default_values_watch_the_cluster_with_pod_read_access_only(
+def test_default_values_watch_the_cluster_with_pod_reads_and_the_lifecycles_grants(
     helm_env: dict[str, str],
 ) -> None:
     objects = render(helm_env)
@@ -299,7 +304,7 @@ def test_default_values_watch_the_cluster_with_pod_read_access_only(
         "ServiceAccount",
     ]
     role = only(objects, "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": sorted(POD_VERBS)}]
+    assert role["rules"] == [POD_READS, JOB_READS, POD_LOG_READS]
     binding = only(objects, "ClusterRoleBinding")
     account = only(objects, "ServiceAccount")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -324,6 +329,44 @@ def test_default_values_watch_the_cluster_with_pod_read_access_only(
     assert container(objects)["image"] == "infra-observer:0.1.0"
 
 
+@pytest.mark.parametrize(
+    ("sets", "rules"),
+    [
+        pytest.param(["lifecycle.enabled=false"], [POD_READS], id="lifecycle off: pod reads only"),
+        pytest.param(
+            ["lifecycle.proposeCrashed=false"], [POD_READS, POD_LOG_READS], id="no crashes: no jobs"
+        ),
+        pytest.param(
+            ["lifecycle.crashLogLines=0"], [POD_READS, JOB_READS], id="no crash logs: no pods/log"
+        ),
+    ],
+)
+def test_each_lifecycle_grant_follows_the_switch_that_needs_it(
+    helm_env: dict[str, str], sets: list[str], rules: list[dict[str, Any]]
+) -> None:
+    objects = render(helm_env, sets=sets)
+    assert only(objects, "ClusterRole")["rules"] == rules
+    env = plain_env(objects)
+    assert (
+        env["INFRA_OBSERVER_LIFECYCLE_ENABLED"]
+        == str("lifecycle.enabled=false" not in sets).lower()
+    )
+
+
+def test_the_lifecycle_values_become_its_settings(helm_env: dict[str, str]) -> None:
+    sets = ["lifecycle.proposePending=false", "lifecycle.crashLogLines=40", "lifecycle.queueSize=7"]
+    env = plain_env(render(helm_env, sets=sets))
+    lifecycle = {k: v for k, v in env.items() if k.startswith("INFRA_OBSERVER_LIFECYCLE_")}
+    assert lifecycle == {
+        "INFRA_OBSERVER_LIFECYCLE_ENABLED": "true",
+        "INFRA_OBSERVER_LIFECYCLE_PROPOSE_PENDING": "false",
+        "INFRA_OBSERVER_LIFECYCLE_PROPOSE_CRASHED": "true",
+        "INFRA_OBSERVER_LIFECYCLE_DIAGNOSIS_LOGS": "true",
+        "INFRA_OBSERVER_LIFECYCLE_CRASH_LOG_LINES": "40",
+        "INFRA_OBSERVER_LIFECYCLE_QUEUE_SIZE": "7",
+    }
+
+
 def test_namespaced_values_make_one_role_per_namespace(helm_env: dict[str, str]) -> None:
     objects = render(helm_env, CHART / "ci" / "namespaced-values.yaml")
     assert "ClusterRole" not in kinds(objects)
@@ -331,9 +374,7 @@ def test_namespaced_values_make_one_role_per_namespace(helm_env: dict[str, str])
     bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
     assert set(roles) == set(bindings) == {"flows-a", "flows-b"}
     for namespace, role in roles.items():
-        assert role["rules"] == [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": sorted(POD_VERBS)}
-        ]
+        assert role["rules"] == [POD_READS, JOB_READS, POD_LOG_READS]
         assert bindings[namespace]["subjects"][0]["namespace"] == "observability"
     env = plain_env(objects)
     assert env["INFRA_OBSERVER_KUBERNETES_NAMESPACES"] == "flows-a,flows-b"
@@ -689,6 +730,9 @@ async def unbound_token(kube: KubePeer, namespace: str) -> str:
 
 
 POD_RULES = {("", "pods", verb, "") for verb in POD_VERBS}
+LIFECYCLE_RULES = {("batch", "jobs", verb, "") for verb in POD_VERBS} | {
+    ("", "pods/log", "get", "")
+}
 # Namespace labels: the restricted Pod Security level enforced, and warned about.
 RESTRICTED_POD_SECURITY = {
     "pod-security.kubernetes.io/enforce": "restricted",
@@ -827,14 +871,24 @@ async def test_every_combination_passes_server_side_validation(
         assert "PodSecurity" in response.headers.get("warning", ""), response.headers
 
 
+@pytest.mark.parametrize(
+    ("lifecycle", "granted"),
+    [
+        pytest.param(True, POD_RULES | LIFECYCLE_RULES, id="default: pods, jobs and pods/log"),
+        pytest.param(False, POD_RULES, id="lifecycle off: pod reads only"),
+    ],
+)
 async def test_install_cluster_wide_grants_exactly_pod_reads(
-    kube: KubePeer, helm_env: dict[str, str]
+    kube: KubePeer, helm_env: dict[str, str], lifecycle: bool, granted: set[tuple[str, ...]]
 ) -> None:
     namespace = unique("io-cluster")
     # Restricted Pod Security enforced on the namespace: its admission checks the pod below.
     await create_namespace(kube, namespace, RESTRICTED_POD_SECURITY)
     release = "obs"
-    installed = await helm_install(kube, helm_env, release=release, namespace=namespace)
+    values = None if lifecycle else {"lifecycle": {"enabled": False}}
+    installed = await helm_install(
+        kube, helm_env, release=release, namespace=namespace, values=values
+    )
     assert "PodSecurity" not in installed.stderr, installed.stderr
     assert "infra-observer" in installed.stdout  # NOTES.txt
     assert "/readyz" in installed.stdout
@@ -845,22 +899,31 @@ async def test_install_cluster_wide_grants_exactly_pod_reads(
     await ensure_namespace(kube, other)
     nobody_token = await unbound_token(kube, namespace)
     async with client_as(kube, token) as sa, client_as(kube, nobody_token) as nobody:
-        await assert_reviews_grant_pod_reads_only(sa, nobody, namespace=namespace, other=other)
+        await assert_reviews_grant_pod_reads_only(
+            sa, nobody, namespace=namespace, other=other, granted=granted
+        )
         await assert_the_api_serves_pod_reads_only(sa, namespace=namespace, other=other)
     await assert_restricted_admission_takes_the_template_pod(kube, namespace, account)
 
 
 async def assert_reviews_grant_pod_reads_only(
-    sa: httpx.AsyncClient, nobody: httpx.AsyncClient, *, namespace: str, other: str
+    sa: httpx.AsyncClient,
+    nobody: httpx.AsyncClient,
+    *,
+    namespace: str,
+    other: str,
+    granted: set[tuple[str, ...]],
 ) -> None:
-    """The access reviews: pod reads cluster-wide and in both namespaces, nothing else."""
+    """The access reviews: pod reads (and the lifecycle's, when on) cluster-wide and in both
+    namespaces, nothing else."""
     access = Access(sa, nobody)
     for scope in ("", namespace, other):
         for verb in POD_VERBS:
             assert await can(sa, verb, "pods", namespace=scope), (verb, scope)
     for verb in ("create", "update", "patch", "delete", "deletecollection"):
         assert not await can(sa, verb, "pods", namespace=other), verb
-    assert not await can(sa, "get", "pods", namespace=other, subresource="log")
+    logs = await can(sa, "get", "pods", namespace=other, subresource="log")
+    assert logs == (("", "pods/log", "get", "") in granted)
     assert not await can(sa, "create", "pods", namespace=other, subresource="exec")
     assert not await can(sa, "list", "secrets", namespace=namespace)
     assert not await can(sa, "list", "secrets")
@@ -868,8 +931,8 @@ async def assert_reviews_grant_pod_reads_only(
     assert not await can(sa, "list", "nodes")
     assert not await can(sa, "list", "deployments", group="apps", namespace=namespace)
     assert not await can(sa, "get", "leases", group="coordination.k8s.io", namespace=namespace)
-    assert await access.granted(other) == POD_RULES
-    assert await access.granted(namespace) == POD_RULES
+    assert await access.granted(other) == granted
+    assert await access.granted(namespace) == granted
 
 
 async def assert_the_api_serves_pod_reads_only(
@@ -942,7 +1005,7 @@ async def test_install_namespaced_with_leader_election_grants_nothing_more(
     async with client_as(kube, token) as sa, client_as(kube, nobody_token) as nobody:
         access = Access(sa, nobody)
         for scope in watched:
-            assert await access.granted(scope) == POD_RULES
+            assert await access.granted(scope) == POD_RULES | LIFECYCLE_RULES
             for verb in POD_VERBS:
                 assert await can(sa, verb, "pods", namespace=scope)
         for verb in POD_VERBS:

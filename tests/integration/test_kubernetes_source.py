@@ -694,7 +694,12 @@ async def test_stalled_stream_is_replaced(kube: KubePeer, tmp_path: Path) -> Non
 async def test_runs_with_only_the_charts_role(kube: KubePeer, tmp_path: Path) -> None:
     ns = unique("rbac")
     rules = chart_role_rules(ns, tmp_path)
-    assert rules == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    # Pod reads, and what the lifecycle's default switches need (jobs, pods/log).
+    assert rules == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    ]
     _, kubeconfig = await service_account_kubeconfig(kube, ns, "observer", rules=rules)
     config = settings(kubeconfig, namespaces=[ns])
     source = KubernetesSource(

@@ -416,6 +416,55 @@ async def test_a_flow_run_pod_deleted_mid_run(
     assert pod.status.phase == "Failed"
 
 
+# ---------------------------------------------------------------- the lifecycle on the node
+
+LIFECYCLE_FLOW = "node-lifecycle"
+
+
+async def crashed_run(prefect: PrefectPeer, flow_run: str, *, logs: int) -> dict[str, Any]:
+    """Wait for the run to be Crashed with at least `logs` log records; its state."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = (await prefect.read_flow_run(flow_run))["state"]
+        if state["type"] == "CRASHED" and len(await prefect.read_logs(flow_run)) >= logs:
+            return dict(state)
+        await asyncio.sleep(0.5)
+    records = await prefect.read_logs(flow_run)
+    raise AssertionError(f"run {flow_run}: {state}, logs {[r['message'] for r in records]}")
+
+
+async def test_a_failed_job_crashes_its_run_with_the_pods_last_lines(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
+) -> None:
+    flow_run = await prefect.create_flow_run(flow_name=LIFECYCLE_FLOW)
+    await prefect.force_state(flow_run, state_type="RUNNING", state_name="Running")
+    name = f"lc-exit-{flow_run[:8]}"
+    script = "for i in 1 2 3 4 5; do echo flow line $i; done; sleep 1; exit 3"
+    job = flow_run_job(name, flow_run, {"command": ["sh", "-c", script]})
+    await run_job(node, job, terminal)
+    state = await crashed_run(prefect, flow_run, logs=5)
+    await delete_job(node, name)
+    assert state["name"] == "Crashed"
+    assert state["message"].startswith(f"Job {FLOWS}/{name} failed (")
+    lines = [record["message"] for record in await prefect.read_logs(flow_run)]
+    assert lines == [f"flow line {i}" for i in range(1, 6)]
+
+
+async def test_an_oom_killed_job_crashes_its_run_with_the_diagnosis(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
+) -> None:
+    flow_run = await prefect.create_flow_run(flow_name=LIFECYCLE_FLOW)
+    await prefect.force_state(flow_run, state_type="RUNNING", state_name="Running")
+    name = f"lc-oom-{flow_run[:8]}"
+    job = flow_run_job(name, flow_run, ENDINGS["oom"][0])
+    await run_job(node, job, terminal)
+    state = await crashed_run(prefect, flow_run, logs=1)
+    await delete_job(node, name)
+    assert "Last pod diagnosis (OOMKilled)" in state["message"], state["message"]
+    lines = [record["message"] for record in await prefect.read_logs(flow_run)]
+    assert any("killed for exceeding its memory limit" in line for line in lines), lines
+
+
 # ---------------------------------------------------------------- upgrade, leader election
 
 LEASE_DURATION_SECONDS = 15  # the daemon's default; the chart does not change it

@@ -779,3 +779,104 @@ async def service_account_kubeconfig(
         target, server=kube.server, ca_file=kube.ca_file, token=token, user=f"{namespace}-{name}"
     )
     return token, target
+
+
+# --- Jobs (no controller runs here: a Job's pods and status are written by the test) ---------
+
+
+async def create_job(
+    kube: KubePeer,
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str],
+    *,
+    backoff_limit: int = 6,
+) -> Any:
+    """Create a Job of one ``prefect-job`` container; returns it as a dict. Nothing runs it:
+    give it pods with ``create_job_pod`` and a status with ``set_job_status``."""
+    from kubernetes_asyncio import client
+
+    await ensure_namespace(kube, namespace)
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "containers": [
+                        {"name": "prefect-job", "image": "busybox", "command": ["true"]}
+                    ],
+                    "restartPolicy": "Never",
+                },
+            },
+        },
+    }
+    async with kube.api_client() as api:
+        batch: Any = client.BatchV1Api(api)
+        job = await batch.create_namespaced_job(namespace, body)
+        return api.sanitize_for_serialization(job)
+
+
+async def create_job_pod(kube: KubePeer, job: Mapping[str, Any], name: str) -> Any:
+    """A pod as the Job controller makes it: the Job's labels and selector labels, owned by
+    the Job, with a ``prefect-job`` container."""
+    from kubernetes_asyncio import client
+
+    metadata = job["metadata"]
+    labels = {**metadata.get("labels", {}), **job["spec"]["template"]["metadata"]["labels"]}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "containers": [{"name": "prefect-job", "image": "busybox", "command": ["true"]}],
+            "restartPolicy": "Never",
+        },
+    }
+    async with kube.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        return await core.create_namespaced_pod(metadata["namespace"], body)
+
+
+async def set_job_status(
+    kube: KubePeer, namespace: str, name: str, status: Mapping[str, Any]
+) -> Any:
+    """Merge-patch ``jobs/status`` the way the Job controller writes it (counts such as
+    ``failed``, ``active``, and ``conditions``, replaced whole)."""
+    from kubernetes_asyncio import client
+
+    async with kube.api_client() as api:
+        batch: Any = client.BatchV1Api(api)
+        return await batch.patch_namespaced_job_status(
+            name,
+            namespace,
+            {"status": dict(status)},
+            _content_type="application/merge-patch+json",
+        )
+
+
+async def delete_job(kube: KubePeer, namespace: str, name: str) -> None:
+    """Delete a Job at once (in the background: no garbage collector runs here to remove an
+    `orphan` finalizer, and none to delete its pods)."""
+    from kubernetes_asyncio import client
+
+    async with kube.api_client() as api:
+        await client.BatchV1Api(api).delete_namespaced_job(
+            name, namespace, grace_period_seconds=0, propagation_policy="Background"
+        )

@@ -424,6 +424,7 @@ state = "{base / "state"}"
         }
 
     def _start_kubelet(self) -> None:
+        self.forward(self.kubelet_port, self.kubelet_port)
         config = self.state_dir / "kubelet.json"
         config.write_text(json.dumps(self._kubelet_config()))
         kubeconfig = write_kubeconfig(
@@ -442,7 +443,10 @@ state = "{base / "state"}"
                 f"--root-dir={self.state_dir / 'kubelet'}",
                 f"--cert-dir={self.state_dir / 'kubelet-pki'}",
                 f"--hostname-override={NODE_NAME}",
-                "--node-ip=127.0.0.1",
+                # The kubelet takes no loopback node IP (the Node would get no address, and
+                # the apiserver could not reach it for a pod's logs): the bridge's gateway,
+                # forwarded to the kubelet on loopback.
+                f"--node-ip={self.gateway}",
                 "--v=1",
             ],
         )

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import pytest
 
 from infra_observer.observations import Diagnosis, Wanted
-from infra_observer.sources.kubernetes.lifecycle import log_containers, owner_kinds, pod_wants
+from infra_observer.sources.kubernetes.lifecycle import (
+    log_containers,
+    owner_kinds,
+    pod_observation,
+    pod_wants,
+)
+from infra_observer.sources.kubernetes.wire import Decoder, owner_references
 
 OOM = Diagnosis("OOMKilled", "ERROR", "Container prefect-job was OOM-killed.", "Raise the limit.")
+PULL = Diagnosis("ImagePullError", "ERROR", "Image x cannot be pulled.", "Fix the image.")
+LOOP = Diagnosis("CrashLoopBackOff", "ERROR", "Container keeps failing.", "Read its logs.")
 
 
 class Row(NamedTuple):
@@ -91,3 +101,179 @@ def test_the_flow_container_logs_come_first_then_the_others_in_order() -> None:
     spec = {"containers": [{"name": "sidecar"}, {"name": "prefect-job"}, {"name": "proxy"}, {}]}
     assert log_containers(spec) == ["prefect-job", "sidecar", "proxy"]
     assert log_containers({"containers": [{"name": "flow"}]}) == ["flow"]
+
+
+RUN = uuid.UUID("0b5f1a6e-8c8f-4a64-9d0e-3f1f3a0d2b11")
+
+
+async def _no_logs(lines: int) -> Sequence[str]:
+    return []
+
+
+class Told(NamedTuple):
+    name: str
+    phase: str
+    owners: tuple[str, ...]
+    diagnosis: Diagnosis | None
+    diagnosis_changed: bool
+    wants: Wanted | None
+    told_diagnosis: Diagnosis | None
+    """What is handed over to be logged; `absent` rows expect no observation at all."""
+    absent: bool = False
+    crash_logs: bool = False
+
+
+TOLD = (
+    Told(
+        name="pending, first seen",
+        phase="Pending",
+        owners=("Job",),
+        diagnosis=None,
+        diagnosis_changed=False,
+        wants="pending",
+        told_diagnosis=None,
+    ),
+    Told(
+        name="pending, a new diagnosis is handed over to be logged",
+        phase="Pending",
+        owners=("Job",),
+        diagnosis=PULL,
+        diagnosis_changed=True,
+        wants="pending",
+        told_diagnosis=PULL,
+    ),
+    Told(
+        name="pending, the same diagnosis again is in the message only",
+        phase="Pending",
+        owners=("Job",),
+        diagnosis=PULL,
+        diagnosis_changed=False,
+        wants="pending",
+        told_diagnosis=None,
+    ),
+    Told(
+        name="a Job's pod OOM-killed: the diagnosis only",
+        phase="Failed",
+        owners=("Job",),
+        diagnosis=OOM,
+        diagnosis_changed=True,
+        wants=None,
+        told_diagnosis=OOM,
+    ),
+    Told(
+        name="a Job's pod failed with nothing new: nothing",
+        phase="Failed",
+        owners=("Job",),
+        diagnosis=OOM,
+        diagnosis_changed=False,
+        wants=None,
+        told_diagnosis=None,
+        absent=True,
+    ),
+    Told(
+        name="a bare pod failed: crashed, with its logs",
+        phase="Failed",
+        owners=(),
+        diagnosis=OOM,
+        diagnosis_changed=True,
+        wants="crashed",
+        told_diagnosis=OOM,
+        crash_logs=True,
+    ),
+    Told(
+        name="running with a crash loop: the diagnosis only",
+        phase="Running",
+        owners=("Job",),
+        diagnosis=LOOP,
+        diagnosis_changed=True,
+        wants=None,
+        told_diagnosis=LOOP,
+    ),
+    Told(
+        name="running, nothing new",
+        phase="Running",
+        owners=("Job",),
+        diagnosis=None,
+        diagnosis_changed=False,
+        wants=None,
+        told_diagnosis=None,
+        absent=True,
+    ),
+    Told(
+        name="the diagnosis went away",
+        phase="Running",
+        owners=(),
+        diagnosis=None,
+        diagnosis_changed=True,
+        wants=None,
+        told_diagnosis=None,
+        absent=True,
+    ),
+)
+
+
+@pytest.mark.parametrize("row", TOLD, ids=lambda row: row.name)
+def test_a_pod_change_tells_the_lifecycle_what_the_rules_say(row: Told) -> None:
+    told = pod_observation(
+        flow_run_id=RUN,
+        phase=row.phase,
+        namespace="jobs",
+        name="run-1",
+        owner_kinds=row.owners,
+        diagnosis=row.diagnosis,
+        diagnosis_changed=row.diagnosis_changed,
+        crash_logs=_no_logs,
+    )
+    if row.absent:
+        assert told is None
+        return
+    assert told is not None
+    assert (told.flow_run_id, told.source) == (RUN, "kubernetes")
+    assert (told.wants, told.diagnosis) == (row.wants, row.told_diagnosis)
+    expected_message = pod_wants(
+        phase=row.phase,
+        namespace="jobs",
+        name="run-1",
+        owner_kinds=row.owners,
+        diagnosis=row.diagnosis,
+    )[1]
+    assert told.message == expected_message
+    assert (told.crash_logs is _no_logs) == row.crash_logs
+
+
+class Owners(NamedTuple):
+    name: str
+    line: bytes
+    kinds: tuple[str, ...]
+
+
+OWNERS = (
+    Owners(
+        name="a Job's pod, on the fast path",
+        line=b'{"type":"MODIFIED","object":{"metadata":{"uid":"u","ownerReferences":'
+        b'[{"apiVersion":"batch/v1","kind":"Job","name":"run","uid":"j"}]}}}',
+        kinds=("Job",),
+    ),
+    Owners(
+        name="a bare pod",
+        line=b'{"type":"MODIFIED","object":{"metadata":{"uid":"u"}}}',
+        kinds=(),
+    ),
+    Owners(
+        name="a line off the shape, decoded in full",
+        line=b'{"type":"MODIFIED","object":{"metadata":{"uid":"u","ownerReferences":'
+        b'[{"kind":"Job"}]},"status":"odd"}}',
+        kinds=("Job",),
+    ),
+    Owners(
+        name="owners that are not a list",
+        line=b'{"type":"MODIFIED","object":{"metadata":{"uid":"u","ownerReferences":"Job"}}}',
+        kinds=(),
+    ),
+)
+
+
+@pytest.mark.parametrize("row", OWNERS, ids=lambda row: row.name)
+def test_a_failed_pods_owners_are_read_from_what_the_decoder_left(row: Owners) -> None:
+    metadata = Decoder().watch_line(row.line)["object"]["metadata"]
+    assert owner_kinds({"ownerReferences": owner_references(metadata)}) == row.kinds

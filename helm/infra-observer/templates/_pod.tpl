@@ -98,6 +98,20 @@ spec:
           value: {{ . | quote }}
         {{- end }}
         {{- end }}
+        - name: INFRA_OBSERVER_LIFECYCLE_ENABLED
+          value: {{ .Values.lifecycle.enabled | quote }}
+        {{- if .Values.lifecycle.enabled }}
+        - name: INFRA_OBSERVER_LIFECYCLE_PROPOSE_PENDING
+          value: {{ .Values.lifecycle.proposePending | quote }}
+        - name: INFRA_OBSERVER_LIFECYCLE_PROPOSE_CRASHED
+          value: {{ .Values.lifecycle.proposeCrashed | quote }}
+        - name: INFRA_OBSERVER_LIFECYCLE_DIAGNOSIS_LOGS
+          value: {{ .Values.lifecycle.diagnosisLogs | quote }}
+        - name: INFRA_OBSERVER_LIFECYCLE_CRASH_LOG_LINES
+          value: {{ .Values.lifecycle.crashLogLines | int64 | quote }}
+        - name: INFRA_OBSERVER_LIFECYCLE_QUEUE_SIZE
+          value: {{ .Values.lifecycle.queueSize | int64 | quote }}
+        {{- end }}
         - name: INFRA_OBSERVER_DOCKER_ENABLED
           value: {{ .Values.docker.enabled | quote }}
         {{- if .Values.docker.enabled }}

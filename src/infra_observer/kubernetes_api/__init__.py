@@ -3,7 +3,8 @@
 Shared by the pod source, leader election and any other watch of a resource. Modules:
 `credentials` (kubeconfig or in-cluster), `client` (requests with those credentials),
 `paths` (where each resource lives), `status` (error answers and their fixes), `stream`
-(a watch's line framing and stall guard) and `listwatch` (list-then-watch of a collection).
+(a watch's line framing and stall guard), `listwatch` (list-then-watch of a collection) and
+`reads` (one-off reads: an object, a pod's log).
 """
 
 from infra_observer.kubernetes_api.client import KubeClient, read_body
@@ -25,6 +26,7 @@ from infra_observer.kubernetes_api.paths import (
     object_path,
     pods_path,
 )
+from infra_observer.kubernetes_api.reads import get_json, read_pod_log
 from infra_observer.kubernetes_api.status import (
     ApiStatusError,
     GoneError,
@@ -50,6 +52,7 @@ __all__ = [
     "StalledError",
     "collection_path",
     "describe",
+    "get_json",
     "in_shard",
     "jobs_path",
     "json_get",
@@ -61,6 +64,7 @@ __all__ = [
     "object_path",
     "pods_path",
     "read_body",
+    "read_pod_log",
     "refusal_fix",
     "status_error",
     "unreachable",

@@ -133,9 +133,15 @@ class KubeClient:
         limits: httpx.Timeout,
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
+        accept: str | None = None,
     ) -> httpx.Response:
-        """The response with its body still unread: the caller reads it, then closes it."""
+        """The response with its body still unread: the caller reads it, then closes it.
+
+        `accept` replaces the JSON default (a pod's log is plain text).
+        """
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         # Runs the loaders' refresh hook: in-cluster tokens are re-read from their file.
         authorization = await self._configuration.get_api_key_with_prefix("BearerToken")
         if authorization:

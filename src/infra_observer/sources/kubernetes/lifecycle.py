@@ -2,15 +2,16 @@
 
 Pure functions. A Pending pod keeps its run pending. A Failed pod crashes its run only when
 no Job owns it: a Job may start another pod, so a Job's failure is decided by the Job
-(`jobs.py`), never by one of its pods.
+(`jobs.py`), never by one of its pods. A new diagnosis is told whatever the phase.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from infra_observer.observations import Diagnosis, Wanted
+from infra_observer.observations import CrashLogReader, Diagnosis, Observation, Wanted
 
 FLOW_CONTAINER: Final = "prefect-job"
 """The container that runs the flow in the Jobs Prefect's Kubernetes worker creates."""
@@ -31,6 +32,38 @@ def pod_wants(
     if phase == "Failed" and "Job" not in owner_kinds:
         return "crashed", f"Kubernetes pod {namespace}/{name} failed.{why}"
     return None, ""
+
+
+def pod_observation(
+    *,
+    flow_run_id: uuid.UUID,
+    phase: str,
+    namespace: str,
+    name: str,
+    owner_kinds: Sequence[str],
+    diagnosis: Diagnosis | None,
+    diagnosis_changed: bool,
+    crash_logs: CrashLogReader | None,
+) -> Observation | None:
+    """What a change of the pod tells the lifecycle layer; None when nothing.
+
+    `diagnosis` is the pod's current one (it goes into the message); it is handed over to
+    be written to the run's logs only when its category changed.
+    """
+    wants, message = pod_wants(
+        phase=phase, namespace=namespace, name=name, owner_kinds=owner_kinds, diagnosis=diagnosis
+    )
+    told = diagnosis if diagnosis_changed else None
+    if wants is None and told is None:
+        return None
+    return Observation(
+        flow_run_id,
+        "kubernetes",
+        wants=wants,
+        message=message,
+        diagnosis=told,
+        crash_logs=crash_logs if wants == "crashed" else None,
+    )
 
 
 def owner_kinds(metadata: Mapping[str, Any]) -> tuple[str, ...]:

@@ -4,12 +4,15 @@ One scope is the whole cluster or one configured namespace. The list-watch machi
 (`infra_observer.kubernetes_api.listwatch`) hands over every listed pod and every change;
 here each is translated against the pod's remembered state, the state kept, and the events
 handed to the emitter. Pods are read as plain JSON straight off the response, decoded only
-as far as the fields `translate` reads (see `wire.py`).
+as far as the fields `translate` reads (see `wire.py`). With the lifecycle layer on, a change
+into Pending or Failed, or of the diagnosis category, is told to it once the change's events
+are handed over (`lifecycle.pod_observation`).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,14 +34,21 @@ from infra_observer.kubernetes_api import (
     where,
 )
 from infra_observer.metrics import Metrics
+from infra_observer.observations import FlowRunHandoff
 from infra_observer.sources.base import Translation, report_input_error
+from infra_observer.sources.kubernetes.crash_logs import CrashLogs
+from infra_observer.sources.kubernetes.diagnosis import explain
+from infra_observer.sources.kubernetes.job_watch import LastDiagnoses
+from infra_observer.sources.kubernetes.lifecycle import owner_kinds, pod_observation
 from infra_observer.sources.kubernetes.translate import FLOW_RUN_LABEL, PodState, translate
-from infra_observer.sources.kubernetes.wire import Decoder
+from infra_observer.sources.kubernetes.wire import Decoder, owner_references
 from infra_observer.sources.skips import SkipLog
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "kubernetes"
+# The phases a change into may ask something of the run (pending, or a bare pod's crash).
+_TOLD_PHASES = frozenset({"Pending", "Failed"})
 
 
 def label_selector(settings: KubernetesSettings) -> str:
@@ -91,7 +101,12 @@ class ScopeWatch:
         metrics: Metrics,
         on_synced: Callable[[], None] | None = None,
         list_page_size: int = LIST_PAGE_SIZE,
+        flow_runs: FlowRunHandoff | None = None,
+        diagnoses: LastDiagnoses | None = None,
+        crash_logs: CrashLogs | None = None,
     ) -> None:
+        """`flow_runs`: the lifecycle layer (None: off); `diagnoses`: where each run's last
+        diagnosis is kept for its Job's crash message; `crash_logs`: the source's readers."""
         self.scope = scope
         self.pods: dict[str, PodState] = {}
         """uid -> state; one small entry per live labelled pod, released on deletion."""
@@ -110,6 +125,9 @@ class ScopeWatch:
         self._handoff = handoff
         self._metrics = metrics
         self._on_synced = on_synced
+        self._flow_runs = flow_runs
+        self._diagnoses = diagnoses
+        self._crash_logs = crash_logs or CrashLogs()
         self._seen: set[str] = set()
         self._skips = SkipLog(source=SOURCE, metrics=metrics)
         # For the lines of each pod change: bound once, as the module's lazy logger binds
@@ -180,7 +198,43 @@ class ScopeWatch:
             # The outcome future is not awaited: delivery is the emitter's job, and a pod
             # watch has nothing to acknowledge.
             await self._handoff.submit(event, source=SOURCE)
+        if self._flow_runs is not None and (
+            result.diagnosis_changed or (result.events and result.state.phase in _TOLD_PHASES)
+        ):
+            self._observe(pod, metadata, result.state, diagnosis_changed=result.diagnosis_changed)
         return result.key
+
+    def _observe(
+        self, pod: object, metadata: object, state: PodState, *, diagnosis_changed: bool
+    ) -> None:
+        """Tell the lifecycle layer what the change asks of the pod's flow run."""
+        assert self._flow_runs is not None
+        if not isinstance(pod, dict) or not isinstance(metadata, dict):
+            return  # cannot be: `translate` kept the pod, so both are objects
+        try:
+            flow_run_id = uuid.UUID(metadata["labels"][FLOW_RUN_LABEL])
+        except (KeyError, TypeError, ValueError):
+            return  # the label changed to a bad value: translate skips the pod from now on
+        # The category is known already: the summary is built only when there is one.
+        diagnosis = explain(pod.get("status")) if state.diagnosis is not None else None
+        if diagnosis is not None and self._diagnoses is not None:
+            self._diagnoses.remember(flow_run_id, diagnosis)
+        namespace, name = metadata["namespace"], metadata["name"]
+        failed = state.phase == "Failed"
+        # Owners are decoded for a Failed pod only: whether a Job decides its run's fate.
+        owners = {"ownerReferences": owner_references(metadata)} if failed else {}
+        told = pod_observation(
+            flow_run_id=flow_run_id,
+            phase=state.phase,
+            namespace=namespace,
+            name=name,
+            owner_kinds=owner_kinds(owners),
+            diagnosis=diagnosis,
+            diagnosis_changed=diagnosis_changed,
+            crash_logs=self._crash_logs.of_pod(namespace, name) if failed else None,
+        )
+        if told is not None:
+            self._flow_runs.observe(told)
 
     def _in_shard(self, uid: str) -> bool:
         return in_shard(uid, count=self._shards, index=self._shard)

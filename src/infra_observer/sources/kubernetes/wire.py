@@ -13,6 +13,10 @@ The shape only names fields; their values are typed `Any` wherever `translate` c
 them itself, so a pod with an odd value still reaches `translate`, which says what is
 wrong with it. Should a line not fit even that shape (say `metadata` is a string), it is
 decoded in full instead and goes the same way: nothing is lost to the fast path.
+
+`metadata.ownerReferences` is kept undecoded (`msgspec.Raw`, a slice of the line): only a
+Failed pod's owners are read (`owner_references`). Jobs get a shape of their own, with
+what `jobs.read_job` reads.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class _Metadata(TypedDict, total=False):
     labels: Any
     resourceVersion: Any
     creationTimestamp: Any
+    ownerReferences: msgspec.Raw
 
 
 class _Pod(TypedDict, total=False):
@@ -106,6 +111,75 @@ _PodListMetadata = TypedDict(
 class _PodList(TypedDict, total=False):
     metadata: _PodListMetadata
     items: list[_Pod]
+
+
+class _JobMetadata(TypedDict, total=False):
+    uid: Any
+    name: Any
+    namespace: Any
+    labels: Any
+    resourceVersion: Any
+
+
+class _JobSpec(TypedDict, total=False):
+    backoffLimit: Any
+    completions: Any
+
+
+class _JobStatus(TypedDict, total=False):
+    conditions: list[_Condition]
+    failed: Any
+    succeeded: Any
+
+
+class _Job(TypedDict, total=False):
+    metadata: _JobMetadata
+    spec: _JobSpec
+    status: _JobStatus
+
+
+class _JobWatchEvent(TypedDict, total=False):
+    type: Any
+    object: _Job
+
+
+class _JobList(TypedDict, total=False):
+    metadata: _PodListMetadata
+    items: list[_Job]
+
+
+def owner_references(metadata: Any) -> Any:
+    """A pod's `metadata.ownerReferences`, decoded now if the fast path left it raw."""
+    owners = metadata.get("ownerReferences") if isinstance(metadata, dict) else None
+    if isinstance(owners, msgspec.Raw):
+        try:
+            return msgspec.json.decode(owners)
+        except msgspec.DecodeError:  # the line was JSON: cannot happen, but never raise
+            return None
+    return owners
+
+
+class JobDecoder:
+    """Like `Decoder`, for Jobs: the pod template, most of a Job, is never built."""
+
+    def __init__(self) -> None:
+        self._line = msgspec.json.Decoder(_JobWatchEvent)
+        self._list = msgspec.json.Decoder(_JobList)
+
+    def watch_line(self, line: bytes) -> Any:
+        try:
+            message: Any = self._line.decode(line)
+        except msgspec.DecodeError:
+            return orjson.loads(line)
+        if message.get("type") == "ERROR":
+            return orjson.loads(line)
+        return message
+
+    def job_list(self, body: bytes) -> Any:
+        try:
+            return self._list.decode(body)
+        except msgspec.DecodeError:
+            return orjson.loads(body)
 
 
 class Decoder:
