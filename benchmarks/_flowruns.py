@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-CONCURRENCY = 16
-BUSY_RETRIES = 20
+CONCURRENCY = 4
+BUSY_RETRIES = 240
 BUSY_PAUSE_SECONDS = 0.25
 FILTER_PAGE = 200
 TIMEOUT_SECONDS = 60
@@ -37,9 +37,16 @@ STATE_NAMES = {"SCHEDULED": "Scheduled", "RUNNING": "Running", "PENDING": "Pendi
 
 
 async def _post(session: httpx.AsyncClient, url: str, body: Any) -> Any:
-    """POST, again while the server answers 503 (SQLite busy with its own services)."""
+    """POST, again while the server answers 503 (SQLite busy with its own services) or drops
+    the connection (a busy server closes idle keep-alive connections as they are reused). A
+    repeated create may leave one more run on the server than asked for: only the ids
+    returned are used."""
     for _ in range(BUSY_RETRIES):
-        answer = await session.post(url, json=body)
+        try:
+            answer = await session.post(url, json=body)
+        except httpx.TransportError:
+            await asyncio.sleep(BUSY_PAUSE_SECONDS)
+            continue
         if answer.status_code == 503:
             await asyncio.sleep(BUSY_PAUSE_SECONDS)
             continue
