@@ -27,7 +27,13 @@ def _get(data: dict[str, Any], path: str) -> Any:
 
 def _call_rows(label: str, key: str) -> list[Row]:
     """The orchestration-API calls of one scenario, in total and per flow run."""
-    rows: list[Row] = []
+    rows: list[Row] = [
+        (
+            f"{label}: lifecycle calls end after the events",
+            f"{key}.lifecycle_seconds_after_events",
+            "s",
+        )
+    ]
     for name, route in ROUTES:
         rows.append((f"{label}: {route}", f"{key}.calls.total.{name}", ""))
         rows.append((f"{label}: {route} per flow run", f"{key}.calls.per_flow_run.{name}", ""))

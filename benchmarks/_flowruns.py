@@ -9,8 +9,9 @@ calls only), one `POST /flow_runs/` per run, several at a time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -21,6 +22,9 @@ BUSY_PAUSE_SECONDS = 0.25
 FILTER_PAGE = 200
 TIMEOUT_SECONDS = 60
 FLOW_NAME = "bench-lifecycle"
+QUIET_SECONDS = 5.0
+"""Calls stopped: while there is work, proposals follow each other closely, and the
+lifecycle's first retries after a failed call come sooner than this."""
 
 # The sink's route keys (`benchmarks._sink._route`) of the orchestration and logs API.
 FILTER_IDS = "ids in POST /api/flow_runs/filter"
@@ -103,6 +107,21 @@ async def state_names(api_url: str, ids: Sequence[str]) -> dict[str, int]:
     return dict(names)
 
 
+async def calls_stopped(
+    read: Callable[[], Awaitable[dict[str, int]]], *, poll: float, limit: float
+) -> float:
+    """Wait until the counts `read` returns for `ROUTES` stay the same for
+    `QUIET_SECONDS` (or `limit` passes); the seconds from the start to their last change."""
+    began = last_change = time.monotonic()
+    counts = await read()
+    while time.monotonic() - last_change < QUIET_SECONDS and time.monotonic() - began < limit:
+        await asyncio.sleep(poll)
+        now = await read()
+        if any(now.get(key) != counts.get(key) for _, key in ROUTES):
+            counts, last_change = now, time.monotonic()
+    return last_change - began
+
+
 def calls(before: dict[str, int], after: dict[str, int], *, flow_runs: int) -> dict[str, Any]:
     """The orchestration-API calls between two readings of the sink's counts: in total and
     per flow run (None when there were no flow runs to divide by)."""
@@ -111,4 +130,4 @@ def calls(before: dict[str, int], after: dict[str, int], *, flow_runs: int) -> d
     return {"flow_runs": flow_runs, "total": total, "per_flow_run": per_run}
 
 
-__all__ = ["ROUTES", "calls", "create", "reset", "state_names"]
+__all__ = ["ROUTES", "calls", "calls_stopped", "create", "reset", "state_names"]

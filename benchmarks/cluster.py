@@ -71,7 +71,6 @@ class Run:
         self.sink: Sink | None = None
         self.driver: Driver | None = None
         self.http: aiohttp.ClientSession | None = None
-        self.results: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -160,6 +159,14 @@ class Run:
         log.info("%d flow runs %s in %.1f s", count, self.args.flow_runs, time.monotonic() - began)
         return ids
 
+    async def lifecycle_done(self, flow_run_ids: list[str] | None, *, limit: float) -> float:
+        """With flow runs: wait for the orchestration-API calls to stop (the lifecycle waits
+        on the server, not the CPU, so a quiet CPU says nothing of it); the seconds until
+        the last call seen."""
+        if flow_run_ids is None:
+            return 0.0
+        return await _flowruns.calls_stopped(self.requests, poll=POLL_SECONDS, limit=limit)
+
     async def lifecycle_calls(
         self, before: dict[str, int], flow_run_ids: list[str] | None
     ) -> dict[str, Any]:
@@ -201,6 +208,9 @@ class Run:
         pods, result = await self.phases(observer, size, flow_run_ids=flow_run_ids)
         # Proposals and log writes may still be under way once the last event is in: the
         # CPU per change counts all the work the changes caused, up to quiet.
+        result["lifecycle_seconds_after_events"] = await self.lifecycle_done(
+            flow_run_ids, limit=120
+        )
         await observer.settle(limit=60)
         result["cpu_ms_per_change"] = (observer.cpu() - cpu) / (3 * size) * 1000
         if last:
@@ -314,6 +324,7 @@ class Run:
                 pods, "Pending", wait_seconds=timeout, since=observer.started_at
             )
             seconds = (max(arrived.values()) - observer.started_at) if arrived else float("nan")
+            lifecycle_seconds = await self.lifecycle_done(flow_run_ids, limit=120)
             await observer.settle(limit=60)
             after = await self.requests()
             reads = {
@@ -333,6 +344,7 @@ class Run:
                 "reads": reads,
                 "cpu_seconds": observer.cpu(),
                 "rss_mib": observer.rss(),
+                "lifecycle_seconds_after_events": lifecycle_seconds,
                 **await self.lifecycle_calls(requests, flow_run_ids),
             }
         finally:
