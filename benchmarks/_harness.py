@@ -135,15 +135,24 @@ class Driver:
         await asyncio.gather(*tasks)
 
     async def create(
-        self, namespace: str, count: int, *, labelled: bool, rate: float | None = None
+        self,
+        namespace: str,
+        count: int,
+        *,
+        labelled: bool,
+        rate: float | None = None,
+        flow_run_ids: list[str] | None = None,
     ) -> list[Pod]:
+        """`count` pods; labelled with `flow_run_ids` in order when given (real flow runs),
+        else with random ids."""
         await self.ensure_namespace(namespace)
         tag = os.urandom(3).hex()
         pods = [Pod(namespace, f"{'run' if labelled else 'app'}-{tag}-{i}") for i in range(count)]
 
         async def create_one(pod: Pod) -> None:
             index = int(pod.name.rsplit("-", 1)[1])
-            body = pod_body(pod.name, flow_run_labels(index) if labelled else None)
+            run = flow_run_ids[index] if flow_run_ids else None
+            body = pod_body(pod.name, flow_run_labels(index, run) if labelled else None)
             pod.written["Pending"] = time.time()
             created = await self._request("POST", f"/api/v1/namespaces/{namespace}/pods", json=body)
             pod.uid = created["metadata"]["uid"]

@@ -14,11 +14,14 @@ def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def flow_run_labels(index: int) -> dict[str, str]:
-    """The labels the worker puts on a flow run's job and pod."""
-    run = uuid.uuid5(uuid.NAMESPACE_URL, f"bench-flow-run-{index}-{uuid.uuid4()}")
+def flow_run_labels(index: int, flow_run_id: str | None = None) -> dict[str, str]:
+    """The labels the worker puts on a flow run's job and pod; without `flow_run_id`, a
+    random id that no Prefect server knows."""
+    run = flow_run_id or str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"bench-flow-run-{index}-{uuid.uuid4()}")
+    )
     return {
-        FLOW_RUN_LABEL: str(run),
+        FLOW_RUN_LABEL: run,
         "prefect.io/flow-run-name": f"bench-run-{index}",
         "prefect.io/deployment-id": "6f2b6a43-6c0f-4a5e-9a4f-3c1f6a0b2d11",
         "prefect.io/deployment-name": "nightly-etl",

@@ -7,8 +7,9 @@ events API). With it, it is a recording proxy in front of a real Prefect server:
 requests and the `/api/events/in` websocket (what Prefect's own client emits through) are
 relayed both ways. Either way it writes down, for each event, its id and the wall-clock
 time it arrived, and counts every other request by method and path (the reads an
-observer makes). `GET /_bench/arrivals?since=N` returns the arrivals from index N on and
-the request counts. It prints its port on the first line of stdout.
+observer makes; for `/flow_runs/filter`, also the flow-run ids it asks for).
+`GET /_bench/arrivals?since=N` returns the arrivals from index N on and the request counts.
+It prints its port on the first line of stdout.
 """
 
 from __future__ import annotations
@@ -71,10 +72,15 @@ class Recorder:
             "websocket"
         ):
             return await self.websocket(request)
-        self.requests[f"{request.method} {_route(request.path)}"] += 1
+        key = f"{request.method} {_route(request.path)}"
+        self.requests[key] += 1
+        body = await request.read()
+        if key == "POST /api/flow_runs/filter":
+            # One bulk read may cover many runs: count the ids it asks for as well.
+            self.requests[f"ids in {key}"] += _filtered_ids(body)
         if self.upstream is None:
             return web.Response(status=404)
-        return await self.relay(request, await request.read())
+        return await self.relay(request, body)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         assert self.session is not None
@@ -118,6 +124,18 @@ class Recorder:
 def _resource_id(event: dict[str, Any]) -> str:
     resource = event.get("resource")
     return str(resource.get("prefect.resource.id")) if isinstance(resource, dict) else ""
+
+
+def _filtered_ids(body: bytes) -> int:
+    """How many flow-run ids a `/flow_runs/filter` body names (0 when it names none)."""
+    try:
+        decoded = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        return 0
+    flow_runs = decoded.get("flow_runs") if isinstance(decoded, dict) else None
+    ids = flow_runs.get("id") if isinstance(flow_runs, dict) else None
+    any_ = ids.get("any_") if isinstance(ids, dict) else None
+    return len(any_) if isinstance(any_, list) else 0
 
 
 def _route(path: str) -> str:

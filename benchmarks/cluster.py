@@ -16,6 +16,11 @@ observer, as its own process:
 - startup: N labelled Pending pods exist before the observer starts; the time from its
   process start to the last of their events, and the reads it made to the events API.
 
+With `--flow-runs [STATE]` the pods' flow runs exist on the Prefect server (created first,
+in STATE, SCHEDULED by default) so that reads and proposals are real; each scenario then
+counts the orchestration-API calls an observer made, in total and per flow run, and the
+runs' states afterwards. `--lifecycle on|off` sets ours' INFRA_OBSERVER_LIFECYCLE_ENABLED.
+
 The reference observer (prefect-kubernetes 0.8.0 with kopf) runs from its own venv
 (see `benchmarks/README.md`); it emits through Prefect's websocket client, which the
 sink relays to the Prefect server. Nothing here fails on a number.
@@ -34,7 +39,10 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._common import percentile, table, write_results
+from benchmarks import _flowruns
+from benchmarks._cluster_options import parse_args
+from benchmarks._cluster_report import missing_totals, report
+from benchmarks._common import percentile, write_results
 from benchmarks._harness import (
     Driver,
     KubePeer,
@@ -42,7 +50,6 @@ from benchmarks._harness import (
     Pod,
     PrefectPeer,
     Sink,
-    reference_available,
 )
 
 EVENT_OF_PHASE = {
@@ -64,7 +71,6 @@ class Run:
         self.sink: Sink | None = None
         self.driver: Driver | None = None
         self.http: aiohttp.ClientSession | None = None
-        self.results: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -97,6 +103,8 @@ class Run:
             extra["INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS"] = str(self.args.flush_interval)
         if kind == "ours" and self.args.read_coalesce is not None:
             extra["INFRA_OBSERVER_KUBERNETES_READ_COALESCE_SECONDS"] = str(self.args.read_coalesce)
+        if kind == "ours" and self.args.lifecycle is not None:
+            extra["INFRA_OBSERVER_LIFECYCLE_ENABLED"] = str(self.args.lifecycle == "on").lower()
         return Observer(
             kind,
             kubeconfig=self.kube.kubeconfig,
@@ -140,6 +148,36 @@ class Run:
         await self.sink.poll(self.http)
         return dict(self.sink.requests)
 
+    async def flow_runs(self, count: int) -> list[str] | None:
+        """With `--flow-runs`: `count` new runs in that state on the Prefect server, for the
+        pods' labels. Without: None (the pods get random ids no server knows)."""
+        if not self.args.flow_runs:
+            return None
+        assert self.prefect is not None
+        began = time.monotonic()
+        ids = await _flowruns.create(self.prefect.api_url, count, state_type=self.args.flow_runs)
+        log.info("%d flow runs %s in %.1f s", count, self.args.flow_runs, time.monotonic() - began)
+        return ids
+
+    async def lifecycle_done(self, flow_run_ids: list[str] | None, *, limit: float) -> float:
+        """With flow runs: wait for the orchestration-API calls to stop (the lifecycle waits
+        on the server, not the CPU, so a quiet CPU says nothing of it); the seconds until
+        the last call seen."""
+        if flow_run_ids is None:
+            return 0.0
+        return await _flowruns.calls_stopped(self.requests, poll=POLL_SECONDS, limit=limit)
+
+    async def lifecycle_calls(
+        self, before: dict[str, int], flow_run_ids: list[str] | None
+    ) -> dict[str, Any]:
+        """The orchestration-API calls since `before`, and the runs' states now."""
+        if flow_run_ids is None:
+            return {}
+        assert self.prefect is not None
+        calls = _flowruns.calls(before, await self.requests(), flow_runs=len(flow_run_ids))
+        states = await _flowruns.state_names(self.prefect.api_url, flow_run_ids)
+        return {"calls": calls, "states": states}
+
     # ----------------------------------------------------------------- scenarios
 
     async def e2e_and_memory(self, kind: str) -> dict[str, Any]:
@@ -164,6 +202,35 @@ class Run:
 
     async def e2e(self, observer: Observer, size: int, *, last: bool) -> dict[str, Any]:
         assert self.driver is not None
+        flow_run_ids = await self.flow_runs(size)
+        requests = await self.requests()
+        cpu = observer.cpu()
+        pods, result = await self.phases(observer, size, flow_run_ids=flow_run_ids)
+        # Proposals and log writes may still be under way once the last event is in: the
+        # CPU per change counts all the work the changes caused, up to quiet.
+        result["lifecycle_seconds_after_events"] = await self.lifecycle_done(
+            flow_run_ids, limit=120
+        )
+        await observer.settle(limit=60)
+        result["cpu_ms_per_change"] = (observer.cpu() - cpu) / (3 * size) * 1000
+        if last:
+            result["tracked_rss_mib"] = observer.rss()
+            if self.args.unlabelled:
+                result.update(await self.unlabelled(observer))
+        deleted_at = time.time()
+        await self.driver.delete(pods, rate=self.args.rate)
+        await asyncio.sleep(3)
+        await observer.settle(limit=60)
+        result["events_after_deletion"] = await self.events_since(pods, deleted_at)
+        result.update(await self.lifecycle_calls(requests, flow_run_ids))
+        return result
+
+    async def phases(
+        self, observer: Observer, size: int, *, flow_run_ids: list[str] | None
+    ) -> tuple[list[Pod], dict[str, Any]]:
+        """The pods created (Pending), then Running, then Succeeded, each step paced; the
+        latency and CPU of each step, until its events are all in."""
+        assert self.driver is not None
         rate = self.args.rate
         namespace = f"e2e-{observer.kind}-{size}"
         result: dict[str, Any] = {"pods": size, "rate": rate}
@@ -176,7 +243,9 @@ class Run:
             cpu = observer.cpu()
             began = time.time()
             if phase == "Pending":
-                pods = await self.driver.create(namespace, size, labelled=True, rate=rate)
+                pods = await self.driver.create(
+                    namespace, size, labelled=True, rate=rate, flow_run_ids=flow_run_ids
+                )
             else:
                 await self.driver.set_phase(pods, phase, rate=rate)
             arrived = await self.arrivals_for(pods, phase, wait_seconds=30 + size / rate)
@@ -202,17 +271,7 @@ class Run:
         transitions_cpu = result["running"]["cpu_seconds"] + result["succeeded"]["cpu_seconds"]
         result["cpu_ms_per_transition"] = transitions_cpu / (2 * size) * 1000
         result["cpu_ms_per_new_pod"] = result["pending"]["cpu_ms_per_pod"]
-        if last:
-            await observer.settle(limit=60)
-            result["tracked_rss_mib"] = observer.rss()
-            if self.args.unlabelled:
-                result.update(await self.unlabelled(observer))
-        deleted_at = time.time()
-        await self.driver.delete(pods, rate=rate)
-        await asyncio.sleep(3)
-        await observer.settle(limit=60)
-        result["events_after_deletion"] = await self.events_since(pods, deleted_at)
-        return result
+        return pods, result
 
     async def unlabelled(self, observer: Observer) -> dict[str, Any]:
         assert self.driver is not None
@@ -235,16 +294,27 @@ class Run:
         """The same existing pods for every observer, the reference first (its start-up
         reads look for earlier events on the server, so it must see none of ours)."""
         assert self.driver is not None
-        pods = await self.driver.create(f"startup-{size}", size, labelled=True)
+        flow_run_ids = await self.flow_runs(size)
+        pods = await self.driver.create(
+            f"startup-{size}", size, labelled=True, flow_run_ids=flow_run_ids
+        )
         out: dict[str, dict[str, Any]] = {}
         try:
             for kind in sorted(kinds, key=lambda k: k != "reference"):
-                out[kind] = await self.startup_one(kind, pods)
+                if out and flow_run_ids:
+                    # The runs as the first observer found them, not as it left them.
+                    assert self.prefect is not None
+                    await _flowruns.reset(
+                        self.prefect.api_url, flow_run_ids, state_type=self.args.flow_runs
+                    )
+                out[kind] = await self.startup_one(kind, pods, flow_run_ids=flow_run_ids)
         finally:
             await self.driver.delete(pods)
         return out
 
-    async def startup_one(self, kind: str, pods: list[Pod]) -> dict[str, Any]:
+    async def startup_one(
+        self, kind: str, pods: list[Pod], *, flow_run_ids: list[str] | None
+    ) -> dict[str, Any]:
         requests = await self.requests()
         observer = self.observer(kind)
         observer.start()
@@ -254,12 +324,13 @@ class Run:
                 pods, "Pending", wait_seconds=timeout, since=observer.started_at
             )
             seconds = (max(arrived.values()) - observer.started_at) if arrived else float("nan")
+            lifecycle_seconds = await self.lifecycle_done(flow_run_ids, limit=120)
             await observer.settle(limit=60)
             after = await self.requests()
             reads = {
                 key: after.get(key, 0) - requests.get(key, 0)
                 for key in after
-                if not key.startswith(("POST /api/events", "WS "))
+                if not key.startswith(("POST /api/events", "WS ", "ids in "))
                 or key.startswith("POST /api/events/")
             }
             reads = {key: count for key, count in reads.items() if count}
@@ -273,86 +344,13 @@ class Run:
                 "reads": reads,
                 "cpu_seconds": observer.cpu(),
                 "rss_mib": observer.rss(),
+                "lifecycle_seconds_after_events": lifecycle_seconds,
+                **await self.lifecycle_calls(requests, flow_run_ids),
             }
         finally:
             observer.stop()
         log.info("%s startup %d: %s", kind, len(pods), result)
         return result
-
-
-# --------------------------------------------------------------------------- report
-
-
-ROWS: list[tuple[str, str, str]] = [
-    # (label, path in an observer's results, unit)
-    ("RSS idle", "memory.idle_rss_mib", "MiB"),
-    ("CPU idle", "memory.idle_cpu_ms_per_s", "ms/s"),
-]
-
-
-def _get(data: dict[str, Any], path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
-
-
-def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
-    kinds = list(results)
-    rows: list[tuple[str, str, str]] = list(ROWS)
-    for size in args.e2e_sizes:
-        key = f"memory.e2e_{size}"
-        rows += [
-            (f"e2e {size:,}: delivered events/s", f"{key}.delivered_per_second", "1/s"),
-            (f"e2e {size:,}: latency p50", f"{key}.p50_ms", "ms"),
-            (f"e2e {size:,}: latency p99", f"{key}.p99_ms", "ms"),
-            (f"e2e {size:,}: CPU per transition", f"{key}.cpu_ms_per_transition", "ms"),
-            (f"e2e {size:,}: CPU per new pod", f"{key}.cpu_ms_per_new_pod", "ms"),
-            (f"e2e {size:,}: events after deletion", f"{key}.events_after_deletion", ""),
-            (f"e2e {size:,}: missing events", f"{key}.missing_total", ""),
-        ]
-    last = f"memory.e2e_{args.e2e_sizes[-1]}"
-    rows += [
-        (f"RSS with {args.e2e_sizes[-1]:,} tracked pods", f"{last}.tracked_rss_mib", "MiB"),
-        (
-            f"RSS growth from {args.unlabelled:,} unlabelled pods",
-            f"{last}.unlabelled_rss_growth_mib",
-            "MiB",
-        ),
-    ]
-    for size in args.startup_sizes if "startup" in args.scenarios else []:
-        key = f"startup_{size}"
-        rows += [
-            (f"start-up {size:,}: time to all delivered", f"{key}.seconds_to_all_delivered", "s"),
-            (f"start-up {size:,}: events API reads", f"{key}.events_api_reads", ""),
-            (f"start-up {size:,}: other API reads", f"{key}.other_api_reads", ""),
-            (f"start-up {size:,}: RSS after", f"{key}.rss_mib", "MiB"),
-            (f"start-up {size:,}: missing events", f"{key}.missing", ""),
-        ]
-    body = []
-    for label, path, unit in rows:
-        values = [_get(results[kind], path) for kind in kinds]
-        ratio: Any = None
-        if len(kinds) == 2 and all(isinstance(v, int | float) for v in values):
-            ours, reference = values[kinds.index("ours")], values[kinds.index("reference")]
-            if ours:
-                ratio = f"{reference / ours:.1f}x"
-        body.append([label, unit, *values, ratio])
-    headers = ["measure", "unit", *kinds] + (["reference/ours"] if len(kinds) == 2 else [])
-    if len(kinds) != 2:
-        body = [row[:-1] for row in body]
-    return table(f"Cluster benchmarks (sink: {args.sink}, rate {args.rate:g}/s)", headers, body)
-
-
-def _missing_totals(results: dict[str, dict[str, Any]]) -> None:
-    for data in results.values():
-        for key, value in data.get("memory", {}).items():
-            if key.startswith("e2e_") and isinstance(value, dict):
-                value["missing_total"] = sum(
-                    value.get(phase, {}).get("missing", 0)
-                    for phase in ("pending", "running", "succeeded")
-                )
 
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -375,51 +373,13 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                     log.exception("startup %d failed", size)
                     for kind in args.observers:
                         results[kind][f"startup_{size}_error"] = repr(exc)
-    _missing_totals(results)
+    missing_totals(results)
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 pods only")
-    parser.add_argument("--observers", default="ours,reference")
-    parser.add_argument("--sink", choices=["prefect", "loopback"], default="prefect")
-    parser.add_argument("--scenarios", default="e2e,startup")
-    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
-    parser.add_argument("--e2e-sizes", default=None, help="comma-separated pod counts")
-    parser.add_argument("--startup-sizes", default=None, help="comma-separated pod counts")
-    parser.add_argument("--unlabelled", type=int, default=None)
-    parser.add_argument(
-        "--flush-interval",
-        type=float,
-        default=None,
-        help="INFRA_OBSERVER_EMITTER_FLUSH_INTERVAL_SECONDS for ours (default: the daemon's)",
-    )
-    parser.add_argument(
-        "--read-coalesce",
-        type=float,
-        default=None,
-        help="INFRA_OBSERVER_KUBERNETES_READ_COALESCE_SECONDS for ours (default: the daemon's)",
-    )
-    parser.add_argument(
-        "--startup-timeout-per-pod", type=float, default=0.05, help="seconds of waiting per pod"
-    )
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    default_sizes = "1000" if args.quick else "1000,10000"
-    args.e2e_sizes = [int(n) for n in (args.e2e_sizes or default_sizes).split(",")]
-    args.startup_sizes = [int(n) for n in (args.startup_sizes or default_sizes).split(",")]
-    if args.unlabelled is None:
-        args.unlabelled = 2_000 if args.quick else 10_000
-    args.observers = [kind.strip() for kind in args.observers.split(",") if kind.strip()]
-    args.scenarios = [name.strip() for name in args.scenarios.split(",")]
-    if "reference" in args.observers:
-        if args.sink != "prefect":
-            parser.error("the reference observer needs the Prefect server: --sink prefect")
-        why = reference_available()
-        if why:
-            print(f"reference observer not available: {why}", file=sys.stderr)
-            args.observers.remove("reference")
     started = time.monotonic()
     results = asyncio.run(run(args))
     print(report(results, args))
