@@ -81,7 +81,7 @@ def _stored_events(settings: Settings, *, sink: Sink, metrics: Metrics) -> Store
     api_url = settings.prefect.api_url
     if not settings.emitter.skip_stored or not isinstance(sink, EventsApiSink) or api_url is None:
         return None
-    return StoredEvents(client=sink.client, api_url=str(api_url), metrics=metrics)
+    return StoredEvents(api=sink.api, metrics=metrics)
 
 
 def build_lifecycle(settings: Settings, *, sink: Sink, metrics: Metrics) -> Lifecycle | None:

@@ -89,7 +89,7 @@ def start_emitter(server: BadLookups, settings: EmitterSettings) -> Running:
     """An emitter to the server, looking up ids as it does after a start."""
     metrics = Metrics(CollectorRegistry())
     sink = events_api_sink(PrefectSettings(api_url=server.api_url), settings)
-    stored = StoredEvents(client=sink.client, api_url=server.api_url, metrics=metrics)
+    stored = StoredEvents(api=sink.api, metrics=metrics)
     emitter = Emitter(sink=sink, settings=settings, metrics=metrics, stored=stored)
     task = asyncio.create_task(emitter.run())
     return Running(emitter=emitter, sink=sink, metrics=metrics, task=task)

@@ -3,15 +3,21 @@ from __future__ import annotations
 import email.utils
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
+from infra_observer.prefect_api.client import Answer
 from infra_observer.prefect_api.statuses import RETRY_AFTER_LIMIT_SECONDS, retry_after_seconds
 
 
-def response_with(value: str | None) -> httpx.Response:
-    headers = {} if value is None else {"Retry-After": value}
-    return httpx.Response(429, headers=headers)
+def response_with(value: str | None) -> Answer:
+    headers = {} if value is None else {"retry-after": value}
+    return Answer(
+        method="POST",
+        url="http://127.0.0.1/api/events",
+        status_code=429,
+        headers=headers,
+        content=b"",
+    )
 
 
 @pytest.mark.parametrize(

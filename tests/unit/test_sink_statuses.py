@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import orjson
 import pytest
 
@@ -13,6 +12,7 @@ from infra_observer.errors import (
     RetryableDeliveryError,
     UnexpectedStatusError,
 )
+from infra_observer.prefect_api.client import Answer
 from infra_observer.prefect_api.statuses import raise_for_status
 
 URL = "http://127.0.0.1:4200/api/events"
@@ -29,8 +29,9 @@ NOT_PARSED = b'{"detail":"There was an error parsing the body"}'
 WAF_PAGE = b"<html><body><h1>400 Bad Request</h1>Request blocked.</body></html>"
 
 
-def answer(status: int, body: bytes = b"", **headers: str) -> httpx.Response:
-    return httpx.Response(status, content=body, headers=headers)
+def answer(status: int, body: bytes = b"", **headers: str) -> Answer:
+    named = {name.lower(): value for name, value in headers.items()}
+    return Answer(method="POST", url=URL, status_code=status, headers=named, content=body)
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204])

@@ -28,14 +28,15 @@ from prometheus_client import CollectorRegistry
 from infra_observer import app
 from infra_observer.commands import CommandInputError
 from infra_observer.config import Settings
-from infra_observer.emitter import Emitter, events_api_client
-from infra_observer.emitter.stored import stored_ids
+from infra_observer.emitter import Emitter
+from infra_observer.emitter.stored import FILTER_PATH, stored_ids
 from infra_observer.errors import DeliveryError
 from infra_observer.events import catalog
 from infra_observer.events.handoff import Outcome
 from infra_observer.events.model import Event
 from infra_observer.events.related import FlowRunRefs
 from infra_observer.metrics import Metrics
+from infra_observer.prefect_api.client import PrefectApi
 from infra_observer.sources.docker.catalog import (
     CONTAINER_STATUSES,
     docker_container_creation_failed,
@@ -512,13 +513,18 @@ async def _already_stored(event: Event, settings: Settings) -> bool:
     """
     if settings.prefect.api_url is None or settings.emitter.sink == "stdout":
         return False
-    url = f"{str(settings.prefect.api_url).rstrip('/')}/events/filter"
-    async with events_api_client(settings.prefect, settings.emitter) as client:
-        try:
-            found = await stored_ids(client, url=url, events=[event])
-        except DeliveryError as exc:
-            log.warning("stored_event_lookup_failed", url=url, error=str(exc))
-            return False
+    api = PrefectApi.from_settings(
+        settings.prefect,
+        timeout_seconds=settings.emitter.request_timeout_seconds,
+        ca_bundle=settings.emitter.ca_bundle,
+    )
+    try:
+        found = await stored_ids(api, events=[event])
+    except DeliveryError as exc:
+        log.warning("stored_event_lookup_failed", url=api.url(FILTER_PATH), error=str(exc))
+        return False
+    finally:
+        await api.aclose()
     return bool(found)
 
 

@@ -5,8 +5,7 @@ from infra_observer.emitter.sinks import (
     EventsApiSink,
     Sink,
     StdoutSink,
-    events_api_client,
     events_api_sink,
 )
 
-__all__ = ["Emitter", "EventsApiSink", "Sink", "StdoutSink", "events_api_client", "events_api_sink"]
+__all__ = ["Emitter", "EventsApiSink", "Sink", "StdoutSink", "events_api_sink"]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from infra_observer.config import EmitterSettings, PrefectSettings
 from infra_observer.errors import ConfigError
 from infra_observer.events.model import Event, batch_to_json
-from infra_observer.prefect_api.client import PrefectApi, api_client
+from infra_observer.prefect_api.client import PrefectApi
 from infra_observer.prefect_api.statuses import raise_for_status
-
-if TYPE_CHECKING:
-    import httpx
 
 
 class Sink(Protocol):
@@ -27,13 +24,6 @@ class Sink(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def events_api_client(prefect: PrefectSettings, emitter: EmitterSettings) -> httpx.AsyncClient:
-    """The HTTP client for the events API, with Prefect's auth conventions."""
-    return api_client(
-        prefect, timeout_seconds=emitter.request_timeout_seconds, ca_bundle=emitter.ca_bundle
-    )
 
 
 def events_api_sink(prefect: PrefectSettings, emitter: EmitterSettings) -> EventsApiSink:
@@ -57,13 +47,9 @@ class EventsApiSink:
         self._url = api.url("/events")
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        """The client, with the API's auth, for reads of the same API (`stored.py`)."""
-        return self._api.client
-
-    @property
     def api(self) -> PrefectApi:
-        """The Prefect API the sink posts to, for the other endpoints of the same API."""
+        """The Prefect API the sink posts to, for the other endpoints of the same API
+        (`stored.py`, the lifecycle)."""
         return self._api
 
     async def send(self, batch: Sequence[Event]) -> None:

@@ -20,12 +20,12 @@ from uuid import UUID
 import orjson
 import structlog
 
-from infra_observer.errors import MisconfiguredSinkError, RetryableDeliveryError
+from infra_observer.errors import DeliveryError, MisconfiguredSinkError, RetryableDeliveryError
 from infra_observer.events.model import Event
 from infra_observer.metrics import Metrics
 
 if TYPE_CHECKING:
-    import httpx
+    from infra_observer.prefect_api.client import PrefectApi
 
 log = structlog.get_logger(__name__)
 
@@ -34,20 +34,19 @@ PAGE_LIMIT = 50
 START_MARGIN = timedelta(minutes=1)
 """Events that occurred up to this long after the start are still looked up: clocks of the
 nodes may disagree, and during a rolling update the old process still sends for a while."""
+FILTER_PATH = "/events/filter"
 _WINDOW = timedelta(days=1)
 _CONFIGURATION_STATUSES = frozenset({401, 403, 404, 405})
 
 
-async def stored_ids(client: httpx.AsyncClient, *, url: str, events: Sequence[Event]) -> set[int]:
+async def stored_ids(api: PrefectApi, *, events: Sequence[Event]) -> set[int]:
     """The ids (`UUID.int`) among `events` (at most `PAGE_LIMIT`) that the server stores.
 
-    `url` is `{PREFECT_API_URL}/events/filter`. The `occurred` window is given explicitly:
+    Read with `POST /events/filter`. The `occurred` window is given explicitly:
     the server's default covers only the last day up to now. Raises `MisconfiguredSinkError`
     when the server refuses reads (401, 403) or has no such endpoint (404, 405), and
     `RetryableDeliveryError` for any other failure.
     """
-    import httpx  # loaded with the client
-
     now = datetime.now(UTC)
     occurred = [event.occurred for event in events]
     body = {
@@ -60,12 +59,13 @@ async def stored_ids(client: httpx.AsyncClient, *, url: str, events: Sequence[Ev
         },
         "limit": PAGE_LIMIT,
     }
+    url = api.url(FILTER_PATH)
     try:
-        response = await client.post(
-            url, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
-        )
-    except httpx.HTTPError as exc:
-        raise RetryableDeliveryError(f"POST {url} failed: {exc or type(exc).__name__}") from exc
+        response = await api.request("POST", FILTER_PATH, body=orjson.dumps(body))
+    except DeliveryError as exc:
+        # Whatever kept the read from an answer, the events are sent: never a reason to
+        # stop looking up the next ones.
+        raise RetryableDeliveryError(str(exc)) from exc
     if response.status_code in _CONFIGURATION_STATUSES:
         raise MisconfiguredSinkError(f"POST {url} answered {response.status_code}")
     if response.status_code != 200:
@@ -96,12 +96,10 @@ class StoredEvents:
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient,
-        api_url: str,
+        api: PrefectApi,
         metrics: Metrics,
     ) -> None:
-        self._client = client
-        self._url = f"{api_url.rstrip('/')}/events/filter"
+        self._api = api
         # Built once, at start: what occurred before may have been sent by an earlier process.
         self._cutoff = datetime.now(UTC) + START_MARGIN
         self._enabled = True
@@ -142,7 +140,7 @@ class StoredEvents:
 
     async def _lookup(self, events: Sequence[Event]) -> set[int]:
         try:
-            found = await stored_ids(self._client, url=self._url, events=events)
+            found = await stored_ids(self._api, events=events)
         except MisconfiguredSinkError as exc:
             if self._enabled:
                 self._enabled = False

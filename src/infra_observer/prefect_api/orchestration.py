@@ -16,7 +16,7 @@ from infra_observer.prefect_api.client import PrefectApi
 from infra_observer.prefect_api.statuses import raise_for_status
 
 if TYPE_CHECKING:
-    import httpx
+    from infra_observer.prefect_api.client import Answer
 
 PAGE_IDS = 200
 """Flow-run ids per `/flow_runs/filter` read: the server's default largest page
@@ -143,7 +143,7 @@ class Orchestration:
         return _parse(_RESULT, response, what="an orchestration result")
 
 
-def _parse(adapter: pydantic.TypeAdapter[_T], response: httpx.Response, *, what: str) -> _T:
+def _parse(adapter: pydantic.TypeAdapter[_T], response: Answer, *, what: str) -> _T:
     """The answer read as `adapter`'s type, or `RetryableDeliveryError` naming what was
     missing or wrong in it (the first three problems)."""
     try:
@@ -154,6 +154,6 @@ def _parse(adapter: pydantic.TypeAdapter[_T], response: httpx.Response, *, what:
             for error in exc.errors(include_url=False)[:3]
         )
         raise RetryableDeliveryError(
-            f"{response.request.method} {response.request.url} answered "
+            f"{response.method} {response.url} answered "
             f"{response.status_code} with no {what} ({problems})"
         ) from exc

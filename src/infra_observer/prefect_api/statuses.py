@@ -28,7 +28,7 @@ from infra_observer.errors import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    from infra_observer.prefect_api.client import Answer
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 """Passing failures besides every 5xx."""
@@ -40,7 +40,7 @@ _EXCERPT_LIMIT = 200
 _BODY_NOT_PARSED = "There was an error parsing the body"
 
 
-def raise_for_status(response: httpx.Response, *, url: str, method: str = "POST") -> None:
+def raise_for_status(response: Answer, *, url: str, method: str = "POST") -> None:
     """Return on 2xx; otherwise raise the error its status means (table in
     docs/architecture.md, "Answers of the Prefect API")."""
     status = response.status_code
@@ -80,13 +80,13 @@ def raise_for_status(response: httpx.Response, *, url: str, method: str = "POST"
 
 
 def transport_failure(exc: Exception, *, url: str, method: str = "POST") -> DeliveryError:
-    """The error for a request that got no answer (`exc` is an `httpx.TransportError`): a
+    """The error for a request that got no answer (`exc` is one of httpcore's errors): a
     timeout or a refused connection passes; a certificate that did not verify needs an
     operator."""
-    import httpx  # loaded with the client that failed
+    import httpcore  # loaded with the pool that failed
 
     where = f"{method} {url}"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpcore.TimeoutException):
         return RetryableDeliveryError(f"{where} timed out")
     if _certificate_refused(exc):
         return MisconfiguredSinkError(
@@ -108,7 +108,7 @@ def _certificate_refused(exc: BaseException) -> bool:
     return False
 
 
-def _is_validation_answer(response: httpx.Response) -> bool:
+def _is_validation_answer(response: Answer) -> bool:
     """The Prefect server's answer to a body it could not read or validate: its own
     validation answer, or that of the web framework under it."""
     try:
@@ -120,10 +120,10 @@ def _is_validation_answer(response: httpx.Response) -> bool:
     )
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: Answer) -> float | None:
     """`Retry-After` as seconds, from either of its forms (seconds, or an HTTP date), at
     most `RETRY_AFTER_LIMIT_SECONDS`."""
-    value = response.headers.get("Retry-After")
+    value = response.headers.get("retry-after")
     if not value:
         return None
     seconds: float | None
