@@ -72,14 +72,9 @@ async def worker(api: PrefectApi) -> AsyncIterator[Worker]:
     task.cancel()
 
 
-async def state_of(prefect: PrefectPeer, flow_run_id: str) -> tuple[str, str]:
-    state = (await prefect.read_flow_run(flow_run_id))["state"]
-    return state["type"], state["name"]
-
-
 async def until_state(prefect: PrefectPeer, flow_run_id: str, wanted: tuple[str, str]) -> None:
     for _ in range(WAIT_SECONDS * 10):
-        if await state_of(prefect, flow_run_id) == wanted:
+        if await prefect.read_state(flow_run_id) == wanted:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{flow_run_id} never reached {wanted}")
@@ -210,7 +205,7 @@ async def test_a_final_run_is_never_proposed_anything(
     )
     worker.lifecycle.observe(Observation(uuid.UUID(run), "kubernetes", wants="pending"))
     await settled(worker)
-    assert await state_of(prefect, run) == ("COMPLETED", "Completed")
+    assert await prefect.read_state(run) == ("COMPLETED", "Completed")
     assert proxy.requests_to("POST", f"/flow_runs/{run}/set_state") == []
     assert await prefect.read_logs(run) == []
 
@@ -234,7 +229,7 @@ async def test_a_failing_api_is_retried_with_backoff_and_observe_never_waits(
         ):
             break
         await asyncio.sleep(0.1)
-    assert all([await state_of(prefect, run) == ("RUNNING", "Running") for run in runs])
+    assert all([await prefect.read_state(run) == ("RUNNING", "Running") for run in runs])
     await proxy.set_mode(Mode.PASS)
     for run in runs:
         await until_state(prefect, run, ("CRASHED", "Crashed"))

@@ -241,6 +241,11 @@ class PrefectPeer(OneProcessPeer):
             answer: dict[str, Any] = response.json()
             return answer
 
+    async def read_state(self, flow_run_id: str) -> tuple[str, str]:
+        """The run's current state: its type and name."""
+        state = (await self.read_flow_run(flow_run_id))["state"]
+        return state["type"], state["name"]
+
     async def read_logs(self, flow_run_id: str) -> list[dict[str, Any]]:
         """Every log record of the run, oldest first (`POST /logs/filter`, paged)."""
         records: list[dict[str, Any]] = []
