@@ -192,7 +192,8 @@ class Metrics:
         self.proposals = Counter(
             f"{_PREFIX}_lifecycle_proposals",
             "States proposed to flow runs, by the server's answer (accept, reject, abort, "
-            "wait), or failed, or not made (not_admitted by the run's state, unknown_run).",
+            "wait), or failed, or not made (not_admitted by the run's state, unknown_run, "
+            "withdrawn: the infrastructure no longer pending before the run's turn).",
             ["source", "state", "outcome"],
             registry=registry,
         )

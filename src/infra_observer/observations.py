@@ -49,6 +49,10 @@ class Observation:
     """A new diagnosis category to write to the run's logs (only when it changed)."""
     crash_logs: CrashLogReader | None = None
     """Where to read the infrastructure's last lines when a `crashed` proposal is accepted."""
+    past_pending: bool = False
+    """The infrastructure is no longer pending: it runs, or ended without crashing the run.
+    A `pending` proposal of the run still queued is withdrawn: made now, it would say the
+    infrastructure is pending when it is not. Never set with `wants`."""
 
 
 class FlowRunHandoff(Protocol):

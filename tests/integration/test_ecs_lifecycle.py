@@ -97,11 +97,6 @@ async def observed(harness: Harness, prefect: PrefectPeer) -> AsyncIterator[Life
         await api.aclose()
 
 
-async def run_state(prefect: PrefectPeer, run: str) -> tuple[str, str]:
-    state = (await prefect.read_flow_run(run))["state"]
-    return state["type"], state["name"]
-
-
 async def test_a_task_that_never_started_crashes_its_run_with_its_last_lines(
     harness: Harness, prefect: PrefectPeer
 ) -> None:
@@ -117,13 +112,13 @@ async def test_a_task_that_never_started_crashes_its_run_with_its_last_lines(
         await harness.send(task, last_status="PROVISIONING", version=1)
 
         async def pending() -> bool:
-            return await run_state(prefect, run) == ("PENDING", "InfrastructurePending")
+            return await prefect.read_state(run) == ("PENDING", "InfrastructurePending")
 
         await eventually(pending, "the run InfrastructurePending")
         await harness.send(task, last_status="STOPPED", version=2, detail=stop)
 
         async def crashed_with_logs() -> bool:
-            crashed = await run_state(prefect, run) == ("CRASHED", "Crashed")
+            crashed = await prefect.read_state(run) == ("CRASHED", "Crashed")
             return crashed and len(await prefect.read_logs(run)) == 51
 
         await eventually(crashed_with_logs, "the run Crashed with its logs")
@@ -153,7 +148,7 @@ async def test_a_task_that_succeeded_leaves_its_run_alone(
         await harness.send(task, last_status="STOPPED", version=3)
         await eventually(lambda: _drained(harness), "the message deleted")
         await asyncio.sleep(1)
-    assert await run_state(prefect, run) == ("RUNNING", "Running")
+    assert await prefect.read_state(run) == ("RUNNING", "Running")
     assert await prefect.read_logs(run) == []
 
 

@@ -98,11 +98,6 @@ async def running_run(prefect: PrefectPeer) -> str:
     return run
 
 
-async def run_state(prefect: PrefectPeer, run: str) -> tuple[str, str, str]:
-    state = (await prefect.read_flow_run(run))["state"]
-    return state["type"], state["name"], state.get("message") or ""
-
-
 async def log_messages(prefect: PrefectPeer, run: str) -> list[str]:
     return [record["message"] for record in await prefect.read_logs(run)]
 
@@ -131,10 +126,11 @@ async def crashed(prefect: PrefectPeer, run: str) -> str:
     """Wait for the run to be Crashed; its state's message."""
 
     async def done() -> bool:
-        return (await run_state(prefect, run))[:2] == ("CRASHED", "Crashed")
+        return await prefect.read_state(run) == ("CRASHED", "Crashed")
 
     await eventually(done, "the run Crashed")
-    return (await run_state(prefect, run))[2]
+    message: str = (await prefect.read_flow_run(run))["state"].get("message") or ""
+    return message
 
 
 def oom_killed() -> dict[str, Any]:
@@ -187,7 +183,7 @@ async def test_a_pod_left_pending_is_infrastructure_pending_with_one_diagnosis_l
             )
 
         async def pending() -> bool:
-            return (await run_state(prefect, run))[:2] == ("PENDING", "InfrastructurePending")
+            return await prefect.read_state(run) == ("PENDING", "InfrastructurePending")
 
         await eventually(pending, "the run InfrastructurePending")
         await asyncio.sleep(SETTLE_SECONDS)
@@ -224,7 +220,7 @@ async def test_a_pod_that_fails_while_its_job_retries_crashes_nothing(
         )
         await asyncio.sleep(SETTLE_SECONDS)
         assert proposals(metrics, "Crashed", "accept") == 0
-    assert (await run_state(prefect, run))[:2] == ("RUNNING", "Running")
+    assert await prefect.read_state(run) == ("RUNNING", "Running")
 
 
 async def test_a_late_failure_leaves_a_completed_run_alone(
@@ -240,7 +236,7 @@ async def test_a_late_failure_leaves_a_completed_run_alone(
             return proposals(metrics, "Crashed", "not_admitted") == 1
 
         await eventually(considered, "the crash considered and not proposed")
-    assert (await run_state(prefect, run))[:2] == ("COMPLETED", "Completed")
+    assert await prefect.read_state(run) == ("COMPLETED", "Completed")
 
 
 async def test_a_bare_pod_that_failed_crashes_its_run(kube: KubePeer, prefect: PrefectPeer) -> None:

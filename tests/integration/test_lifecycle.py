@@ -23,6 +23,7 @@ from infra_observer.prefect_api.client import PrefectApi
 from infra_observer.prefect_api.logs import Logs
 from infra_observer.prefect_api.orchestration import Orchestration
 from infra_observer.retry import Backoff
+from infra_observer.sources.kubernetes.lifecycle import pod_observation
 from tests.peers.faulty_proxy import FaultyProxy, Mode
 from tests.peers.prefect import PrefectPeer
 
@@ -72,14 +73,9 @@ async def worker(api: PrefectApi) -> AsyncIterator[Worker]:
     task.cancel()
 
 
-async def state_of(prefect: PrefectPeer, flow_run_id: str) -> tuple[str, str]:
-    state = (await prefect.read_flow_run(flow_run_id))["state"]
-    return state["type"], state["name"]
-
-
 async def until_state(prefect: PrefectPeer, flow_run_id: str, wanted: tuple[str, str]) -> None:
     for _ in range(WAIT_SECONDS * 10):
-        if await state_of(prefect, flow_run_id) == wanted:
+        if await prefect.read_state(flow_run_id) == wanted:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{flow_run_id} never reached {wanted}")
@@ -94,6 +90,22 @@ async def settled(worker: Worker) -> None:
                 return
         await asyncio.sleep(0.1)
     raise AssertionError("the worker still has work")
+
+
+def pod(run: str, phase: str) -> Observation:
+    """What the Kubernetes source tells of a change of the run's Job's pod into `phase`."""
+    told = pod_observation(
+        flow_run_id=uuid.UUID(run),
+        phase=phase,
+        namespace="jobs",
+        name=f"run-{run[:8]}",
+        owner_kinds=("Job",),
+        diagnosis=None,
+        diagnosis_changed=False,
+        crash_logs=None,
+    )
+    assert told is not None
+    return told
 
 
 def reader(lines: Sequence[str]) -> tuple[list[int], CrashLogReader]:
@@ -140,6 +152,36 @@ async def test_a_scheduled_run_goes_infrastructure_pending_with_one_diagnosis_li
         )
         == 1
     )
+
+
+async def test_a_pending_proposal_queued_until_after_its_pod_runs_is_withdrawn(
+    prefect: PrefectPeer, proxy: FaultyProxy, api: PrefectApi
+) -> None:
+    ahead = [await prefect.create_flow_run(flow_name=FLOW) for _ in range(2)]
+    late = await prefect.create_flow_run(flow_name=FLOW)
+    worker = Worker(api)  # not working yet: the proposals queue up as in a burst
+    for run in [*ahead, late]:
+        worker.lifecycle.observe(pod(run, "Pending"))
+    worker.lifecycle.observe(pod(late, "Running"))  # before its turn came
+    task = asyncio.create_task(worker.lifecycle.run())
+    try:
+        for run in ahead:
+            await until_state(prefect, run, ("PENDING", "InfrastructurePending"))
+        await settled(worker)
+    finally:
+        task.cancel()
+    assert await prefect.read_state_history(late) == [("SCHEDULED", "Scheduled")]
+    assert proxy.requests_to("POST", f"/flow_runs/{late}/set_state") == []
+
+    def proposals(outcome: str) -> float:
+        return worker.count(
+            "infra_observer_lifecycle_proposals_total",
+            source="kubernetes",
+            state="InfrastructurePending",
+            outcome=outcome,
+        )
+
+    assert (proposals("accept"), proposals("withdrawn")) == (2, 1)
 
 
 async def test_a_crash_is_proposed_once_and_its_last_lines_forwarded(
@@ -210,7 +252,7 @@ async def test_a_final_run_is_never_proposed_anything(
     )
     worker.lifecycle.observe(Observation(uuid.UUID(run), "kubernetes", wants="pending"))
     await settled(worker)
-    assert await state_of(prefect, run) == ("COMPLETED", "Completed")
+    assert await prefect.read_state(run) == ("COMPLETED", "Completed")
     assert proxy.requests_to("POST", f"/flow_runs/{run}/set_state") == []
     assert await prefect.read_logs(run) == []
 
@@ -234,7 +276,7 @@ async def test_a_failing_api_is_retried_with_backoff_and_observe_never_waits(
         ):
             break
         await asyncio.sleep(0.1)
-    assert all([await state_of(prefect, run) == ("RUNNING", "Running") for run in runs])
+    assert all([await prefect.read_state(run) == ("RUNNING", "Running") for run in runs])
     await proxy.set_mode(Mode.PASS)
     for run in runs:
         await until_state(prefect, run, ("CRASHED", "Crashed"))

@@ -21,7 +21,7 @@ from infra_observer.retry import Backoff
 from infra_observer.sources.kubernetes.source import KubernetesSource
 from tests.integration.ecs_support import eventually
 from tests.integration.source_runner import source_with_emitter
-from tests.integration.test_kubernetes_flow_runs import EMITTER, run_state, running_run
+from tests.integration.test_kubernetes_flow_runs import EMITTER, running_run
 from tests.integration.test_kubernetes_source import settings, unique, until
 from tests.peers import KubePeer, PrefectPeer
 from tests.peers.faulty_proxy import FaultyProxy, Mode
@@ -88,11 +88,11 @@ async def test_events_flow_while_proposals_fail_and_the_crash_lands_once_the_api
                 return (retries or 0) >= 2
 
             await eventually(retried, "the worker retrying")
-            assert (await run_state(prefect, run))[:2] == ("RUNNING", "Running")
+            assert await prefect.read_state(run) == ("RUNNING", "Running")
             await proxy.set_mode(Mode.PASS)
 
             async def crashed() -> bool:
-                return (await run_state(prefect, run))[:2] == ("CRASHED", "Crashed")
+                return await prefect.read_state(run) == ("CRASHED", "Crashed")
 
             await eventually(crashed, "the run Crashed once the API answers")
     finally:

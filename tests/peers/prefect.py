@@ -241,6 +241,19 @@ class PrefectPeer(OneProcessPeer):
             answer: dict[str, Any] = response.json()
             return answer
 
+    async def read_state(self, flow_run_id: str) -> tuple[str, str]:
+        """The run's current state: its type and name."""
+        state = (await self.read_flow_run(flow_run_id))["state"]
+        return state["type"], state["name"]
+
+    async def read_state_history(self, flow_run_id: str) -> list[tuple[str, str]]:
+        """Every state the run has been in, oldest first (`GET /flow_run_states/`)."""
+        async with self._client() as client:
+            response = await client.get("/flow_run_states/", params={"flow_run_id": flow_run_id})
+            response.raise_for_status()
+            states = sorted(response.json(), key=lambda state: state["timestamp"])
+            return [(state["type"], state["name"]) for state in states]
+
     async def read_logs(self, flow_run_id: str) -> list[dict[str, Any]]:
         """Every log record of the run, oldest first (`POST /logs/filter`, paged)."""
         records: list[dict[str, Any]] = []

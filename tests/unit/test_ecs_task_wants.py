@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from infra_observer.observations import Wanted
 from infra_observer.sources.ecs.catalog import ECS_TASK_STATUSES
 from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail
-from infra_observer.sources.ecs.lifecycle import wanted
+from infra_observer.sources.ecs.lifecycle import past_pending, wanted
 
 ARN = "arn:aws:ecs:eu-west-1:111122223333:task/prefect/0f3e7a51a3c94d8f"
 TASK = "ECS task 0f3e7a51a3c94d8f"
@@ -23,6 +23,8 @@ class Row(NamedTuple):
     stop: StopDetail
     wants: Wanted | None
     message: str
+    past_pending: bool = False
+    """A pending proposal of the run still queued is withdrawn."""
 
 
 def exits(*containers: tuple[str, int | None]) -> tuple[ContainerExit, ...]:
@@ -44,14 +46,54 @@ ROWS = (
         wants="pending",
         message=f"{TASK} is PENDING.",
     ),
-    Row(name="running", status="running", stop=StopDetail(), wants=None, message=""),
-    Row(name="stopping", status="deactivating", stop=StopDetail(), wants=None, message=""),
+    Row(
+        name="activating",
+        status="activating",
+        stop=StopDetail(),
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
+    Row(
+        name="running",
+        status="running",
+        stop=StopDetail(),
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
+    Row(
+        name="deactivating",
+        status="deactivating",
+        stop=StopDetail(),
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
+    Row(
+        name="stopping",
+        status="stopping",
+        stop=StopDetail(),
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
+    Row(
+        name="deprovisioning",
+        status="deprovisioning",
+        stop=StopDetail(),
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
+    Row(name="deleted: says nothing", status="deleted", stop=StopDetail(), wants=None, message=""),
     Row(
         name="prefect exited 0",
         status="stopped",
         stop=StopDetail(stop_code="EssentialContainerExited", containers=exits(("prefect", 0))),
         wants=None,
         message="",
+        past_pending=True,
     ),
     Row(
         name="prefect exited 3",
@@ -71,6 +113,7 @@ ROWS = (
         stop=StopDetail(containers=exits(("prefect", 0), ("sidecar", 1))),
         wants=None,
         message="",
+        past_pending=True,
     ),
     Row(
         name="prefect without an exit code",
@@ -118,6 +161,11 @@ ROWS = (
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.name)
 def test_each_change_asks_what_the_rules_say(row: Row) -> None:
     assert wanted(status=row.status, stop=row.stop, task_arn=ARN) == (row.wants, row.message)
+    assert past_pending(status=row.status, stop=row.stop) is row.past_pending
+
+
+def test_the_table_covers_every_status() -> None:
+    assert {row.status for row in ROWS} == set(ECS_TASK_STATUSES)
 
 
 CONTAINERS = st.lists(
@@ -136,12 +184,13 @@ CONTAINERS = st.lists(
     containers=CONTAINERS,
     code=st.none() | st.text(max_size=12),
 )
-def test_only_a_stopped_task_crashes_and_always_with_a_message(
+def test_only_a_stopped_task_crashes_always_with_a_message_and_never_past_pending(
     status: str, containers: tuple[ContainerExit, ...], code: str | None
 ) -> None:
-    wants, message = wanted(
-        status=status, stop=StopDetail(stop_code=code, containers=containers), task_arn=ARN
-    )
+    stop = StopDetail(stop_code=code, containers=containers)
+    wants, message = wanted(status=status, stop=stop, task_arn=ARN)
     if wants == "crashed":
         assert status == "stopped"
     assert bool(message) == (wants is not None)
+    # Past pending withdraws a pending proposal: never together with a proposal of its own.
+    assert not (wants is not None and past_pending(status=status, stop=stop))

@@ -13,6 +13,7 @@ from infra_observer.sources.kubernetes.lifecycle import (
     log_containers,
     owner_kinds,
     pod_observation,
+    pod_past_pending,
     pod_wants,
 )
 from infra_observer.sources.kubernetes.wire import Decoder, owner_references
@@ -29,6 +30,8 @@ class Row(NamedTuple):
     diagnosis: Diagnosis | None
     wants: Wanted | None
     message: str
+    past_pending: bool = False
+    """A pending proposal of the run still queued is withdrawn."""
 
 
 ROWS = (
@@ -48,7 +51,24 @@ ROWS = (
         wants="pending",
         message="Kubernetes pod jobs/run-1 is pending. Image x cannot be pulled.",
     ),
-    Row(name="running", phase="Running", owners=("Job",), diagnosis=None, wants=None, message=""),
+    Row(
+        name="running",
+        phase="Running",
+        owners=("Job",),
+        diagnosis=None,
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
+    Row(
+        name="a bare pod running",
+        phase="Running",
+        owners=(),
+        diagnosis=LOOP,
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
     Row(
         name="a Job's pod failed: the Job decides",
         phase="Failed",
@@ -56,6 +76,7 @@ ROWS = (
         diagnosis=OOM,
         wants=None,
         message="",
+        past_pending=True,
     ),
     Row(
         name="a bare pod failed",
@@ -73,8 +94,23 @@ ROWS = (
         wants="crashed",
         message="Kubernetes pod jobs/run-1 failed.",
     ),
-    Row(name="succeeded", phase="Succeeded", owners=(), diagnosis=None, wants=None, message=""),
-    Row(name="unknown", phase="Unknown", owners=(), diagnosis=None, wants=None, message=""),
+    Row(
+        name="succeeded",
+        phase="Succeeded",
+        owners=("Job",),
+        diagnosis=None,
+        wants=None,
+        message="",
+        past_pending=True,
+    ),
+    Row(
+        name="unknown: the node stopped reporting, nothing is told",
+        phase="Unknown",
+        owners=("Job",),
+        diagnosis=None,
+        wants=None,
+        message="",
+    ),
 )
 
 
@@ -88,6 +124,7 @@ def test_each_phase_asks_what_the_rules_say(row: Row) -> None:
         diagnosis=row.diagnosis,
     )
     assert wants == (row.wants, row.message)
+    assert pod_past_pending(phase=row.phase, owner_kinds=row.owners) is row.past_pending
 
 
 def test_owner_kinds_skip_what_is_malformed() -> None:
@@ -121,6 +158,7 @@ class Told(NamedTuple):
     """What is handed over to be logged; `absent` rows expect no observation at all."""
     absent: bool = False
     crash_logs: bool = False
+    past_pending: bool = False
 
 
 TOLD = (
@@ -152,23 +190,24 @@ TOLD = (
         told_diagnosis=None,
     ),
     Told(
-        name="a Job's pod OOM-killed: the diagnosis only",
+        name="a Job's pod OOM-killed: the diagnosis, and past pending",
         phase="Failed",
         owners=("Job",),
         diagnosis=OOM,
         diagnosis_changed=True,
         wants=None,
         told_diagnosis=OOM,
+        past_pending=True,
     ),
     Told(
-        name="a Job's pod failed with nothing new: nothing",
+        name="a Job's pod failed with nothing new: past pending only",
         phase="Failed",
         owners=("Job",),
         diagnosis=OOM,
         diagnosis_changed=False,
         wants=None,
         told_diagnosis=None,
-        absent=True,
+        past_pending=True,
     ),
     Told(
         name="a bare pod failed: crashed, with its logs",
@@ -181,17 +220,38 @@ TOLD = (
         crash_logs=True,
     ),
     Told(
-        name="running with a crash loop: the diagnosis only",
+        name="running with a crash loop: the diagnosis, and past pending",
         phase="Running",
         owners=("Job",),
         diagnosis=LOOP,
         diagnosis_changed=True,
         wants=None,
         told_diagnosis=LOOP,
+        past_pending=True,
     ),
     Told(
-        name="running, nothing new",
+        name="running, nothing new: past pending only",
         phase="Running",
+        owners=("Job",),
+        diagnosis=None,
+        diagnosis_changed=False,
+        wants=None,
+        told_diagnosis=None,
+        past_pending=True,
+    ),
+    Told(
+        name="succeeded: past pending",
+        phase="Succeeded",
+        owners=("Job",),
+        diagnosis=None,
+        diagnosis_changed=False,
+        wants=None,
+        told_diagnosis=None,
+        past_pending=True,
+    ),
+    Told(
+        name="unknown, nothing new: nothing",
+        phase="Unknown",
         owners=("Job",),
         diagnosis=None,
         diagnosis_changed=False,
@@ -200,8 +260,8 @@ TOLD = (
         absent=True,
     ),
     Told(
-        name="the diagnosis went away",
-        phase="Running",
+        name="unknown, the diagnosis went away: nothing",
+        phase="Unknown",
         owners=(),
         diagnosis=None,
         diagnosis_changed=True,
@@ -230,6 +290,7 @@ def test_a_pod_change_tells_the_lifecycle_what_the_rules_say(row: Told) -> None:
     assert told is not None
     assert (told.flow_run_id, told.source) == (RUN, "kubernetes")
     assert (told.wants, told.diagnosis) == (row.wants, row.told_diagnosis)
+    assert told.past_pending is row.past_pending
     expected_message = pod_wants(
         phase=row.phase,
         namespace="jobs",

@@ -3,8 +3,9 @@
 Sources hand it observations through `observe`, which never waits: what each flow run
 wants is merged in a bounded map, and one task reads the runs' states in bulk, proposes
 what their states admit (never forced: the server's orchestration decides) and writes
-their logs. A failing API holds the work and retries it with backoff; events keep flowing,
-since nothing here is on their path.
+their logs. A pending proposal still in the map is withdrawn once its infrastructure is
+past pending: by its turn, it would be stale. A failing API holds the work and retries it
+with backoff; events keep flowing, since nothing here is on their path.
 """
 
 from __future__ import annotations
@@ -85,7 +86,14 @@ class Lifecycle:
         """Flow runs with work not done yet."""
         return len(self._work)
 
+    def queued_proposal(self, flow_run_id: uuid.UUID) -> Wanted | None:
+        """The proposal the run's queued work holds, not taken into a round yet."""
+        work = self._work.get(flow_run_id)
+        return None if work is None else work.wants
+
     def observe(self, observation: Observation) -> None:
+        if observation.past_pending:
+            self._withdraw_pending(observation.flow_run_id)
         wants = observation.wants if observation.wants in self._wanted else None
         if wants is not None and (observation.flow_run_id, wants) in self._proposed:
             wants = None
@@ -101,6 +109,17 @@ class Lifecycle:
             work = self._work[observation.flow_run_id] = _Work(source=observation.source)
         _merge(work, observation, wants=wants, diagnosis=diagnosis)
         self._arrived.set()
+
+    def _withdraw_pending(self, flow_run_id: uuid.UUID) -> None:
+        """The infrastructure left pending before the run's turn: proposing it now would be
+        stale. Not remembered as proposed: a later pending pod of the run may propose again."""
+        work = self._work.get(flow_run_id)
+        if work is None or work.wants != "pending":
+            return
+        self._metrics.proposals.labels(work.source, INFRASTRUCTURE_PENDING, "withdrawn").inc()
+        work.wants, work.message, work.crash_logs = None, "", None
+        if not work.diagnoses and not work.logs_due:
+            del self._work[flow_run_id]
 
     async def run(self) -> None:
         """Work until cancelled."""

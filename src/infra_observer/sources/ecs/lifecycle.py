@@ -1,9 +1,12 @@
-"""What an ECS task's state change asks of its flow run: still pending, or crashed.
+"""What an ECS task's state change asks of its flow run: still pending, past pending, or
+crashed.
 
 Pure functions over the change's status and stop detail. A task PROVISIONING or PENDING
 keeps its run pending. A STOPPED task crashes its run when the `prefect` container (every
 container, when none is named so) exited non-zero or without an exit code, or when the task
-has no containers at all: it never ran and never will, whatever its stop code says.
+has no containers at all: it never ran and never will, whatever its stop code says. A task
+launched (ACTIVATING to DEPROVISIONING), or STOPPED without crashing its run, is past
+pending: a pending proposal still queued for its run is stale.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from infra_observer.sources.ecs.diagnosis import ContainerExit, StopDetail, expl
 PREFECT_CONTAINER: Final = "prefect"
 """The container that runs the flow in the task definitions Prefect's ECS worker writes."""
 _PENDING: Final = frozenset({"provisioning", "pending"})
+# Launched and not stopped yet. DELETED is left out: a task gone says nothing of whether it ran.
+_LAUNCHED: Final = frozenset(
+    {"activating", "running", "deactivating", "stopping", "deprovisioning"}
+)
 
 
 def observation(
@@ -31,7 +38,8 @@ def observation(
     """What the change tells the lifecycle layer; None when nothing."""
     wants, message = wanted(status=status, stop=stop, task_arn=task_arn)
     diagnosis = explain(stop) if status == "stopped" else None
-    if wants is None and diagnosis is None:
+    launched = past_pending(status=status, stop=stop)
+    if wants is None and diagnosis is None and not launched:
         return None
     return Observation(
         flow_run_id,
@@ -40,6 +48,7 @@ def observation(
         message=message,
         diagnosis=diagnosis,
         crash_logs=crash_logs if wants == "crashed" else None,
+        past_pending=launched,
     )
 
 
@@ -53,11 +62,23 @@ def wanted(*, status: str, stop: StopDetail, task_arn: str) -> tuple[Wanted | No
     why = _stop_words(stop)
     if not stop.containers:
         return "crashed", f"{task} stopped before any container ran{why}."
-    failed = [c for c in _flow_containers(stop.containers) if c.exit_code != 0]
+    failed = _failed(stop.containers)
     if not failed:
         return None, ""
     exits = ", ".join(_exit_words(container) for container in failed)
     return "crashed", f"{task} stopped: {exits}{why}."
+
+
+def past_pending(*, status: str, stop: StopDetail) -> bool:
+    """True when the task left PENDING without crashing its run."""
+    if status == "stopped":
+        return bool(stop.containers) and not _failed(stop.containers)
+    return status in _LAUNCHED
+
+
+def _failed(containers: tuple[ContainerExit, ...]) -> list[ContainerExit]:
+    """The flow's containers that exited non-zero or without an exit code."""
+    return [c for c in _flow_containers(containers) if c.exit_code != 0]
 
 
 def _flow_containers(containers: tuple[ContainerExit, ...]) -> tuple[ContainerExit, ...]:

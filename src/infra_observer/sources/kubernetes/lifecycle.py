@@ -1,8 +1,11 @@
-"""What a flow run's pod asks of the run: still pending, or crashed; and whose logs tell why.
+"""What a flow run's pod asks of the run: still pending, past pending, or crashed; and whose
+logs tell why.
 
 Pure functions. A Pending pod keeps its run pending. A Failed pod crashes its run only when
 no Job owns it: a Job may start another pod, so a Job's failure is decided by the Job
-(`jobs.py`), never by one of its pods. A new diagnosis is told whatever the phase.
+(`jobs.py`), never by one of its pods. Any other pod that left Pending (Running, Succeeded, a
+Job's pod Failed) is past pending: a pending proposal still queued for its run is stale. A
+new diagnosis is told whatever the phase.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from infra_observer.observations import CrashLogReader, Diagnosis, Observation, 
 
 FLOW_CONTAINER: Final = "prefect-job"
 """The container that runs the flow in the Jobs Prefect's Kubernetes worker creates."""
+_STARTED_PHASES: Final = frozenset({"Running", "Succeeded"})
 
 
 def pod_wants(
@@ -32,6 +36,16 @@ def pod_wants(
     if phase == "Failed" and "Job" not in owner_kinds:
         return "crashed", f"Kubernetes pod {namespace}/{name} failed.{why}"
     return None, ""
+
+
+def pod_past_pending(*, phase: str, owner_kinds: Sequence[str]) -> bool:
+    """True when the pod left Pending without crashing its run.
+
+    `Unknown` says nothing either way: the node stopped reporting the pod.
+    """
+    if phase == "Failed":
+        return "Job" in owner_kinds
+    return phase in _STARTED_PHASES
 
 
 def pod_observation(
@@ -54,7 +68,8 @@ def pod_observation(
         phase=phase, namespace=namespace, name=name, owner_kinds=owner_kinds, diagnosis=diagnosis
     )
     told = diagnosis if diagnosis_changed else None
-    if wants is None and told is None:
+    past_pending = pod_past_pending(phase=phase, owner_kinds=owner_kinds)
+    if wants is None and told is None and not past_pending:
         return None
     return Observation(
         flow_run_id,
@@ -63,6 +78,7 @@ def pod_observation(
         message=message,
         diagnosis=told,
         crash_logs=crash_logs if wants == "crashed" else None,
+        past_pending=past_pending,
     )
 
 

@@ -5,8 +5,8 @@ One scope is the whole cluster or one configured namespace. The list-watch machi
 here each is translated against the pod's remembered state, the state kept, and the events
 handed to the emitter. Pods are read as plain JSON straight off the response, decoded only
 as far as the fields `translate` reads (see `wire.py`). With the lifecycle layer on, a change
-into Pending or Failed, or of the diagnosis category, is told to it once the change's events
-are handed over (`lifecycle.pod_observation`).
+that brings events in any phase but Unknown, or of the diagnosis category, is told to it once
+the change's events are handed over (`lifecycle.pod_observation`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from infra_observer.sources.skips import SkipLog
 log = structlog.get_logger(__name__)
 
 SOURCE = "kubernetes"
-# The phases a change into may ask something of the run (pending, or a bare pod's crash).
-_TOLD_PHASES = frozenset({"Pending", "Failed"})
+# The phases a change into may ask something of the run: pending, a bare pod's crash, or
+# past pending (a pending proposal still queued is withdrawn).
+_TOLD_PHASES = frozenset({"Pending", "Running", "Succeeded", "Failed"})
 
 
 def label_selector(settings: KubernetesSettings) -> str:
