@@ -41,6 +41,11 @@ NO_SOURCES = (
     "INFRA_OBSERVER_DOCKER_ENABLED=true (containers of Prefect's Docker worker), "
     "INFRA_OBSERVER_ECS_ENABLED=true with INFRA_OBSERVER_ECS_QUEUE_URL (ECS tasks via SQS)"
 )
+LIFECYCLE_START_WAIT_SECONDS = 30.0
+"""At start, the longest the lifecycle waits for the events of the sources' first listing
+to be taken for delivery: a standby replica's sources never list, and an unreachable API
+takes nothing."""
+_START_POLL_SECONDS = 0.05
 
 
 class _StopRequested(Exception):
@@ -176,7 +181,10 @@ async def run(settings: Settings) -> None:
                 tasks.append(emitter_task)
                 lifecycle_task = None
                 if lifecycle is not None:
-                    lifecycle_task = outer.create_task(lifecycle.run(), name="lifecycle")
+                    lifecycle_task = outer.create_task(
+                        _lifecycle_after_start(lifecycle, sources=sources, emitter=emitter),
+                        name="lifecycle",
+                    )
                     tasks.append(lifecycle_task)
                 try:
                     await _run_sources(sources, stop=stop, tasks=tasks, elector=elector)
@@ -195,6 +203,23 @@ async def run(settings: Settings) -> None:
         if elector is not None:
             await elector.aclose()
     log.info("stopped")
+
+
+async def _lifecycle_after_start(
+    lifecycle: Lifecycle, *, sources: list[Source], emitter: Emitter
+) -> None:
+    """The lifecycle, once every source has listed what exists and the emitter has taken all
+    their events (at most `LIFECYCLE_START_WAIT_SECONDS`): a restart among many pending pods
+    sends their events first, without its proposals competing with them for the API and the
+    CPU. Observations wait meanwhile in the lifecycle's own bounded queue."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not (emitter.queued == 0 and all(source.ready for source in sources)):
+        if loop.time() - started >= LIFECYCLE_START_WAIT_SECONDS:
+            break
+        await asyncio.sleep(_START_POLL_SECONDS)
+    log.info("lifecycle_started", waited_seconds=round(loop.time() - started, 2))
+    await lifecycle.run()
 
 
 def _build_elector(settings: Settings, *, metrics: Metrics) -> LeaderElector | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import httpx
 import orjson
 import pytest
 
+from infra_observer.app import LIFECYCLE_START_WAIT_SECONDS
 from tests.peers._util import free_port
 from tests.peers.kube import KubePeer, create_pod, delete_pod, set_pod_phase
 from tests.peers.prefect import PrefectPeer
@@ -326,3 +328,49 @@ def test_a_missing_kubeconfig_is_a_configuration_error_naming_it(tmp_path: Path)
     assert f"INFRA_OBSERVER_KUBERNETES_KUBECONFIG='{missing}' is not a file" in stderr
     assert "current-context" not in stderr  # the loader's word for an empty kubeconfig
     assert "emitter_drained" in stderr  # stopped in order, not torn down
+
+
+PENDING_PODS_AT_START = 150
+
+
+async def test_at_start_the_pods_events_go_out_before_any_proposal(
+    kube: KubePeer, prefect: PrefectPeer, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """A restart among many pending pods: every pod's event is received by the server before
+    the first `InfrastructurePending` is accepted, and then every run gets it."""
+    namespace = unique("start")
+    runs = await prefect.create_flow_runs(PENDING_PODS_AT_START, flow_name="infra-observer-start")
+    for index, run in enumerate(runs):
+        await create_pod(kube, namespace, f"flow-{index}", {"prefect.io/flow-run-id": run})
+    daemon = Daemon(kube_env(kube, namespace, **prefect.env()), tmp_path / "daemon.log")
+    daemons.append(daemon)
+    stored = await prefect.wait_for_events(
+        expected_count=PENDING_PODS_AT_START,
+        names=["prefect.kubernetes.pod.pending"],
+        timeout=60,
+        settle=0,
+    )
+    mine = [event for event in stored if any(related_to(event, run) for run in runs)]
+    assert len(mine) == PENDING_PODS_AT_START
+    last_received = max(moment(str(event["received"])) for event in mine)
+    accepted_at = [await pending_since(prefect, run) for run in runs]
+    assert min(accepted_at) > last_received
+    started = [entry for entry in daemon.logs() if entry["event"] == "lifecycle_started"]
+    assert len(started) == 1, daemon.logs_text()
+    # It waited for the events, not for its time limit.
+    assert started[0]["waited_seconds"] < LIFECYCLE_START_WAIT_SECONDS, started
+
+
+def moment(timestamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(timestamp)
+
+
+async def pending_since(prefect: PrefectPeer, run: str) -> dt.datetime:
+    """When the server accepted the run's `InfrastructurePending` (its state's timestamp)."""
+    deadline = time.monotonic() + 120
+    while True:
+        state = (await prefect.read_flow_run(run))["state"]
+        if state["name"] == "InfrastructurePending":
+            return moment(str(state["timestamp"]))
+        assert time.monotonic() < deadline, f"{run} still {state['name']}"
+        await asyncio.sleep(0.5)
