@@ -14,7 +14,7 @@ import pytest
 
 from infra_observer.config import PrefectSettings
 from infra_observer.errors import ConfigError
-from infra_observer.prefect_api.client import PrefectApi
+from infra_observer.prefect_api.client import Answer, PrefectApi
 
 PROXY_VARIABLES = (
     "HTTP_PROXY",
@@ -76,13 +76,25 @@ def api_for(url: str, **settings: str) -> PrefectApi:
     return PrefectApi.from_settings(prefect, timeout_seconds=10)
 
 
+async def one_request(
+    url: str, path: str, *, body: bytes | None = b"[]", method: str = "POST", **settings: str
+) -> Answer:
+    """One request through a `PrefectApi` for `url`, closed afterwards."""
+    api = api_for(url, **settings)
+    try:
+        return await api.request(method, path, body=body)
+    finally:
+        await api.aclose()
+
+
 async def test_a_request_carries_host_length_type_auth_and_the_base_path() -> None:
     async with server() as (port, received):
-        api = api_for(f"http://127.0.0.1:{port}/api/", api_key="secret-key")
-        try:
-            answer = await api.request("POST", "/flow_runs/filter", body=b'{"limit": 1}')
-        finally:
-            await api.aclose()
+        answer = await one_request(
+            f"http://127.0.0.1:{port}/api/",
+            "/flow_runs/filter",
+            body=b'{"limit": 1}',
+            api_key="secret-key",
+        )
     assert received.lines == ["POST /api/flow_runs/filter HTTP/1.1"]
     sent = received.headers[0]
     assert sent["host"] == f"127.0.0.1:{port}"
@@ -98,11 +110,13 @@ async def test_a_request_carries_host_length_type_auth_and_the_base_path() -> No
 
 async def test_a_read_sends_no_body_headers_and_basic_auth() -> None:
     async with server() as (port, received):
-        api = api_for(f"http://127.0.0.1:{port}/api", api_auth_string="user:pass")
-        try:
-            await api.request("GET", "/flow_runs/1")
-        finally:
-            await api.aclose()
+        await one_request(
+            f"http://127.0.0.1:{port}/api",
+            "/flow_runs/1",
+            body=None,
+            method="GET",
+            api_auth_string="user:pass",
+        )
     sent = received.headers[0]
     assert "content-length" not in sent
     assert "content-type" not in sent
@@ -124,11 +138,7 @@ async def test_a_compressed_answer_is_read_decompressed(encoding: str, compress:
         port,
         received,
     ):
-        api = api_for(f"http://127.0.0.1:{port}/api")
-        try:
-            answer = await api.request("POST", "/flow_runs/filter", body=b"{}")
-        finally:
-            await api.aclose()
+        answer = await one_request(f"http://127.0.0.1:{port}/api", "/flow_runs/filter", body=b"{}")
     assert received.headers[0]["accept-encoding"] == "gzip, deflate"
     assert answer.content == plain
 
@@ -139,11 +149,7 @@ async def test_the_proxy_the_environment_names_gets_its_credentials(
     async with server() as (port, received):
         monkeypatch.setenv("HTTP_PROXY", f"http://proxy%20user:p%40ss@127.0.0.1:{port}")
         # Only the proxy can reach this host: a direct request could not even resolve it.
-        api = api_for("http://prefect.invalid:4200/api")
-        try:
-            await api.request("POST", "/events", body=b"[]")
-        finally:
-            await api.aclose()
+        await one_request("http://prefect.invalid:4200/api", "/events", body=b"[]")
     assert received.lines == ["POST http://prefect.invalid:4200/api/events HTTP/1.1"]
     assert received.headers[0]["host"] == "prefect.invalid:4200"
     assert received.headers[0]["proxy-authorization"] == "Basic cHJveHkgdXNlcjpwQHNz"
@@ -160,11 +166,9 @@ async def test_the_host_header_leaves_out_the_default_port(
 ) -> None:
     async with server() as (port, received):
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
-        api = api_for("http://prefect.invalid:80/api/accounts/a/workspaces/w")
-        try:
-            await api.request("POST", "/events", body=b"[]")
-        finally:
-            await api.aclose()
+        await one_request(
+            "http://prefect.invalid:80/api/accounts/a/workspaces/w", "/events", body=b"[]"
+        )
     assert received.headers[0]["host"] == "prefect.invalid"
     assert received.lines == [
         "POST http://prefect.invalid/api/accounts/a/workspaces/w/events HTTP/1.1"
