@@ -4,9 +4,9 @@ and one request path that maps a failure onto the error tree.
 Requests go to httpcore's connection pool directly, through its public API, rather than
 through an `httpx.AsyncClient`: every call here is to one known server with a body we
 built, so httpx's per-request work (parsing and merging URLs, building its request and
-response models, cookies, event hooks) buys nothing and costs about a third of the CPU of
-each request (docs/performance.md, "The Prefect API client"). What httpx would still add
-is done here: the `Host`, `Content-Length` and auth headers, gzip and deflate answers, and
+response models, cookies, event hooks) buys nothing and costs a third or more of the CPU
+of each request (docs/performance.md, "The lifecycle made cheaper"). What httpx would
+still add is done here: the `Host`, `Content-Length` and auth headers, gzip and deflate answers, and
 the proxy the environment names.
 """
 
