@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Collection
+from os import listdir
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,48 @@ async def test_a_busybox_pod_runs_on_the_node_with_a_cni_address(node: NodePeer)
     assert pod.spec.node_name == NODE_NAME
     assert pod.status.container_statuses[0].state.running is not None
     assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(node.pod_subnet)
+
+
+def bridge_addresses(node: NodePeer) -> tuple[str, set[str]]:
+    """The bridge's MAC address, and those of its ports (the host ends of the pods' veths)."""
+    bridge = Path("/sys/class/net") / node.bridge
+    ports = {
+        (bridge.parent / port / "address").read_text().strip() for port in listdir(bridge / "brif")
+    }
+    return (bridge / "address").read_text().strip(), ports
+
+
+async def test_the_bridge_keeps_its_address_while_pods_come_and_go(node: NodePeer) -> None:
+    """Pods hold the gateway's MAC in their ARP cache: were it a port's, it would change when
+    that pod goes, and the other pods would lose the host until their entry expired."""
+    from kubernetes_asyncio import client
+
+    await ensure_namespace(node, NAMESPACE)
+    before, ports_before = bridge_addresses(node)
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    body = {
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "600"]}],
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": False,
+        },
+    }
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        await core.create_namespaced_pod(NAMESPACE, body)
+        await wait_pod(node, name, lambda p: p.status.phase == "Running")
+        during, ports = bridge_addresses(node)
+        await core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
+    pod_ports = ports - ports_before
+    assert pod_ports
+    assert during == before
+    assert during not in ports
+    deadline = time.monotonic() + 60
+    while (after := bridge_addresses(node))[1] & pod_ports:  # the pod's veth goes last
+        assert time.monotonic() < deadline, f"the pod's port {pod_ports} still there"
+        await asyncio.sleep(0.5)
+    assert after[0] == before
 
 
 # ---------------------------------------------------------------- the daemon as a pod
