@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import time
 import uuid
 from collections.abc import Collection
+from os import listdir
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,48 @@ async def test_a_busybox_pod_runs_on_the_node_with_a_cni_address(node: NodePeer)
     assert pod.spec.node_name == NODE_NAME
     assert pod.status.container_statuses[0].state.running is not None
     assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(node.pod_subnet)
+
+
+def bridge_addresses(node: NodePeer) -> tuple[str, set[str]]:
+    """The bridge's MAC address, and those of its ports (the host ends of the pods' veths)."""
+    bridge = Path("/sys/class/net") / node.bridge
+    ports = {
+        (bridge.parent / port / "address").read_text().strip() for port in listdir(bridge / "brif")
+    }
+    return (bridge / "address").read_text().strip(), ports
+
+
+async def test_the_bridge_keeps_its_address_while_pods_come_and_go(node: NodePeer) -> None:
+    """Pods hold the gateway's MAC in their ARP cache: were it a port's, it would change when
+    that pod goes, and the other pods would lose the host until their entry expired."""
+    from kubernetes_asyncio import client
+
+    await ensure_namespace(node, NAMESPACE)
+    before, ports_before = bridge_addresses(node)
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    body = {
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "600"]}],
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": False,
+        },
+    }
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        await core.create_namespaced_pod(NAMESPACE, body)
+        await wait_pod(node, name, lambda p: p.status.phase == "Running")
+        during, ports = bridge_addresses(node)
+        await core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
+    pod_ports = ports - ports_before
+    assert pod_ports
+    assert during == before
+    assert during not in ports
+    deadline = time.monotonic() + 60
+    while (after := bridge_addresses(node))[1] & pod_ports:  # the pod's veth goes last
+        assert time.monotonic() < deadline, f"the pod's port {pod_ports} still there"
+        await asyncio.sleep(0.5)
+    assert after[0] == before
 
 
 # ---------------------------------------------------------------- the daemon as a pod
@@ -469,6 +513,157 @@ async def test_an_oom_killed_job_crashes_its_run_with_the_diagnosis(
 
 LEASE_DURATION_SECONDS = 15  # the daemon's default; the chart does not change it
 RETRY_PERIOD_SECONDS = 2
+# A short flow run: each of its pods goes Pending, Running, Succeeded.
+SHORT_RUN = {"command": ["sh", "-c", "sleep 3; exit 0"]}
+
+
+async def keep_starting_jobs(
+    node: NodePeer, flow_runs: dict[str, str], *, started: asyncio.Event, until: asyncio.Event
+) -> None:
+    """A short Job about every second until ``until`` is set, then one more: pods keep
+    changing all through the rolling update. ``started`` is set once three have started."""
+    from kubernetes_asyncio import client
+
+    async with node.api_client() as api:
+        batch: Any = client.BatchV1Api(api)
+        while True:
+            last = until.is_set()
+            name = f"upgrade-{len(flow_runs)}-{uuid.uuid4().hex[:6]}"
+            flow_runs[name] = str(uuid.uuid4())
+            await batch.create_namespaced_job(FLOWS, flow_run_job(name, flow_runs[name], SHORT_RUN))
+            if len(flow_runs) >= 3:
+                started.set()
+            if last:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(until.wait(), 1)
+
+
+async def daemon_pods(node: NodePeer) -> list[Any]:
+    """The release's pods, in any phase."""
+    from kubernetes_asyncio import client
+
+    async with node.api_client() as api:
+        pods = await client.CoreV1Api(api).list_namespaced_pod(
+            RELEASE_NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}"
+        )
+    return list(pods.items)
+
+
+async def wait_rolled_over(node: NodePeer, old: str) -> Any:
+    """The new daemon pod Ready and the old one gone; returns the new one."""
+    new_pod = await wait_daemon_ready(node, exclude={old})
+    deadline = time.monotonic() + 120
+    while old in {p.metadata.name for p in await daemon_pods(node)}:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"old daemon pod {old} still there")
+        await asyncio.sleep(0.5)
+    return new_pod
+
+
+async def job_pods_succeeded(node: NodePeer, names: Collection[str]) -> list[Any]:
+    from kubernetes_asyncio import client
+
+    deadline = time.monotonic() + 180
+    async with node.api_client() as api:
+        core: Any = client.CoreV1Api(api)
+        while True:
+            pods = [
+                (await core.list_namespaced_pod(FLOWS, label_selector=f"job-name={n}")).items
+                for n in names
+            ]
+            if all(p and p[0].status.phase == "Succeeded" for p in pods):
+                return [p[0] for p in pods]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"jobs not all succeeded: {[p and p[0].status for p in pods]}")
+            await asyncio.sleep(1)
+
+
+async def follow_daemon_logs(node: NodePeer, *, until: asyncio.Event) -> None:
+    """Copy every daemon pod's log, read through the apiserver as `kubectl logs -f` does,
+    to ``<state dir>/daemon-logs/<pod>.log``: an old pod's log is gone with the pod."""
+    from kubernetes_asyncio import client
+
+    out = node.state_dir / "daemon-logs"
+    out.mkdir(exist_ok=True)
+    followers: dict[str, asyncio.Task[None]] = {}
+
+    async def follow(name: str) -> None:
+        async with node.api_client() as api:
+            response = await client.CoreV1Api(api).read_namespaced_pod_log(
+                name, RELEASE_NAMESPACE, follow=True, _preload_content=False
+            )
+            with (out / f"{name}.log").open("ab") as sink:
+                async for line in response.content:
+                    sink.write(line)
+                    sink.flush()
+
+    while not until.is_set():
+        for pod in await daemon_pods(node):
+            statuses = pod.status.container_statuses or []
+            started = statuses and (statuses[0].state.running or statuses[0].state.terminated)
+            if started and pod.metadata.name not in followers:
+                followers[pod.metadata.name] = asyncio.create_task(follow(pod.metadata.name))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(until.wait(), 0.5)
+    for task in followers.values():
+        task.cancel()
+    await asyncio.gather(*followers.values(), return_exceptions=True)
+
+
+async def daemon_restarts(node: NodePeer) -> dict[str, int]:
+    """Each daemon pod's restart count: a restarted daemon lists pods afresh, and the states
+    its first process had not delivered are not seen again."""
+    return {
+        pod.metadata.name: sum(s.restart_count for s in pod.status.container_statuses or [])
+        for pod in await daemon_pods(node)
+    }
+
+
+def daemon_problems(node: NodePeer) -> list[str]:
+    """The daemon pods' warnings and errors, from the logs `follow_daemon_logs` copied."""
+    logs = sorted((node.state_dir / "daemon-logs").glob("*.log"))
+    lines = [line for log in logs for line in log.read_text(errors="replace").splitlines()]
+    return [line for line in lines if '"level":"warning"' in line or '"level":"error"' in line]
+
+
+async def test_helm_upgrade_while_pods_change_loses_nothing(
+    node: NodePeer, prefect: PrefectPeer, daemon_pod: Any
+) -> None:
+    """A changed value rolls the Deployment while Jobs start and end: every pod's pending,
+    running and succeeded events are stored, each id once."""
+    old = (await wait_daemon_ready(node)).metadata.name
+    values = yaml.safe_load((node.state_dir / "values.yaml").read_text())
+    values["emitter"] = {**values.get("emitter", {}), "batchMaxEvents": 100}
+    flow_runs: dict[str, str] = {}
+    started, rolled, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    logs = asyncio.create_task(follow_daemon_logs(node, until=done))
+    jobs = asyncio.create_task(keep_starting_jobs(node, flow_runs, started=started, until=rolled))
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        await asyncio.to_thread(helm_release, node, values, command="upgrade")
+        await wait_rolled_over(node, old)
+    finally:
+        rolled.set()
+        await jobs
+    try:
+        for pod in await job_pods_succeeded(node, list(flow_runs)):
+            uid = pod.metadata.uid
+            expected = {
+                str(pod_event_id(uid=uid, phase=phase, restart_count=0))
+                for phase in ("Pending", "Running", "Succeeded")
+            }
+            final = pod_event_id(uid=uid, phase="Succeeded", restart_count=0)
+            stored = [e["id"] for e in await stored_for(prefect, uid, final)]
+            assert sorted(stored) == sorted(expected), (
+                pod.metadata.name,
+                await daemon_restarts(node),
+                daemon_problems(node),
+                prefect.dropped_batches(),
+            )
+    finally:
+        done.set()
+        await logs
 
 
 async def lease_holder(node: NodePeer) -> str:

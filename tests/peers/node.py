@@ -208,10 +208,19 @@ class NodePeer(KubePeer):
 
     def _create_bridge(self) -> None:
         """The CNI bridge, made before any pod so it can carry the Service address too (the
-        bridge plugin adopts an existing bridge)."""
+        bridge plugin adopts an existing bridge).
+
+        Its MAC address is set, not left to the kernel: a bridge without one takes the
+        lowest MAC of its ports, so it changes whenever the pod owning that port goes away.
+        The other pods still have the gateway at the old MAC in their ARP cache and reach
+        nothing on the host (the apiserver, the Prefect server) until that entry expires,
+        up to about 50 s, and their probes fail meanwhile.
+        """
         prefix = self.pod_subnet.rsplit("/", 1)[1]
+        # Locally administered, unicast.
+        mac = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
         for command in (
-            ["link", "add", self.bridge, "type", "bridge"],
+            ["link", "add", self.bridge, "address", mac, "type", "bridge"],
             ["addr", "add", f"{self.gateway}/{prefix}", "dev", self.bridge],
             ["addr", "add", f"{self.service_ip}/32", "dev", self.bridge],
             ["link", "set", self.bridge, "up"],
