@@ -6,8 +6,8 @@ through an `httpx.AsyncClient`: every call here is to one known server with a bo
 built, so httpx's per-request work (parsing and merging URLs, building its request and
 response models, cookies, event hooks) buys nothing and costs a third or more of the CPU
 of each request (docs/performance.md, "The lifecycle made cheaper"). What httpx would
-still add is done here: the `Host`, `Content-Length` and auth headers, gzip and deflate answers, and
-the proxy the environment names.
+still add is done here: the `Host`, `Content-Length` and auth headers, gzip and deflate
+answers, and the proxy the environment names.
 """
 
 from __future__ import annotations
