@@ -95,15 +95,8 @@ def build_lifecycle(settings: Settings, *, sink: Sink, metrics: Metrics) -> Life
     if not settings.lifecycle.enabled or not isinstance(sink, EventsApiSink):
         return None
     from infra_observer.lifecycle.worker import Lifecycle
-    from infra_observer.prefect_api.logs import Logs
-    from infra_observer.prefect_api.orchestration import Orchestration
 
-    return Lifecycle(
-        orchestration=Orchestration(sink.api),
-        logs=Logs(sink.api),
-        metrics=metrics,
-        settings=settings.lifecycle,
-    )
+    return Lifecycle(api=sink.api, metrics=metrics, settings=settings.lifecycle)
 
 
 def build_sources(

@@ -19,8 +19,6 @@ from infra_observer.config import LifecycleSettings, PrefectSettings
 from infra_observer.emitter import Emitter
 from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.prefect_api.client import PrefectApi
-from infra_observer.prefect_api.logs import Logs
-from infra_observer.prefect_api.orchestration import Orchestration
 from infra_observer.retry import Backoff
 from infra_observer.sources.docker.client import ContainerGoneError, DockerClient
 from infra_observer.sources.docker.endpoint import Endpoint
@@ -64,8 +62,7 @@ async def observed(
     lifecycle worker reaching the server through the proxy; yields the delivered events."""
     api = PrefectApi.from_settings(PrefectSettings(api_url=proxy.api_url), timeout_seconds=30)
     lifecycle = Lifecycle(
-        orchestration=Orchestration(api),
-        logs=Logs(api),
+        api=api,
         metrics=harness.metrics,
         settings=LifecycleSettings(crash_log_lines=50),
         backoff=Backoff(initial=0.2, maximum=1.0),

@@ -13,8 +13,6 @@ from infra_observer.config import LifecycleSettings, PrefectSettings
 from infra_observer.emitter import Emitter, events_api_sink
 from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.prefect_api.client import PrefectApi
-from infra_observer.prefect_api.logs import Logs
-from infra_observer.prefect_api.orchestration import Orchestration
 from infra_observer.retry import Backoff
 from infra_observer.sources.ecs.source import EcsSource
 from tests.integration.ecs_support import eventually
@@ -73,8 +71,7 @@ async def observed(harness: Harness, prefect: PrefectPeer) -> AsyncIterator[Life
     settings = PrefectSettings(api_url=prefect.api_url)
     api = PrefectApi.from_settings(settings, timeout_seconds=30)
     lifecycle = Lifecycle(
-        orchestration=Orchestration(api),
-        logs=Logs(api),
+        api=api,
         metrics=harness.metrics,
         settings=LifecycleSettings(crash_log_lines=50),
         backoff=Backoff(initial=0.2, maximum=1.0),

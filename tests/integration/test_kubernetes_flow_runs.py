@@ -24,8 +24,6 @@ from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.metrics import Metrics
 from infra_observer.observations import Observation
 from infra_observer.prefect_api.client import PrefectApi
-from infra_observer.prefect_api.logs import Logs
-from infra_observer.prefect_api.orchestration import Orchestration
 from infra_observer.retry import Backoff
 from infra_observer.sources.kubernetes.source import KubernetesSource
 from tests.handoff import RecordingHandoff
@@ -63,8 +61,7 @@ async def observed(kube: KubePeer, prefect: PrefectPeer, namespace: str) -> Asyn
     prefect_settings = PrefectSettings(api_url=prefect.api_url)
     api = PrefectApi.from_settings(prefect_settings, timeout_seconds=30)
     lifecycle = Lifecycle(
-        orchestration=Orchestration(api),
-        logs=Logs(api),
+        api=api,
         metrics=metrics,
         settings=LifecycleSettings(crash_log_lines=50),
         backoff=Backoff(initial=0.2, maximum=1.0),

@@ -20,8 +20,6 @@ from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.metrics import Metrics
 from infra_observer.observations import CrashLogReader, Diagnosis, Observation
 from infra_observer.prefect_api.client import PrefectApi
-from infra_observer.prefect_api.logs import Logs
-from infra_observer.prefect_api.orchestration import Orchestration
 from infra_observer.retry import Backoff
 from infra_observer.sources.kubernetes.lifecycle import pod_observation
 from tests.peers.faulty_proxy import FaultyProxy, Mode
@@ -40,8 +38,7 @@ class Worker:
     def __init__(self, api: PrefectApi, **settings: Any) -> None:
         self.metrics = Metrics(CollectorRegistry())
         self.lifecycle = Lifecycle(
-            orchestration=Orchestration(api),
-            logs=Logs(api),
+            api=api,
             metrics=self.metrics,
             settings=LifecycleSettings(**settings),
             backoff=Backoff(initial=0.2, maximum=1.0),

@@ -15,8 +15,6 @@ from infra_observer.emitter import Emitter, events_api_sink
 from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.metrics import Metrics
 from infra_observer.prefect_api.client import PrefectApi
-from infra_observer.prefect_api.logs import Logs
-from infra_observer.prefect_api.orchestration import Orchestration
 from infra_observer.retry import Backoff
 from infra_observer.sources.kubernetes.source import KubernetesSource
 from tests.integration.ecs_support import eventually
@@ -44,8 +42,7 @@ async def test_events_flow_while_proposals_fail_and_the_crash_lands_once_the_api
     proxy, api = failing_api
     metrics = Metrics(CollectorRegistry())
     lifecycle = Lifecycle(
-        orchestration=Orchestration(api),
-        logs=Logs(api),
+        api=api,
         metrics=metrics,
         settings=LifecycleSettings(),
         backoff=Backoff(initial=0.2, maximum=1.0),

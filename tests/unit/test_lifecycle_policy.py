@@ -23,8 +23,6 @@ from infra_observer.lifecycle.worker import Lifecycle
 from infra_observer.metrics import Metrics
 from infra_observer.observations import Diagnosis, Observation
 from infra_observer.prefect_api.client import PrefectApi
-from infra_observer.prefect_api.logs import Logs
-from infra_observer.prefect_api.orchestration import Orchestration
 
 STATE_TYPES = (
     "SCHEDULED",
@@ -155,8 +153,7 @@ async def idle() -> AsyncIterator[tuple[Lifecycle, Metrics]]:
     )
     metrics = Metrics(CollectorRegistry())
     lifecycle = Lifecycle(
-        orchestration=Orchestration(api),
-        logs=Logs(api),
+        api=api,
         metrics=metrics,
         settings=LifecycleSettings(),
     )

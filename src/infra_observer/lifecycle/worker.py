@@ -22,6 +22,7 @@ from infra_observer.errors import InfraObserverError, RejectedBatchError
 from infra_observer.lifecycle.policy import INFRASTRUCTURE_PENDING, admits
 from infra_observer.metrics import Metrics
 from infra_observer.observations import CrashLogReader, Diagnosis, Level, Observation, Wanted
+from infra_observer.prefect_api.client import PrefectApi
 from infra_observer.prefect_api.logs import Logs
 from infra_observer.prefect_api.orchestration import FlowRunState, Orchestration, SetStateStatus
 from infra_observer.retry import Backoff
@@ -59,15 +60,14 @@ class Lifecycle:
     def __init__(
         self,
         *,
-        orchestration: Orchestration,
-        logs: Logs,
+        api: PrefectApi,
         metrics: Metrics,
         settings: LifecycleSettings,
         batch_size: int = 200,
         backoff: Backoff | None = None,
     ) -> None:
-        self._orchestration = orchestration
-        self._logs = logs
+        self._orchestration = Orchestration(api)
+        self._logs = Logs(api)
         self._metrics = metrics
         self._settings = settings
         switches: dict[Wanted, bool] = {
