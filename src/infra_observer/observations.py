@@ -54,6 +54,33 @@ class Observation:
     A `pending` proposal of the run still queued is withdrawn: made now, it would say the
     infrastructure is pending when it is not. Never set with `wants`."""
 
+    @classmethod
+    def of_change(
+        cls,
+        flow_run_id: uuid.UUID,
+        source: str,
+        *,
+        wants: Wanted | None,
+        message: str,
+        diagnosis: Diagnosis | None,
+        crash_logs: CrashLogReader | None,
+        past_pending: bool,
+    ) -> Observation | None:
+        """What one change tells the lifecycle layer; None when it tells nothing (no
+        proposal, no diagnosis, not past pending). The crash-log reader goes only with a
+        `crashed` proposal."""
+        if wants is None and diagnosis is None and not past_pending:
+            return None
+        return cls(
+            flow_run_id,
+            source,
+            wants=wants,
+            message=message,
+            diagnosis=diagnosis,
+            crash_logs=crash_logs if wants == "crashed" else None,
+            past_pending=past_pending,
+        )
+
 
 class FlowRunHandoff(Protocol):
     def observe(self, observation: Observation) -> None:

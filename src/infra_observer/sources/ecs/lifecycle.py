@@ -37,18 +37,14 @@ def observation(
 ) -> Observation | None:
     """What the change tells the lifecycle layer; None when nothing."""
     wants, message = wanted(status=status, stop=stop, task_arn=task_arn)
-    diagnosis = explain(stop) if status == "stopped" else None
-    launched = past_pending(status=status, stop=stop)
-    if wants is None and diagnosis is None and not launched:
-        return None
-    return Observation(
+    return Observation.of_change(
         flow_run_id,
         "ecs",
         wants=wants,
         message=message,
-        diagnosis=diagnosis,
-        crash_logs=crash_logs if wants == "crashed" else None,
-        past_pending=launched,
+        diagnosis=explain(stop) if status == "stopped" else None,
+        crash_logs=crash_logs,
+        past_pending=past_pending(status=status, stop=stop),
     )
 
 

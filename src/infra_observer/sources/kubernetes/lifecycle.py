@@ -67,18 +67,14 @@ def pod_observation(
     wants, message = pod_wants(
         phase=phase, namespace=namespace, name=name, owner_kinds=owner_kinds, diagnosis=diagnosis
     )
-    told = diagnosis if diagnosis_changed else None
-    past_pending = pod_past_pending(phase=phase, owner_kinds=owner_kinds)
-    if wants is None and told is None and not past_pending:
-        return None
-    return Observation(
+    return Observation.of_change(
         flow_run_id,
         "kubernetes",
         wants=wants,
         message=message,
-        diagnosis=told,
-        crash_logs=crash_logs if wants == "crashed" else None,
-        past_pending=past_pending,
+        diagnosis=diagnosis if diagnosis_changed else None,
+        crash_logs=crash_logs,
+        past_pending=pod_past_pending(phase=phase, owner_kinds=owner_kinds),
     )
 
 
