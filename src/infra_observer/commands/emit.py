@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from infra_observer import app
 from infra_observer.commands import CommandInputError
 from infra_observer.config import Settings
-from infra_observer.emitter import Emitter
+from infra_observer.emitter import Emitter, EventsApiSink
 from infra_observer.emitter.stored import FILTER_PATH, stored_ids
 from infra_observer.errors import DeliveryError
 from infra_observer.events import catalog
@@ -486,13 +486,13 @@ async def deliver(
     `retry`: the id was given, so this may be a retry; an id the server already holds is
     not sent again (see `_already_stored`) and counts as delivered (DUPLICATE).
     """
-    if retry and await _already_stored(event, settings):
-        log.info("event_already_stored", event_id=str(event.id), event_name=event.event)
-        return Outcome.DUPLICATE
-    metrics = Metrics(CollectorRegistry())
     sink = app.build_sink(settings)
-    emitter = Emitter(sink=sink, settings=settings.emitter, metrics=metrics)
     try:
+        if retry and isinstance(sink, EventsApiSink) and await _already_stored(event, sink.api):
+            log.info("event_already_stored", event_id=str(event.id), event_name=event.event)
+            return Outcome.DUPLICATE
+        metrics = Metrics(CollectorRegistry())
+        emitter = Emitter(sink=sink, settings=settings.emitter, metrics=metrics)
         async with asyncio.TaskGroup() as group:
             group.create_task(emitter.run(), name="emitter")
             outcome = await emitter.submit(event, source=SOURCE)
@@ -504,27 +504,18 @@ async def deliver(
     return result
 
 
-async def _already_stored(event: Event, settings: Settings) -> bool:
+async def _already_stored(event: Event, api: PrefectApi) -> bool:
     """Whether the server already holds this id (a retried emit).
 
     The server would store it once anyway, but Prefect 3.8's persister fails a write batch
     made only of known ids and may drop other events with it: better not to send it. A
     failed lookup is logged and the event is sent.
     """
-    if settings.prefect.api_url is None or settings.emitter.sink == "stdout":
-        return False
-    api = PrefectApi.from_settings(
-        settings.prefect,
-        timeout_seconds=settings.emitter.request_timeout_seconds,
-        ca_bundle=settings.emitter.ca_bundle,
-    )
     try:
         found = await stored_ids(api, events=[event])
     except DeliveryError as exc:
         log.warning("stored_event_lookup_failed", url=api.url(FILTER_PATH), error=str(exc))
         return False
-    finally:
-        await api.aclose()
     return bool(found)
 
 
