@@ -49,11 +49,9 @@ async def wait_pod(
             await asyncio.sleep(0.5)
 
 
-async def test_a_busybox_pod_runs_on_the_node_with_a_cni_address(node: NodePeer) -> None:
-    from kubernetes_asyncio import client
-
-    await ensure_namespace(node, NAMESPACE)
-    name = f"smoke-{uuid.uuid4().hex[:8]}"
+def sleeping_pod(prefix: str) -> tuple[str, dict[str, Any]]:
+    """A new name starting with `prefix`, and a busybox pod of that name that sleeps."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     body = {
         "metadata": {"name": name},
         "spec": {
@@ -62,6 +60,14 @@ async def test_a_busybox_pod_runs_on_the_node_with_a_cni_address(node: NodePeer)
             "automountServiceAccountToken": False,
         },
     }
+    return name, body
+
+
+async def test_a_busybox_pod_runs_on_the_node_with_a_cni_address(node: NodePeer) -> None:
+    from kubernetes_asyncio import client
+
+    await ensure_namespace(node, NAMESPACE)
+    name, body = sleeping_pod("smoke")
     async with node.api_client() as api:
         core: Any = client.CoreV1Api(api)
         await core.create_namespaced_pod(NAMESPACE, body)
@@ -88,15 +94,7 @@ async def test_the_bridge_keeps_its_address_while_pods_come_and_go(node: NodePee
 
     await ensure_namespace(node, NAMESPACE)
     before, ports_before = bridge_addresses(node)
-    name = f"churn-{uuid.uuid4().hex[:8]}"
-    body = {
-        "metadata": {"name": name},
-        "spec": {
-            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "600"]}],
-            "terminationGracePeriodSeconds": 1,
-            "automountServiceAccountToken": False,
-        },
-    }
+    name, body = sleeping_pod("churn")
     async with node.api_client() as api:
         core: Any = client.CoreV1Api(api)
         await core.create_namespaced_pod(NAMESPACE, body)
